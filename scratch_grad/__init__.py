@@ -1,0 +1,13 @@
+"""scratch_grad: a reverse-mode autograd engine written by hand on NumPy, with a three-way gradient oracle.
+
+    import scratch_grad as sg
+    x = sg.Variable([[1.0, 2.0]], requires_grad=True)
+    loss = sg.tanh(x @ x.T).sum()
+    loss.backward()          # x.grad is an ndarray of x's shape and dtype
+"""
+from .engine import Variable, apply, enable_grad, grad, is_grad_enabled, no_grad
+from .errors import AxisError, DomainError, DTypeError, GraphError, ScratchGradError, ShapeError
+from .ops import *  # noqa: F401,F403  (every op's public function)
+from .ops import REGISTRY, Domain, OpSpec, register
+
+__version__ = "0.1.0"

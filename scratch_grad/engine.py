@@ -1,0 +1,534 @@
+"""The reverse-mode engine: Variable, the graph nodes ops record, and backprop over the reversed graph.
+
+Design (HIPS autograd's): every op is one registry entry whose forward and VJPs are written with
+NumPy operators and scratch_grad functions. Called on raw ndarrays those functions run NumPy at full
+speed; called on Variables they record a Node. Backprop hands VJPs raw arrays, or Variables when
+`create_graph=True`, so the gradient is itself differentiable (grad-of-grad) with no extra code.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import DTypeError, GraphError, ScratchGradError, ShapeError, describe
+
+__all__ = ["Variable", "grad", "no_grad", "enable_grad", "is_grad_enabled", "apply", "sum_to"]
+
+
+class _GradMode:
+    enabled = True        # record graphs (False inside no_grad)
+    checking = True       # domain checks on user calls (off while VJPs run)
+
+
+class no_grad:
+    """Context manager (and decorator) that records no graph: results do not require grad."""
+
+    def __enter__(self):
+        self._previous = _GradMode.enabled
+        _GradMode.enabled = False
+
+    def __exit__(self, *exc):
+        _GradMode.enabled = self._previous
+
+    def __call__(self, fn):
+        def wrapper(*args, **kwargs):
+            with type(self)():
+                return fn(*args, **kwargs)
+        wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
+        return wrapper
+
+
+class enable_grad(no_grad):
+    """Re-enables graph recording inside a no_grad block."""
+
+    def __enter__(self):
+        self._previous = _GradMode.enabled
+        _GradMode.enabled = True
+
+
+def is_grad_enabled():
+    return _GradMode.enabled
+
+
+class Node:
+    """What an op recorded: its spec, inputs as given, their raw data, params and data versions.
+
+    `pending` counts consumers not yet processed during a backward pass; `grad` is the
+    in-flowing gradient summed so far and `grad_owned` says whether that buffer may be
+    accumulated into in place (it is not a view of, nor identical to, another gradient).
+    """
+
+    __slots__ = ("spec", "vjps", "inputs", "datas", "params", "versions", "pending", "grad", "grad_owned")
+
+    def __init__(self, spec, inputs, datas, params, versions):
+        self.spec = spec
+        self.vjps = spec.vjps if not spec.variadic else spec.vjps_for(len(inputs))
+        self.inputs = inputs
+        self.datas = datas
+        self.params = params
+        self.versions = versions
+        self.pending = 0
+        self.grad = None
+        self.grad_owned = False
+
+
+class Variable:
+    """An ndarray with a gradient and the op that made it.
+
+    `data` is read-only: arrays saved for backward can never change silently. Replace it with
+    `x.data = new` or change it with the in-place methods (`sub_`, `add_`, `mul_`, `zero_`,
+    `x[i] = v`); both bump a version counter that backward checks, like torch.
+    """
+
+    __slots__ = ("_data", "grad", "requires_grad", "_node", "_version", "__weakref__")
+    __array_ufunc__ = None  # make `ndarray * Variable` call Variable.__rmul__, not a ufunc loop
+
+    def __init__(self, data, requires_grad=False, dtype=None):
+        if isinstance(data, Variable):
+            data = data._data
+        try:
+            array = np.array(data, dtype=dtype, copy=True)
+        except (TypeError, ValueError) as exc:
+            raise DTypeError(f"Variable: cannot make an array from {type(data).__name__}: {exc}") from None
+        if array.dtype.kind not in "biuf":
+            raise DTypeError(f"Variable: unsupported dtype {array.dtype} (shape {array.shape}); "
+                             "use a boolean, integer or floating-point array")
+        if requires_grad and array.dtype.kind != "f":
+            raise DTypeError(f"Variable: only floating-point data can require grad, got {array.dtype} "
+                             f"array of shape {array.shape}; pass floats or dtype=np.float64")
+        array.flags.writeable = False
+        self._data = array
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._node = None
+        self._version = 0
+
+    @classmethod
+    def _from_op(cls, array, node):
+        out = cls.__new__(cls)
+        out._data = array
+        out.grad = None
+        out.requires_grad = node is not None
+        out._node = node
+        out._version = 0
+        return out
+
+    # ---- data access ------------------------------------------------------------------------
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        array = np.array(value._data if isinstance(value, Variable) else value, copy=True)
+        if self.requires_grad and array.dtype.kind != "f":
+            raise DTypeError(f"Variable.data: a Variable that requires grad needs float data, got {array.dtype}")
+        array.flags.writeable = False
+        self._data = array
+        self._version += 1
+
+    def _modify_in_place(self, fn):
+        """Apply fn(writable_array) and bump the version so stale graphs fail at backward."""
+        array = self._data
+        try:
+            array.flags.writeable = True          # fails on views of read-only bases: copy those
+        except ValueError:
+            array = array.copy()
+        fn(array)
+        array.flags.writeable = False
+        self._data = array
+        self._version += 1
+        return self
+
+    def add_(self, other):
+        other = other._data if isinstance(other, Variable) else other
+        return self._modify_in_place(lambda a: np.add(a, other, out=a))
+
+    def sub_(self, other):
+        other = other._data if isinstance(other, Variable) else other
+        return self._modify_in_place(lambda a: np.subtract(a, other, out=a))
+
+    def mul_(self, other):
+        other = other._data if isinstance(other, Variable) else other
+        return self._modify_in_place(lambda a: np.multiply(a, other, out=a))
+
+    def zero_(self):
+        return self._modify_in_place(lambda a: a.fill(0))
+
+    def __setitem__(self, index, value):
+        value = value._data if isinstance(value, Variable) else value
+        index = index._data if isinstance(index, Variable) else index
+
+        def assign(a):
+            a[index] = value
+        return self._modify_in_place(assign)
+
+    @property
+    def shape(self):
+        return self._data.shape
+
+    @property
+    def ndim(self):
+        return self._data.ndim
+
+    @property
+    def dtype(self):
+        return self._data.dtype
+
+    @property
+    def size(self):
+        return self._data.size
+
+    @property
+    def is_leaf(self):
+        return self._node is None
+
+    def numpy(self):
+        return self._data
+
+    def item(self):
+        return self._data.item()
+
+    def tolist(self):
+        return self._data.tolist()
+
+    def __array__(self, dtype=None, copy=None):
+        return self._data if dtype is None else self._data.astype(dtype)
+
+    def __len__(self):
+        return len(self._data)
+
+    def __iter__(self):
+        for i in range(len(self._data)):
+            yield self[i]
+
+    def __float__(self):
+        return float(self._data)
+
+    def __bool__(self):
+        return bool(self._data)
+
+    __hash__ = object.__hash__
+
+    # comparisons give plain boolean arrays: they have no gradient
+    def __eq__(self, other):
+        return self._data == getattr(other, "_data", other)
+
+    def __ne__(self, other):
+        return self._data != getattr(other, "_data", other)
+
+    def __lt__(self, other):
+        return self._data < getattr(other, "_data", other)
+
+    def __le__(self, other):
+        return self._data <= getattr(other, "_data", other)
+
+    def __gt__(self, other):
+        return self._data > getattr(other, "_data", other)
+
+    def __ge__(self, other):
+        return self._data >= getattr(other, "_data", other)
+
+    def __repr__(self):
+        body = np.array2string(self._data, prefix="Variable(")
+        flag = ", requires_grad=True" if self.requires_grad else ""
+        op = f", op={self._node.spec.name}" if self._node is not None else ""
+        return f"Variable({body}{flag}{op})"
+
+    # ---- graph --------------------------------------------------------------------------------
+    def detach(self):
+        """The same data (shared, read-only) with no history and no grad."""
+        return Variable._from_op(self._data, None)
+
+    def requires_grad_(self, flag=True):
+        if flag and self._data.dtype.kind != "f":
+            raise DTypeError(f"requires_grad_: only floating-point data can require grad, got {self._data.dtype}")
+        if not flag and self._node is not None:
+            raise GraphError("requires_grad_(False) on a non-leaf Variable; use detach()")
+        self.requires_grad = bool(flag)
+        return self
+
+    def zero_grad(self):
+        self.grad = None
+
+    def backward(self, gradient=None, retain_graph=None, create_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's `.grad` (like torch.Tensor.backward)."""
+        seed = _seed_gradient(self, gradient, create_graph, "backward")
+        if retain_graph is None:
+            retain_graph = create_graph
+        leaf_grads = _backprop([self], [seed], retain_graph, create_graph, targets=None)
+        for leaf, g, owned in leaf_grads.values():
+            if not create_graph and not owned:
+                g = g.copy()             # never hand out a buffer that aliases another gradient
+            leaf.grad = g if leaf.grad is None else leaf.grad + g
+
+
+def _seed_gradient(output, gradient, create_graph, where):
+    if not isinstance(output, Variable):
+        raise GraphError(f"{where}: outputs must be Variables, got {type(output).__name__}")
+    if not output.requires_grad:
+        raise GraphError(f"{where}: the output ({describe(output)}) does not require grad: no input "
+                         "that requires grad was used to compute it (or it was computed under no_grad)")
+    data = output._data
+    if gradient is None:
+        if data.size != 1:
+            raise GraphError(f"{where}: the output has {describe(output)}; a gradient can be implied only "
+                             "for a single-element output. Pass gradient=<array of the output's shape>")
+        seed = np.ones_like(data)
+    else:
+        seed = gradient._data if isinstance(gradient, Variable) else np.asarray(gradient)
+        if seed.shape != data.shape:
+            raise ShapeError(f"{where}: gradient has shape {seed.shape} but the output has shape {data.shape}")
+        if seed.dtype.kind != "f":
+            raise DTypeError(f"{where}: gradient must be floating point, got {seed.dtype}")
+        if seed.dtype != data.dtype:
+            seed = seed.astype(data.dtype)
+    if create_graph:
+        return gradient if isinstance(gradient, Variable) else Variable._from_op(seed, None)
+    return seed
+
+
+def _counts_edge(node, i, inp):
+    """Whether backprop sends a gradient along input i of node (the same test in both passes)."""
+    return isinstance(inp, Variable) and inp.requires_grad and node.vjps[i] is not None
+
+
+def _backprop(roots, seeds, retain_graph, create_graph, targets):
+    """Run every VJP once, in a topological order of the reversed graph (Kahn's algorithm).
+
+    Pass 1 walks the graph iteratively and counts, for each node, the edges to its consumers.
+    Pass 2 pops a node only when all its consumers have sent their gradient, so each node's
+    in-flowing gradient is the complete sum over its fan-out. A processed node releases its
+    saved arrays at once (unless retain_graph), which keeps memory bounded on long chains.
+
+    Returns {id(leaf): [leaf, grad, owned]} for the leaves reached, plus, when `targets` is a
+    set of ids, the complete gradients of non-leaf targets under the same keys.
+    """
+    seen = set()
+    stack = []
+    for root in roots:
+        node = root._node
+        if node is not None and id(node) not in seen:
+            seen.add(id(node))
+            node.pending, node.grad, node.grad_owned = 0, None, False
+            stack.append(node)
+    while stack:
+        node = stack.pop()
+        if node.inputs is None:
+            raise GraphError(f"backward through op '{node.spec.name}' whose graph was already freed by an "
+                             "earlier backward; pass retain_graph=True to the first backward to go twice")
+        for i, inp in enumerate(node.inputs):
+            if _counts_edge(node, i, inp) and inp._node is not None:
+                child = inp._node
+                if id(child) not in seen:
+                    seen.add(id(child))
+                    child.pending, child.grad, child.grad_owned = 0, None, False
+                    stack.append(child)
+                child.pending += 1
+
+    results = {}
+    ready = []
+    for root, seed in zip(roots, seeds):
+        _send(root, seed, False, results, ready, create_graph, count=False)
+    for root in roots:
+        node = root._node
+        if node is not None and node.pending == 0 and node.grad is not None and all(r is not root for r in ready):
+            ready.append(root)
+
+    _GradMode.checking = False
+    try:
+        with (enable_grad() if create_graph else no_grad()):
+            while ready:
+                var = ready.pop()
+                node = var._node
+                g = node.grad
+                node.grad = None
+                if targets is not None and id(var) in targets:
+                    results[id(var)] = [var, g, node.grad_owned]
+                _check_versions(node)
+                if create_graph:
+                    args, out = node.inputs, var
+                else:
+                    args, out = node.datas, var._data
+                params = node.params
+                vjps = node.vjps
+                for i, inp in enumerate(node.inputs):
+                    if not _counts_edge(node, i, inp):
+                        continue
+                    gi = vjps[i](g, out, *args, **params) if params else vjps[i](g, out, *args)
+                    gi = _fit_gradient(gi, inp, node, i, create_graph)
+                    owned = not create_graph and gi is not g and gi.base is None
+                    _send(inp, gi, owned, results, ready, create_graph, count=True)
+                if not retain_graph:
+                    node.inputs = node.datas = None
+    finally:
+        _GradMode.checking = True
+    return results
+
+
+def _send(var, g, owned, results, ready, create_graph, count):
+    """Add gradient g into var: a leaf collects it in `results`, a node in its pending sum."""
+    node = var._node
+    if node is None:
+        entry = results.get(id(var))
+        if entry is None:
+            results[id(var)] = [var, g, owned]
+        elif entry[2] and not create_graph:
+            entry[1] += g
+        else:
+            entry[1] = entry[1] + g
+            entry[2] = not create_graph
+        return
+    if node.grad is None:
+        node.grad, node.grad_owned = g, owned
+    elif node.grad_owned and not create_graph:
+        node.grad += g
+    else:
+        node.grad = node.grad + g
+        node.grad_owned = not create_graph
+    if count:
+        node.pending -= 1
+        if node.pending == 0:
+            ready.append(var)
+
+
+def _check_versions(node):
+    for i, (inp, version) in enumerate(zip(node.inputs, node.versions)):
+        if version is not None and inp._version != version:
+            raise GraphError(
+                f"op '{node.spec.name}': input {i} ({describe(inp)}) was modified in place after it was "
+                f"used (version {version} -> {inp._version}); its saved value is stale and the gradient "
+                "would be wrong. Modify it after backward, or use a copy")
+
+
+def _fit_gradient(gi, inp, node, i, create_graph):
+    """Reduce a broadcast gradient to the input's shape and cast it to the input's dtype, once,
+    for every op (the one place broadcasting is undone)."""
+    if create_graph:
+        if not isinstance(gi, Variable):
+            gi = Variable._from_op(np.asarray(gi), None)
+        shape, dtype = gi._data.shape, gi._data.dtype
+    else:
+        if type(gi) is not np.ndarray:
+            gi = np.asarray(gi)
+        shape, dtype = gi.shape, gi.dtype
+    target = inp._data
+    if shape != target.shape:
+        try:
+            gi = sum_to(gi, target.shape)
+        except ShapeError:
+            raise ShapeError(f"VJP of op '{node.spec.name}' for input {i} returned a gradient of shape {shape}, "
+                             f"which does not reduce to the input's shape {target.shape}") from None
+    if dtype != target.dtype:
+        gi = _cast(gi, target.dtype)
+    return gi
+
+
+def sum_to(x, shape):
+    """Sum x over the axes that broadcasting added or stretched, so the result has `shape`.
+
+    Works on raw arrays and, through the registered `sum_to` op, on Variables (create_graph)."""
+    if isinstance(x, Variable):
+        from .ops import sum_to as sum_to_op
+        return sum_to_op(x, shape=tuple(shape))
+    return _sum_to_array(x, tuple(shape))
+
+
+def _sum_to_array(x, shape):
+    if x.shape == shape:
+        return x
+    lead = x.ndim - len(shape)
+    if lead < 0 or any(s != 1 and s != xs for s, xs in zip(shape, x.shape[lead:])):
+        raise ShapeError(f"sum_to: cannot reduce shape {x.shape} to {shape}")
+    axes = tuple(range(lead)) + tuple(lead + k for k, s in enumerate(shape) if s == 1 and x.shape[lead + k] != 1)
+    return x.sum(axis=axes).reshape(shape) if axes else x.reshape(shape)
+
+
+def _cast(x, dtype):
+    if isinstance(x, Variable):
+        from .ops import astype
+        return astype(x, dtype=np.dtype(dtype))
+    return x.astype(dtype)
+
+
+# ---- applying an op ------------------------------------------------------------------------------
+
+def apply(spec, args, params):
+    """Run spec's forward on args (Variables, arrays, scalars) and record a Node if a grad is needed."""
+    datas = []
+    versions = []
+    has_variable = needs_grad = False
+    for a in args:
+        if isinstance(a, Variable):
+            has_variable = True
+            datas.append(a._data)
+            versions.append(a._version)
+            if a.requires_grad:
+                needs_grad = True
+        else:
+            datas.append(a)
+            versions.append(None)
+    try:
+        out = spec.forward(*datas, **params) if params else spec.forward(*datas)
+    except ScratchGradError:
+        raise
+    except Exception as exc:  # numpy's message, wrapped with the op, shapes and dtypes
+        raise _forward_error(spec, args, params, exc) from None
+    if type(out) is not np.ndarray:
+        out = np.asarray(out)
+    if spec.may_produce_nan and _GradMode.checking:
+        spec.check_domain(datas, out)
+    if not has_variable:
+        return out
+    if needs_grad and _GradMode.enabled:
+        for k, d in enumerate(datas):
+            # a writable raw ndarray could be changed by the caller before backward: save a copy
+            if type(d) is np.ndarray and d.flags.writeable and versions[k] is None:
+                datas[k] = d.copy()
+        return Variable._from_op(out, Node(spec, args, datas, params, versions))
+    return Variable._from_op(out, None)
+
+
+def _forward_error(spec, args, params, exc):
+    from .errors import AxisError
+    described = "; ".join(f"input {i}: {describe(a)}" for i, a in enumerate(args))
+    extra = f"; params {params}" if params else ""
+    message = f"op '{spec.name}' failed on ({described}{extra}): {exc}"
+    if isinstance(exc, np.exceptions.AxisError):
+        return AxisError(message)
+    if isinstance(exc, TypeError):
+        return DTypeError(message)
+    return ShapeError(message)
+
+
+# ---- functional gradient ----------------------------------------------------------------------------
+
+def grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=None, allow_unused=False):
+    """Gradients of `outputs` with respect to `inputs`, returned as a tuple (like torch.autograd.grad);
+    no `.grad` attribute is touched. With create_graph=True the gradients are Variables that can be
+    differentiated again (Hessian-vector products, double backward)."""
+    single_output = isinstance(outputs, Variable)
+    outputs = [outputs] if single_output else list(outputs)
+    inputs = [inputs] if isinstance(inputs, Variable) else list(inputs)
+    if grad_outputs is None or isinstance(grad_outputs, (Variable, np.ndarray)):
+        grad_outputs = [grad_outputs] * len(outputs) if grad_outputs is None else [grad_outputs]
+    if len(grad_outputs) != len(outputs):
+        raise ShapeError(f"grad: {len(outputs)} outputs but {len(grad_outputs)} grad_outputs")
+    for k, x in enumerate(inputs):
+        if not isinstance(x, Variable) or not x.requires_grad:
+            raise GraphError(f"grad: input {k} ({describe(x)}) does not require grad")
+    seeds = [_seed_gradient(o, g, create_graph, "grad") for o, g in zip(outputs, grad_outputs)]
+    if retain_graph is None:
+        retain_graph = create_graph
+    found = _backprop(outputs, seeds, retain_graph, create_graph, targets={id(x) for x in inputs})
+    grads = []
+    for k, x in enumerate(inputs):
+        entry = found.get(id(x))
+        if entry is None:
+            if not allow_unused:
+                raise GraphError(f"grad: input {k} ({describe(x)}) was not used to compute the outputs; "
+                                 "pass allow_unused=True to get None for it")
+            grads.append(None)
+        else:
+            g = entry[1]
+            grads.append(g if create_graph or entry[2] else g.copy())
+    return tuple(grads)

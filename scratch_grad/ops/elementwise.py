@@ -1,0 +1,176 @@
+"""Elementwise ops: unary functions and broadcasting binary ops.
+
+`_raw(x)` gives the ndarray behind a Variable: masks and signs computed from it are constants in
+a create_graph graph, which is right because they are piecewise constant (zero derivative a.e.).
+"""
+import math
+
+import numpy as np
+import scipy.special
+import torch
+
+from .registry import (ABOVE_MINUS_ONE, KINK_AT_ZERO, NONZERO, NOT_DIFFERENTIABLE, POSITIVE, REAL, Domain,
+                       OpSpec, register)
+from ..engine import Variable
+
+
+def _raw(x):
+    return x._data if isinstance(x, Variable) else x
+
+
+def _unary(name, forward, vjp, reference, domain=REAL, **flags):
+    return register(OpSpec(name, forward, (vjp,), reference, (domain,), "elementwise", **flags))
+
+
+# ---- unary ---------------------------------------------------------------------------------------
+neg = _unary("neg", np.negative, lambda g, out, x: -g, torch.neg)
+exp = _unary("exp", np.exp, lambda g, out, x: g * out, torch.exp)
+log = _unary("log", np.log, lambda g, out, x: g / x, torch.log, POSITIVE)
+log1p = _unary("log1p", np.log1p, lambda g, out, x: g / (1 + x), torch.log1p, ABOVE_MINUS_ONE)
+expm1 = _unary("expm1", np.expm1, lambda g, out, x: g * (out + 1), torch.expm1)
+sqrt = _unary("sqrt", np.sqrt, lambda g, out, x: g / (2 * out), torch.sqrt, POSITIVE)
+abs = _unary("abs", np.abs, lambda g, out, x: g * np.sign(_raw(x)), torch.abs, KINK_AT_ZERO,
+             smooth=False, kink_rule="abs'(0) = 0 (sign(0) = 0, as torch)")
+sin = _unary("sin", np.sin, lambda g, out, x: g * cos(x), torch.sin)
+cos = _unary("cos", np.cos, lambda g, out, x: -g * sin(x), torch.cos)
+# tan: its poles at pi/2 + k*pi are kept out of the sampled interval
+tan = _unary("tan", np.tan, lambda g, out, x: g * (1 + out * out), torch.tan, Domain(-1.4, 1.4, description="|x| < 1.4"))
+tanh = _unary("tanh", np.tanh, lambda g, out, x: g * (1 - out * out), torch.tanh)
+erf = _unary("erf", scipy.special.erf, lambda g, out, x: g * (2 / math.sqrt(math.pi)) * exp(-x * x), torch.erf)
+square = _unary("square", np.square, lambda g, out, x: g * 2 * x, torch.square)
+reciprocal = _unary("reciprocal", np.reciprocal, lambda g, out, x: -g * out * out, torch.reciprocal, NONZERO)
+
+
+def _sigmoid_forward(x):
+    # exp(-|x|) never overflows: 1/(1+e^-x) for x >= 0 and e^x/(1+e^x) for x < 0
+    z = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + z), z / (1 + z))
+
+
+sigmoid = _unary("sigmoid", _sigmoid_forward, lambda g, out, x: g * out * (1 - out), torch.sigmoid)
+
+
+relu = _unary("relu", lambda x: np.maximum(x, 0), lambda g, out, x: g * (_raw(x) > 0), torch.relu, KINK_AT_ZERO,
+              smooth=False, kink_rule="relu'(0) = 0, as torch")
+
+
+def _leaky_relu_vjp(g, out, x, negative_slope=0.01):
+    return g * np.where(_raw(x) > 0, 1.0, negative_slope).astype(_raw(x).dtype)
+
+
+leaky_relu = _unary("leaky_relu", lambda x, negative_slope=0.01: np.where(x > 0, x, x * negative_slope),
+                    _leaky_relu_vjp, lambda x, negative_slope=0.01: torch.nn.functional.leaky_relu(x, negative_slope),
+                    KINK_AT_ZERO, smooth=False, kink_rule="leaky_relu'(0) = negative_slope, as torch",
+                    sample=lambda gen: ((gen.array(gen.shape(), KINK_AT_ZERO),),
+                                        {"negative_slope": gen.choice([0.01, 0.2])}))
+
+
+def _elu_vjp(g, out, x, alpha=1.0):
+    # for x <= 0, d/dx alpha*(e^x - 1) = out + alpha; at 0 this gives alpha, as torch
+    return where(_raw(x) > 0, g, g * (out + alpha))
+
+
+elu = _unary("elu", lambda x, alpha=1.0: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))), _elu_vjp,
+             lambda x, alpha=1.0: torch.nn.functional.elu(x, alpha), KINK_AT_ZERO, smooth=False,
+             kink_rule="elu'(0) = alpha (the left derivative), as torch",
+             sample=lambda gen: ((gen.array(gen.shape(), KINK_AT_ZERO),), {"alpha": gen.choice([1.0, 0.5])}))
+
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+_GELU_C = 0.044715
+
+
+def _gelu_forward(x, approximate="none"):
+    if approximate == "tanh":
+        return 0.5 * x * (1 + np.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x ** 3)))
+    if approximate != "none":
+        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    return 0.5 * x * (1 + scipy.special.erf(x / math.sqrt(2)))
+
+
+def _gelu_vjp(g, out, x, approximate="none"):
+    if approximate == "tanh":
+        t = tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
+        return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * x * x))
+    # exact: d/dx x*Phi(x) = Phi(x) + x*phi(x)
+    return g * (0.5 * (1 + erf(x * (1 / math.sqrt(2)))) + x * exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi)))
+
+
+gelu = _unary("gelu", _gelu_forward, _gelu_vjp,
+              lambda x, approximate="none": torch.nn.functional.gelu(x, approximate=approximate),
+              sample=lambda gen: ((gen.array(gen.shape(), REAL),), {"approximate": gen.choice(["none", "tanh"])}))
+
+
+def _softplus_forward(x):
+    # log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow for large x, no loss for very negative x
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+softplus = _unary("softplus", _softplus_forward, lambda g, out, x: g * sigmoid(x), torch.nn.functional.softplus)
+
+_CLIP_BOUNDS = Domain(avoid=(-0.5, 0.5), description="real (kinks at min and max)")
+
+
+def _clip_vjp(g, out, x, min=None, max=None):
+    # the gradient passes where min <= x <= max (inclusive at the bounds, as torch.clamp)
+    data = _raw(x)
+    inside = np.ones(data.shape, dtype=bool)
+    if min is not None:
+        inside &= data >= min
+    if max is not None:
+        inside &= data <= max
+    return g * inside
+
+
+clip = _unary("clip", lambda x, min=None, max=None: np.clip(x, min, max), _clip_vjp,
+              lambda x, min=None, max=None: torch.clamp(x, min, max), _CLIP_BOUNDS, smooth=False,
+              kink_rule="gradient 1 on [min, max] inclusive, as torch.clamp",
+              sample=lambda gen: ((gen.array(gen.shape(), _CLIP_BOUNDS),),
+                                  gen.choice([{"min": -0.5, "max": 0.5}, {"min": -0.5}, {"max": 0.5}])))
+
+
+# ---- binary (broadcasting; the engine reduces each gradient to its input's shape) ---------------------
+def _binary(name, forward, vjp_x, vjp_y, reference, domain=(REAL, REAL), **flags):
+    return register(OpSpec(name, forward, (vjp_x, vjp_y), reference, domain, "binary", **flags))
+
+
+add = _binary("add", np.add, lambda g, out, x, y: g, lambda g, out, x, y: g, torch.add)
+sub = _binary("sub", np.subtract, lambda g, out, x, y: g, lambda g, out, x, y: -g, torch.sub)
+mul = _binary("mul", np.multiply, lambda g, out, x, y: g * y, lambda g, out, x, y: g * x, torch.mul)
+div = _binary("div", np.divide, lambda g, out, x, y: g / y, lambda g, out, x, y: -g * out / y, torch.div,
+              (REAL, NONZERO))
+
+
+def _pow_vjp_exponent(g, out, x, y):
+    # d/dy x^y = x^y log x, defined for x > 0; at x <= 0 we return 0 (torch returns 0 at x == 0
+    # and NaN for x < 0, where x^y is real only for integer y and the derivative does not exist)
+    return g * out * log(where(_raw(x) > 0, x, 1.0))
+
+
+power = _binary("pow", np.power, lambda g, out, x, y: g * y * x ** (y - 1), _pow_vjp_exponent, torch.pow,
+                (POSITIVE, REAL))
+
+
+def _tie_split(first, second, strict):
+    """Share of the gradient that goes to `first` in maximum/minimum: 1 where it wins, 0.5 at ties
+    (torch's convention for maximum/minimum), 0 where it loses."""
+    first, second = _raw(first), _raw(second)
+    wins = first > second if strict == ">" else first < second
+    return np.where(wins, 1.0, np.where(first == second, 0.5, 0.0)).astype(np.result_type(first, second))
+
+
+maximum = _binary("maximum", np.maximum, lambda g, out, x, y: g * _tie_split(x, y, ">"),
+                  lambda g, out, x, y: g * _tie_split(y, x, ">"), torch.maximum, smooth=False,
+                  kink_rule="ties split the gradient 0.5/0.5, as torch.maximum")
+minimum = _binary("minimum", np.minimum, lambda g, out, x, y: g * _tie_split(x, y, "<"),
+                  lambda g, out, x, y: g * _tie_split(y, x, "<"), torch.minimum, smooth=False,
+                  kink_rule="ties split the gradient 0.5/0.5, as torch.minimum")
+
+
+def _where_sample(gen):
+    cond_shape, x_shape, y_shape = gen.broadcastable_shapes(3)
+    return (gen.mask(cond_shape), gen.array(x_shape), gen.array(y_shape)), {}
+
+
+where = register(OpSpec(
+    "where", np.where, (None, lambda g, out, c, x, y: where(c, g, 0.0), lambda g, out, c, x, y: where(c, 0.0, g)),
+    lambda c, x, y: torch.where(c, x, y), (NOT_DIFFERENTIABLE, REAL, REAL), "binary", sample=_where_sample))

@@ -1,0 +1,136 @@
+"""The op registry: one declarative entry per op, read by the engine, the tests, the fuzzer, the CLI.
+
+An entry (`OpSpec`) holds, side by side: the NumPy forward, one VJP per input, the torch reference,
+each input's domain, the shape kind, smoothness and the subgradient used at kinks, whether it is
+twice differentiable, and (for ops whose inputs the kind cannot describe) a sampler.
+
+VJP vocabulary: `vjp(g, out, *inputs, **params)` returns the gradient for one input, where `g` is
+the in-flowing gradient (shape of `out`), `out` the forward result and the inputs are named `x`,
+`y`, ... It may return a gradient of the broadcast shape: the engine reduces it to the input's
+shape in one place (`engine.sum_to`). VJPs are written with NumPy operators and scratch_grad
+functions so that the same code runs on raw arrays (fast) and on Variables (`create_graph=True`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..engine import Variable, apply
+from ..errors import DomainError, ScratchGradError
+
+KINDS = ("elementwise", "binary", "reduction", "matmul", "shape", "indexing", "nn")
+
+
+@dataclass(frozen=True)
+class Domain:
+    """Where an input's values may come from: an interval, points to keep away from (kinks, poles),
+    or a non-differentiable integer/boolean input (indices, targets, masks)."""
+    low: float = -math.inf
+    high: float = math.inf
+    avoid: tuple = ()            # kinks / poles the samplers keep a margin from (FD is wrong there)
+    differentiable: bool = True  # False for index, target and mask inputs
+    description: str = "real"
+
+    def contains(self, values):
+        values = np.asarray(values)
+        return (values > self.low) & (values < self.high)
+
+
+REAL = Domain()
+POSITIVE = Domain(low=0.0, description="x > 0")
+ABOVE_MINUS_ONE = Domain(low=-1.0, description="x > -1")
+OPEN_UNIT = Domain(low=-1.0, high=1.0, description="-1 < x < 1")
+NONZERO = Domain(avoid=(0.0,), description="x != 0")
+KINK_AT_ZERO = Domain(avoid=(0.0,), description="real (kink at 0)")
+NOT_DIFFERENTIABLE = Domain(differentiable=False, description="integer or boolean, no gradient")
+
+
+@dataclass(frozen=True, eq=False)
+class OpSpec:
+    name: str
+    forward: Callable                       # forward(*arrays, **params) -> ndarray
+    vjps: tuple                             # one vjp(g, out, *inputs, **params) per input; None: no gradient
+    torch: Callable                         # the reference: torch(*tensors, **params) -> tensor
+    domain: tuple                           # one Domain per input
+    kind: str                               # one of KINDS; selects the default sampler
+    smooth: bool = True                     # False: has kinks where FD is unreliable
+    kink_rule: str = ""                     # the subgradient chosen at kinks, in words (matches torch)
+    twice_differentiable: bool = True       # double backward is checked for these
+    sample: Optional[Callable] = None       # sample(gen) -> (inputs, params); None: the kind's default
+    variadic: bool = False                  # any number of inputs sharing domain[0] and vjps[0](..., index=i)
+    may_produce_nan: bool = field(init=False, default=False)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"op '{self.name}': kind must be one of {KINDS}, got {self.kind!r}")
+        if not self.variadic and len(self.vjps) != len(self.domain):
+            raise ValueError(f"op '{self.name}': {len(self.vjps)} VJPs but {len(self.domain)} domains")
+        restricted = any(d.differentiable and (d.low > -math.inf or d.high < math.inf) for d in self.domain)
+        object.__setattr__(self, "may_produce_nan", restricted)
+
+    @property
+    def arity(self):
+        return None if self.variadic else len(self.vjps)
+
+    def vjps_for(self, n_inputs):
+        """The VJP per input of one call (variadic ops get vjps[0] bound to each input index)."""
+        if not self.variadic:
+            return self.vjps
+        return tuple(partial(self.vjps[0], index=i) for i in range(n_inputs))
+
+    def check_domain(self, datas, out):
+        """Raise DomainError when a restricted-domain op turned non-NaN inputs into NaN."""
+        if out.dtype.kind != "f" or not np.isnan(out).any():
+            return
+        for i, (d, dom) in enumerate(zip(datas, self.domain)):
+            d = np.asarray(d)
+            if d.dtype.kind == "f" and np.isnan(d).any():
+                return  # NaN came in; not this op's fault
+        for i, (d, dom) in enumerate(zip(datas, self.domain)):
+            bad = ~dom.contains(d)
+            if dom.differentiable and np.any(bad):
+                d = np.asarray(d)
+                where = tuple(int(k) for k in np.argwhere(np.broadcast_to(bad, d.shape))[0]) if d.ndim else ()
+                raise DomainError(f"op '{self.name}': input {i} ({d.dtype} shape {d.shape}) has values outside "
+                                  f"its domain {dom.description}, e.g. {d[where]!r} at index {where}; "
+                                  "the result would be NaN")
+        raise DomainError(f"op '{self.name}' produced NaN from finite inputs")
+
+
+REGISTRY: dict[str, OpSpec] = {}
+
+
+def register(spec: OpSpec):
+    """Add spec to the registry and return the public function that applies it.
+
+    The function runs NumPy directly when no argument is a Variable (the fast path VJPs use),
+    and records a graph node otherwise."""
+    if spec.name in REGISTRY:
+        raise ValueError(f"op '{spec.name}' is registered twice")
+    REGISTRY[spec.name] = spec
+    return make_function(spec)
+
+
+def make_function(spec):
+    forward = spec.forward
+
+    def op(*args, **params):
+        for a in args:
+            if isinstance(a, Variable):
+                return apply(spec, args, params)
+        try:
+            return forward(*args, **params)
+        except ScratchGradError:
+            raise
+        except Exception as exc:
+            from ..engine import _forward_error
+            raise _forward_error(spec, args, params, exc) from None
+
+    op.__name__ = op.__qualname__ = spec.name
+    op.spec = spec
+    op.__doc__ = f"{spec.name}: {spec.kind} op (see scratch_grad.REGISTRY['{spec.name}'])."
+    return op

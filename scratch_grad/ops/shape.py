@@ -1,0 +1,246 @@
+"""Shape ops: the VJP of each is another shape op applied to g (so all are twice differentiable)."""
+import numpy as np
+import torch
+
+from .registry import REAL, OpSpec, make_function, register
+from ..engine import Variable, _sum_to_array
+
+
+def _raw(x):
+    return x._data if isinstance(x, Variable) else x
+
+
+def _shape_op(name, forward, vjp, reference, sample):
+    return register(OpSpec(name, forward, (vjp,), reference, (REAL,), "shape", sample=sample))
+
+
+def _reshape_sample(gen):
+    shape = gen.shape()
+    size = int(np.prod(shape))
+    targets = [(size,), (-1,), tuple(reversed(shape)), (1,) + tuple(shape), tuple(shape) + (1,)]
+    if len(shape) >= 2:
+        targets.append((shape[0] * shape[1],) + tuple(shape[2:]))
+    return (gen.array(shape),), {"shape": gen.choice(targets)}
+
+
+reshape = _shape_op("reshape", lambda x, shape: np.reshape(x, shape),
+                    lambda g, out, x, shape: reshape(g, _raw(x).shape),
+                    lambda x, shape: torch.reshape(x, shape), _reshape_sample)
+
+
+def _transpose_sample(gen):
+    shape = gen.shape()
+    return (gen.array(shape),), {"axes": gen.choice([None, tuple(gen.permutation(len(shape)))])}
+
+
+def _transpose_forward(x, axes=None):
+    if axes is not None and len(axes) != x.ndim:
+        raise ValueError(f"axes {axes} do not match an array of {x.ndim} dimensions")
+    return np.transpose(x, axes)
+
+
+transpose = _shape_op("transpose", _transpose_forward,
+                      lambda g, out, x, axes=None: transpose(g, None if axes is None else tuple(np.argsort(axes))),
+                      lambda x, axes=None: x.permute(tuple(reversed(range(x.dim()))) if axes is None else axes),
+                      _transpose_sample)
+
+
+def _broadcast_sample(gen):
+    small, big = gen.broadcastable_shapes(2)
+    target = np.broadcast_shapes(small, big)
+    return (gen.array(small),), {"shape": tuple(target)}
+
+
+broadcast_to = _shape_op("broadcast_to", lambda x, shape: np.broadcast_to(x, shape),
+                         lambda g, out, x, shape: sum_to(g, _raw(x).shape),
+                         lambda x, shape: torch.broadcast_to(x, shape), _broadcast_sample)
+
+
+def _sum_to_sample(gen):
+    small, big = gen.broadcastable_shapes(2)
+    target = np.broadcast_shapes(small, big)
+    return (gen.array(target),), {"shape": tuple(small)}
+
+
+def _torch_sum_to(x, shape):
+    lead = x.dim() - len(shape)
+    if lead:
+        x = x.sum(dim=tuple(range(lead)))
+    return x.sum_to_size(shape) if shape else x.sum()
+
+
+# the adjoint of broadcast_to; the engine uses it to undo broadcasting in create_graph mode
+sum_to = _shape_op("sum_to", lambda x, shape: _sum_to_array(x, tuple(shape)),
+                   lambda g, out, x, shape: broadcast_to(g, _raw(x).shape), _torch_sum_to, _sum_to_sample)
+
+
+def _squeeze_sample(gen):
+    shape = list(gen.shape(max_dims=3))
+    position = gen.integer(0, len(shape))
+    shape.insert(position, 1)
+    return (gen.array(tuple(shape)),), {"axis": gen.choice([None, position, position - len(shape)])}
+
+
+squeeze = _shape_op("squeeze", lambda x, axis=None: np.squeeze(x, axis=axis),
+                    lambda g, out, x, axis=None: reshape(g, _raw(x).shape),
+                    lambda x, axis=None: torch.squeeze(x) if axis is None else torch.squeeze(x, axis), _squeeze_sample)
+
+
+def _unsqueeze_sample(gen):
+    shape = gen.shape()
+    return (gen.array(shape),), {"axis": gen.integer(-len(shape) - 1, len(shape))}
+
+
+unsqueeze = _shape_op("unsqueeze", lambda x, axis: np.expand_dims(x, axis),
+                      lambda g, out, x, axis: reshape(g, _raw(x).shape),
+                      lambda x, axis: torch.unsqueeze(x, axis), _unsqueeze_sample)
+expand_dims = unsqueeze
+
+
+def _flip_sample(gen):
+    shape = gen.shape(min_dims=1)
+    return (gen.array(shape),), {"axis": gen.axis(len(shape))}
+
+
+flip = _shape_op("flip", lambda x, axis=None: np.flip(x, axis=axis),
+                 lambda g, out, x, axis=None: flip(g, axis=axis),
+                 lambda x, axis=None: torch.flip(x, tuple(range(x.dim())) if axis is None else
+                                                 ((axis,) if isinstance(axis, int) else tuple(axis))),
+                 _flip_sample)
+
+
+def _pad_sample(gen):
+    shape = gen.shape(min_dims=1)
+    widths = tuple((gen.integer(0, 2), gen.integer(0, 2)) for _ in shape)
+    return (gen.array(shape),), {"pad_width": widths, "constant_values": gen.choice([0.0, 1.5])}
+
+
+def _pad_forward(x, pad_width, constant_values=0.0):
+    return np.pad(x, pad_width, mode="constant", constant_values=constant_values)
+
+
+def _unpad(g, out, x, pad_width, constant_values=0.0):
+    widths = np.broadcast_to(np.asarray(pad_width, dtype=int).reshape(-1, 2) if np.ndim(pad_width) else pad_width,
+                             (_raw(x).ndim, 2))
+    return g[tuple(slice(before, before + n) for (before, _), n in zip(widths, _raw(x).shape))]
+
+
+def _torch_pad(x, pad_width, constant_values=0.0):
+    flat = [int(v) for pair in reversed(pad_width) for v in pair]  # torch lists the last dim first
+    return torch.nn.functional.pad(x, flat, mode="constant", value=constant_values)
+
+
+pad = _shape_op("pad", _pad_forward, _unpad, _torch_pad, _pad_sample)
+
+
+# ---- several inputs or outputs ----------------------------------------------------------------------
+def _same_shapes_sample(gen, concatenating):
+    shape = gen.shape(min_dims=1)
+    axis = gen.integer(-len(shape), len(shape) - 1)
+    shapes = []
+    for _ in range(gen.integer(1, 3)):
+        s = list(shape)
+        if concatenating:
+            s[axis] = gen.integer(1, 3)
+        shapes.append(tuple(s))
+    if not concatenating:
+        axis = gen.integer(-len(shape) - 1, len(shape))
+    return tuple(gen.array(s) for s in shapes), {"axis": axis}
+
+
+def _concatenate_vjp(g, out, *xs, index, axis=0):
+    start = int(np.sum([_raw(x).shape[axis] for x in xs[:index]], dtype=int))
+    piece = [slice(None)] * _raw(g).ndim
+    piece[axis] = slice(start, start + _raw(xs[index]).shape[axis])
+    return g[tuple(piece)]
+
+
+# variadic: call as concatenate(a, b, c, axis=0) or concatenate([a, b, c], axis=0)
+_concatenate = register(OpSpec(
+    "concatenate", lambda *xs, axis=0: np.concatenate(xs, axis=axis), (_concatenate_vjp,),
+    lambda *xs, axis=0: torch.cat(xs, dim=axis), (REAL,), "shape",
+    sample=lambda gen: _same_shapes_sample(gen, True), variadic=True))
+
+
+def _stack_vjp(g, out, *xs, index, axis=0):
+    piece = [slice(None)] * _raw(g).ndim
+    piece[axis] = index
+    return g[tuple(piece)]
+
+
+_stack = register(OpSpec(
+    "stack", lambda *xs, axis=0: np.stack(xs, axis=axis), (_stack_vjp,),
+    lambda *xs, axis=0: torch.stack(xs, dim=axis), (REAL,), "shape",
+    sample=lambda gen: _same_shapes_sample(gen, False), variadic=True))
+
+
+def concatenate(arrays, *more, axis=0):
+    """concatenate([a, b], axis) like NumPy, or concatenate(a, b, axis=axis)."""
+    xs = tuple(arrays) if isinstance(arrays, (list, tuple)) else (arrays,) + more
+    return _concatenate(*xs, axis=axis)
+
+
+def stack(arrays, *more, axis=0):
+    xs = tuple(arrays) if isinstance(arrays, (list, tuple)) else (arrays,) + more
+    return _stack(*xs, axis=axis)
+
+
+def _split_bounds(length, sections):
+    """The [start, stop) of every piece, with np.split's meaning of `sections` (a count or indices)."""
+    if isinstance(sections, (int, np.integer)):
+        if sections <= 0 or length % sections:
+            raise ValueError(f"cannot split an axis of length {length} into {sections} equal sections")
+        step = length // sections
+        cuts = [step * k for k in range(1, sections)]
+    else:
+        cuts = [int(c) for c in sections]
+    edges = [0] + cuts + [length]
+    return [(min(a, length), min(max(a, b), length)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _split_piece_forward(x, sections, index, axis=0):
+    start, stop = _split_bounds(x.shape[axis], sections)[index]
+    piece = [slice(None)] * x.ndim
+    piece[axis] = slice(start, stop)
+    return x[tuple(piece)]
+
+
+def _split_piece_vjp(g, out, x, sections, index, axis=0):
+    # the piece's gradient padded with zeros back to the whole axis
+    length = _raw(x).shape[axis]
+    start, stop = _split_bounds(length, sections)[index]
+    widths = [(0, 0)] * _raw(x).ndim
+    widths[axis] = (start, length - stop)
+    return pad(g, pad_width=tuple(widths))
+
+
+def _split_sample(gen):
+    shape = gen.shape(min_dims=1)
+    axis = gen.integer(-len(shape), len(shape) - 1)
+    length = shape[axis]
+    sections = gen.choice([1, length] + ([[1]] if length > 1 else []) + [[0, length]])
+    n_pieces = sections if isinstance(sections, int) else len(sections) + 1
+    return (gen.array(shape),), {"sections": sections, "index": gen.integer(0, n_pieces - 1), "axis": axis}
+
+
+def _torch_split_piece(x, sections, index, axis=0):
+    return torch.tensor_split(x, sections, dim=axis)[index]
+
+
+# one piece of np.split; `split` below returns all of them
+_split_piece = register(OpSpec(
+    "split", lambda x, sections, index, axis=0: _split_piece_forward(x, sections, index, axis),
+    (_split_piece_vjp,), _torch_split_piece, (REAL,), "shape", sample=_split_sample))
+
+
+def split(x, sections, axis=0):
+    """np.split: `sections` equal pieces, or pieces cut at the given indices."""
+    n = sections if isinstance(sections, (int, np.integer)) else len(sections) + 1
+    _split_bounds(np.shape(_raw(x))[axis], sections)  # validate before making pieces
+    return [_split_piece(x, sections=sections, index=k, axis=axis) for k in range(n)]
+
+
+# not in the registry: casting is how the engine returns a float32 gradient to a float32 input
+astype = make_function(OpSpec(
+    "astype", lambda x, dtype: x.astype(dtype), (lambda g, out, x, dtype: astype(g, dtype=_raw(x).dtype),),
+    lambda x, dtype: x.to(getattr(torch, np.dtype(dtype).name)), (REAL,), "shape"))

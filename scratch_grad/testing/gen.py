@@ -1,0 +1,82 @@
+"""Input generators implementing the `gen` protocol of scratch_grad.ops.sampling."""
+import math
+
+import numpy as np
+
+from ..ops.registry import REAL
+
+MARGIN = 0.1          # distance kept from kinks and poles (finite differences straddle them otherwise)
+SPREAD = 2.0          # values of unbounded domains are drawn from [-SPREAD, SPREAD]
+
+
+def _interval(domain):
+    low = max(domain.low, -SPREAD) if domain.low > -math.inf else -SPREAD
+    high = min(domain.high, SPREAD) if domain.high < math.inf else SPREAD
+    if domain.low > -math.inf and domain.high == math.inf:
+        high = domain.low + 2 * SPREAD   # e.g. log: (0, 4]
+    # stay a margin inside open bounds: near log's 0 the derivative explodes
+    return low + (MARGIN if domain.low > -math.inf else 0), high - (MARGIN if domain.high < math.inf else 0)
+
+
+def push_away(values, domain):
+    """Move values that fall within MARGIN of an avoided point to MARGIN beyond it."""
+    for point in domain.avoid:
+        near = np.abs(values - point) < MARGIN
+        values = np.where(near, point + np.where(values >= point, MARGIN, -MARGIN) * 1.5, values)
+    return values
+
+
+class RandomGen:
+    """The gen protocol on a NumPy Generator: fast, reproducible by seed, no shrinking."""
+
+    def __init__(self, seed=0, dtype=np.float64, max_side=4):
+        self.rng = np.random.default_rng(seed)
+        self.dtype = np.dtype(dtype)
+        self.max_side = max_side
+
+    def integer(self, lo, hi):
+        return int(self.rng.integers(lo, hi + 1))
+
+    def choice(self, options):
+        return options[self.integer(0, len(options) - 1)]
+
+    def boolean(self):
+        return bool(self.rng.integers(0, 2))
+
+    def shape(self, min_dims=0, max_dims=3, min_side=1, max_side=None):
+        max_side = self.max_side if max_side is None else max_side
+        return tuple(self.integer(min_side, max_side) for _ in range(self.integer(min_dims, max_dims)))
+
+    def broadcastable_shapes(self, n, min_dims=0, max_dims=3):
+        base = self.shape(min_dims=max_dims if min_dims > max_dims else min_dims, max_dims=max_dims)
+        shapes = []
+        for _ in range(n):
+            dims = self.integer(min(min_dims, len(base)), len(base))
+            tail = base[len(base) - dims:]
+            shapes.append(tuple(1 if self.boolean() and self.boolean() else s for s in tail))
+        return tuple(shapes)
+
+    def permutation(self, n):
+        return [int(i) for i in self.rng.permutation(n)]
+
+    def axis(self, ndim):
+        if ndim == 0:
+            return None
+        form = self.choice(["none", "int", "tuple"])
+        if form == "none":
+            return None
+        if form == "int":
+            return self.integer(-ndim, ndim - 1)
+        count = self.integer(1, ndim)
+        return tuple(sorted(int(a) for a in self.rng.choice(ndim, size=count, replace=False)))
+
+    def array(self, shape, domain=REAL):
+        low, high = _interval(domain)
+        values = push_away(self.rng.uniform(low, high, size=shape), domain)
+        return np.asarray(values, dtype=self.dtype)
+
+    def integers(self, shape, lo, hi):
+        return self.rng.integers(lo, hi, size=shape).astype(np.int64)
+
+    def mask(self, shape):
+        return self.rng.integers(0, 2, size=shape).astype(bool)
