@@ -36,7 +36,7 @@ def _scatter_add_forward(g, index, shape):
 def _flat_positions(shape, index):
     """Where each selected element sits in the flattened input: NumPy's own semantics of `index`
     (negative steps, masks, repeats), so the torch reference can gather by these positions."""
-    return torch.as_tensor(np.ascontiguousarray(np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)[index]))
+    return torch.as_tensor(np.array(np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)[index]))
 
 
 def _torch_getitem(x, index):
