@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import scipy.special
-import torch
+from .lazy_torch import torch
 
 from .registry import (ABOVE_MINUS_ONE, KINK_AT_ZERO, NONZERO, NOT_DIFFERENTIABLE, POSITIVE, REAL, Domain,
                        OpSpec, register)

@@ -1,6 +1,6 @@
 """Indexing: basic slicing (steps, negative indices), integer arrays (repeats accumulate), boolean masks."""
 import numpy as np
-import torch
+from .lazy_torch import torch
 
 from .registry import NOT_DIFFERENTIABLE, REAL, OpSpec, register
 from ..engine import Variable

@@ -1,0 +1,36 @@
+"""`torch` for registry entries without importing torch with scratch_grad (a test-time dependency).
+
+`torch.exp` written in an entry at import time becomes a path that imports torch on first call;
+once torch is imported, attribute access returns the real objects."""
+import importlib
+import sys
+
+
+class _LazyPath:
+    def __init__(self, path):
+        self._path = path
+        self._target = None
+
+    def _resolve(self):
+        if self._target is None:
+            target = importlib.import_module("torch")
+            for part in self._path.split(".")[1:]:
+                target = getattr(target, part)
+            self._target = target
+        return self._target
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if "torch" in sys.modules:
+            return getattr(self._resolve(), name)
+        return _LazyPath(f"{self._path}.{name}")
+
+    def __call__(self, *args, **kwargs):
+        return self._resolve()(*args, **kwargs)
+
+    def __repr__(self):
+        return f"<lazy {self._path}>"
+
+
+torch = _LazyPath("torch")
