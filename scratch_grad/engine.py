@@ -50,25 +50,27 @@ def is_grad_enabled():
 
 
 class Node:
-    """What an op recorded: its spec, inputs as given, their raw data, params and data versions.
+    """What an op recorded: its spec, inputs as given, their raw data and params.
 
-    `pending` counts consumers not yet processed during a backward pass; `grad` is the
-    in-flowing gradient summed so far and `grad_owned` says whether that buffer may be
-    accumulated into in place (it is not a view of, nor identical to, another gradient).
+    `edges` lists the (input index, Variable) pairs a gradient flows to; `versions` the
+    (Variable, version) of every Variable input, checked at backward. `pending` counts consumers
+    not yet processed during a backward pass; `grad` is the in-flowing gradient summed so far and
+    `grad_owned` says whether that buffer may be accumulated into in place (it is neither a view
+    of nor identical to another gradient). `visit` marks the pass that last reached the node.
     """
 
-    __slots__ = ("spec", "vjps", "inputs", "datas", "params", "versions", "pending", "grad", "grad_owned")
+    __slots__ = ("spec", "vjps", "inputs", "datas", "params", "edges", "versions", "pending", "grad",
+                 "grad_owned", "visit")
 
-    def __init__(self, spec, inputs, datas, params, versions):
+    def __init__(self, spec, vjps, inputs, datas, params, edges, versions):
         self.spec = spec
-        self.vjps = spec.vjps if not spec.variadic else spec.vjps_for(len(inputs))
+        self.vjps = vjps
         self.inputs = inputs
         self.datas = datas
         self.params = params
+        self.edges = edges
         self.versions = versions
-        self.pending = 0
-        self.grad = None
-        self.grad_owned = False
+        self.visit = 0          # pending, grad and grad_owned are set when a backward pass reaches it
 
 
 class Variable:
@@ -101,16 +103,6 @@ class Variable:
         self.requires_grad = bool(requires_grad)
         self._node = None
         self._version = 0
-
-    @classmethod
-    def _from_op(cls, array, node):
-        out = cls.__new__(cls)
-        out._data = array
-        out.grad = None
-        out.requires_grad = node is not None
-        out._node = node
-        out._version = 0
-        return out
 
     # ---- data access ------------------------------------------------------------------------
     @property
@@ -237,7 +229,7 @@ class Variable:
     # ---- graph --------------------------------------------------------------------------------
     def detach(self):
         """The same data (shared, read-only) with no history and no grad."""
-        return Variable._from_op(self._data, None)
+        return _new_variable(self._data, None)
 
     def requires_grad_(self, flag=True):
         if flag and self._data.dtype.kind != "f":
@@ -283,45 +275,42 @@ def _seed_gradient(output, gradient, create_graph, where):
         if seed.dtype != data.dtype:
             seed = seed.astype(data.dtype)
     if create_graph:
-        return gradient if isinstance(gradient, Variable) else Variable._from_op(seed, None)
+        return gradient if isinstance(gradient, Variable) else _new_variable(seed, None)
     return seed
 
 
-def _counts_edge(node, i, inp):
-    """Whether backprop sends a gradient along input i of node (the same test in both passes)."""
-    return isinstance(inp, Variable) and inp.requires_grad and node.vjps[i] is not None
+_pass_counter = [0]
 
 
 def _backprop(roots, seeds, retain_graph, create_graph, targets):
     """Run every VJP once, in a topological order of the reversed graph (Kahn's algorithm).
 
-    Pass 1 walks the graph iteratively and counts, for each node, the edges to its consumers.
-    Pass 2 pops a node only when all its consumers have sent their gradient, so each node's
-    in-flowing gradient is the complete sum over its fan-out. A processed node releases its
-    saved arrays at once (unless retain_graph), which keeps memory bounded on long chains.
+    Pass 1 walks the graph iteratively (no recursion: a chain of 1e6 ops is fine) and counts, for
+    each node, the edges to its consumers. Pass 2 pops a node only when all its consumers have sent
+    their gradient, so each node's in-flowing gradient is the complete sum over its fan-out. A
+    processed node releases its saved arrays at once (unless retain_graph): memory stays bounded.
 
     Returns {id(leaf): [leaf, grad, owned]} for the leaves reached, plus, when `targets` is a
     set of ids, the complete gradients of non-leaf targets under the same keys.
     """
-    seen = set()
+    _pass_counter[0] += 1
+    this_pass = _pass_counter[0]
     stack = []
     for root in roots:
         node = root._node
-        if node is not None and id(node) not in seen:
-            seen.add(id(node))
-            node.pending, node.grad, node.grad_owned = 0, None, False
+        if node is not None and node.visit != this_pass:
+            node.visit, node.pending, node.grad, node.grad_owned = this_pass, 0, None, False
             stack.append(node)
     while stack:
         node = stack.pop()
         if node.inputs is None:
             raise GraphError(f"backward through op '{node.spec.name}' whose graph was already freed by an "
                              "earlier backward; pass retain_graph=True to the first backward to go twice")
-        for i, inp in enumerate(node.inputs):
-            if _counts_edge(node, i, inp) and inp._node is not None:
-                child = inp._node
-                if id(child) not in seen:
-                    seen.add(id(child))
-                    child.pending, child.grad, child.grad_owned = 0, None, False
+        for _, inp in node.edges:
+            child = inp._node
+            if child is not None:
+                if child.visit != this_pass:
+                    child.visit, child.pending, child.grad, child.grad_owned = this_pass, 0, None, False
                     stack.append(child)
                 child.pending += 1
 
@@ -334,6 +323,7 @@ def _backprop(roots, seeds, retain_graph, create_graph, targets):
         if node is not None and node.pending == 0 and node.grad is not None and all(r is not root for r in ready):
             ready.append(root)
 
+    previous_checking = _GradMode.checking
     _GradMode.checking = False
     try:
         with (enable_grad() if create_graph else no_grad()):
@@ -344,24 +334,37 @@ def _backprop(roots, seeds, retain_graph, create_graph, targets):
                 node.grad = None
                 if targets is not None and id(var) in targets:
                     results[id(var)] = [var, g, node.grad_owned]
-                _check_versions(node)
+                for inp, version in node.versions:
+                    if inp._version != version:
+                        _raise_stale(node, inp, version)
                 if create_graph:
                     args, out = node.inputs, var
                 else:
                     args, out = node.datas, var._data
                 params = node.params
                 vjps = node.vjps
-                for i, inp in enumerate(node.inputs):
-                    if not _counts_edge(node, i, inp):
-                        continue
+                for i, inp in node.edges:
                     gi = vjps[i](g, out, *args, **params) if params else vjps[i](g, out, *args)
-                    gi = _fit_gradient(gi, inp, node, i, create_graph)
+                    data = inp._data
+                    if create_graph or type(gi) is not np.ndarray or gi.shape != data.shape or gi.dtype != data.dtype:
+                        gi = _fit_gradient(gi, inp, node, i, create_graph)
+                    # a fresh buffer (not g itself, not a view) may later be accumulated into in place
                     owned = not create_graph and gi is not g and gi.base is None
-                    _send(inp, gi, owned, results, ready, create_graph, count=True)
+                    child = inp._node
+                    if child is None:
+                        _send(inp, gi, owned, results, ready, create_graph, True)
+                    else:
+                        if child.grad is None:
+                            child.grad, child.grad_owned = gi, owned
+                        else:
+                            child.grad, child.grad_owned = _accumulate(child.grad, child.grad_owned, gi, create_graph)
+                        child.pending -= 1
+                        if child.pending == 0:
+                            ready.append(inp)
                 if not retain_graph:
                     node.inputs = node.datas = None
     finally:
-        _GradMode.checking = True
+        _GradMode.checking = previous_checking
     return results
 
 
@@ -372,32 +375,34 @@ def _send(var, g, owned, results, ready, create_graph, count):
         entry = results.get(id(var))
         if entry is None:
             results[id(var)] = [var, g, owned]
-        elif entry[2] and not create_graph:
-            entry[1] += g
         else:
-            entry[1] = entry[1] + g
-            entry[2] = not create_graph
+            entry[1], entry[2] = _accumulate(entry[1], entry[2], g, create_graph)
         return
     if node.grad is None:
         node.grad, node.grad_owned = g, owned
-    elif node.grad_owned and not create_graph:
-        node.grad += g
     else:
-        node.grad = node.grad + g
-        node.grad_owned = not create_graph
+        node.grad, node.grad_owned = _accumulate(node.grad, node.grad_owned, g, create_graph)
     if count:
         node.pending -= 1
         if node.pending == 0:
             ready.append(var)
 
 
-def _check_versions(node):
-    for i, (inp, version) in enumerate(zip(node.inputs, node.versions)):
-        if version is not None and inp._version != version:
-            raise GraphError(
-                f"op '{node.spec.name}': input {i} ({describe(inp)}) was modified in place after it was "
-                f"used (version {version} -> {inp._version}); its saved value is stale and the gradient "
-                "would be wrong. Modify it after backward, or use a copy")
+def _accumulate(total, total_owned, g, create_graph):
+    """total + g for a fan-out (a value used by several consumers): in place into a buffer this
+    pass owns, else into a new one. Returns (sum, owned)."""
+    if total_owned and not create_graph:
+        total += g
+        return total, True
+    return total + g, not create_graph
+
+
+def _raise_stale(node, inp, version):
+    index = next(i for i, a in enumerate(node.inputs) if a is inp)
+    raise GraphError(
+        f"op '{node.spec.name}': input {index} ({describe(inp)}) was modified in place after it was "
+        f"used (version {version} -> {inp._version}); its saved value is stale and the gradient "
+        "would be wrong. Modify it after backward, or use a copy")
 
 
 def _fit_gradient(gi, inp, node, i, create_graph):
@@ -405,7 +410,7 @@ def _fit_gradient(gi, inp, node, i, create_graph):
     for every op (the one place broadcasting is undone)."""
     if create_graph:
         if not isinstance(gi, Variable):
-            gi = Variable._from_op(np.asarray(gi), None)
+            gi = _new_variable(np.asarray(gi), None)
         shape, dtype = gi._data.shape, gi._data.dtype
     else:
         if type(gi) is not np.ndarray:
@@ -456,17 +461,19 @@ def apply(spec, args, params):
     """Run spec's forward on args (Variables, arrays, scalars) and record a Node if a grad is needed."""
     datas = []
     versions = []
-    has_variable = needs_grad = False
-    for a in args:
+    edges = []
+    vjps = spec.vjps
+    has_variable = has_raw_array = False
+    for i, a in enumerate(args):
         if isinstance(a, Variable):
             has_variable = True
             datas.append(a._data)
-            versions.append(a._version)
-            if a.requires_grad:
-                needs_grad = True
+            versions.append((a, a._version))
+            if a.requires_grad and (spec.variadic or vjps[i] is not None):
+                edges.append((i, a))
         else:
             datas.append(a)
-            versions.append(None)
+            has_raw_array = has_raw_array or type(a) is np.ndarray
     try:
         out = spec.forward(*datas, **params) if params else spec.forward(*datas)
     except ScratchGradError:
@@ -479,13 +486,84 @@ def apply(spec, args, params):
         spec.check_domain(datas, out)
     if not has_variable:
         return out
-    if needs_grad and _GradMode.enabled:
-        for k, d in enumerate(datas):
-            # a writable raw ndarray could be changed by the caller before backward: save a copy
-            if type(d) is np.ndarray and d.flags.writeable and versions[k] is None:
-                datas[k] = d.copy()
-        return Variable._from_op(out, Node(spec, args, datas, params, versions))
-    return Variable._from_op(out, None)
+    if edges and _GradMode.enabled:
+        if has_raw_array:
+            for k, d in enumerate(datas):
+                # a writable raw ndarray could be changed by the caller before backward: save a copy
+                if type(d) is np.ndarray and d.flags.writeable and type(args[k]) is np.ndarray:
+                    datas[k] = d.copy()
+        if spec.variadic:
+            vjps = spec.vjps_for(len(args))
+        return _new_variable(out, Node(spec, vjps, args, datas, params, edges, versions))
+    return _new_variable(out, None)
+
+
+def apply_unary(spec, x, params):
+    """apply() for one Variable input: the hot path of elementwise chains, without the loops."""
+    data = x._data
+    try:
+        out = spec.forward(data, **params) if params else spec.forward(data)
+    except ScratchGradError:
+        raise
+    except Exception as exc:
+        raise _forward_error(spec, (x,), params, exc) from None
+    if type(out) is not np.ndarray:
+        out = np.asarray(out)
+    if spec.may_produce_nan and _GradMode.checking:
+        spec.check_domain((data,), out)
+    if x.requires_grad and _GradMode.enabled and spec.vjps[0] is not None:
+        return _new_variable(out, Node(spec, spec.vjps, (x,), (data,), params, ((0, x),), ((x, x._version),)))
+    return _new_variable(out, None)
+
+
+def apply_binary(spec, x, y, params):
+    """apply() for two inputs, at least one a Variable (x * 2.0, x @ W, ...)."""
+    x_var, y_var = isinstance(x, Variable), isinstance(y, Variable)
+    x_data = x._data if x_var else x
+    y_data = y._data if y_var else y
+    try:
+        out = spec.forward(x_data, y_data, **params) if params else spec.forward(x_data, y_data)
+    except ScratchGradError:
+        raise
+    except Exception as exc:
+        raise _forward_error(spec, (x, y), params, exc) from None
+    if type(out) is not np.ndarray:
+        out = np.asarray(out)
+    if spec.may_produce_nan and _GradMode.checking:
+        spec.check_domain((x_data, y_data), out)
+    if _GradMode.enabled:
+        vjps = spec.vjps
+        x_edge = x_var and x.requires_grad and vjps[0] is not None
+        y_edge = y_var and y.requires_grad and vjps[1] is not None
+        if x_edge or y_edge:
+            if x_edge and y_edge:
+                edges = ((0, x), (1, y))
+            else:
+                edges = ((0, x),) if x_edge else ((1, y),)
+            if x_var and y_var:
+                versions = ((x, x._version), (y, y._version))
+            else:
+                versions = ((x, x._version),) if x_var else ((y, y._version),)
+                # a writable raw ndarray could be changed by the caller before backward: save a copy
+                if not x_var and type(x) is np.ndarray and x.flags.writeable:
+                    x_data = x.copy()
+                if not y_var and type(y) is np.ndarray and y.flags.writeable:
+                    y_data = y.copy()
+            return _new_variable(out, Node(spec, vjps, (x, y), (x_data, y_data), params, edges, versions))
+    return _new_variable(out, None)
+
+
+def _new_variable(array, node):
+    out = _object_new(Variable)
+    out._data = array
+    out.grad = None
+    out.requires_grad = node is not None
+    out._node = node
+    out._version = 0
+    return out
+
+
+_object_new = object.__new__
 
 
 def _forward_error(spec, args, params, exc):

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..engine import Variable, apply
+from ..engine import Variable, _forward_error, apply, apply_binary, apply_unary
 from ..errors import DomainError, ScratchGradError
 
 KINDS = ("elementwise", "binary", "reduction", "matmul", "shape", "indexing", "nn")
@@ -116,21 +116,40 @@ def register(spec: OpSpec):
 
 
 def make_function(spec):
+    """The public function of an op. Unary and binary ops get a dedicated fast path (the hot path
+    of elementwise chains); extra positional arguments are passed to the forward as params."""
     forward = spec.forward
 
-    def op(*args, **params):
-        for a in args:
-            if isinstance(a, Variable):
-                return apply(spec, args, params)
+    def raw(args, params):
         try:
             return forward(*args, **params)
         except ScratchGradError:
             raise
         except Exception as exc:
-            from ..engine import _forward_error
             raise _forward_error(spec, args, params, exc) from None
 
-    op.__name__ = op.__qualname__ = spec.name
-    op.spec = spec
-    op.__doc__ = f"{spec.name}: {spec.kind} op (see scratch_grad.REGISTRY['{spec.name}'])."
-    return op
+    def op(*args, **params):
+        for a in args:
+            if isinstance(a, Variable):
+                return apply(spec, args, params)
+        return raw(args, params)
+
+    def unary_op(x, *rest, **params):
+        if rest:
+            return op(x, *rest, **params)
+        if isinstance(x, Variable):
+            return apply_unary(spec, x, params)
+        return raw((x,), params)
+
+    def binary_op(x, y, *rest, **params):
+        if rest:
+            return op(x, y, *rest, **params)
+        if isinstance(x, Variable) or isinstance(y, Variable):
+            return apply_binary(spec, x, y, params)
+        return raw((x, y), params)
+
+    chosen = {1: unary_op, 2: binary_op}.get(spec.arity, op)
+    chosen.__name__ = chosen.__qualname__ = spec.name
+    chosen.spec = spec
+    chosen.__doc__ = f"{spec.name}: {spec.kind} op (see scratch_grad.REGISTRY['{spec.name}'])."
+    return chosen
