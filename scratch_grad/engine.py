@@ -362,7 +362,7 @@ def _backprop(roots, seeds, retain_graph, create_graph, targets):
                         if child.pending == 0:
                             ready.append(inp)
                 if not retain_graph:
-                    node.inputs = node.datas = None
+                    node.inputs = node.datas = node.edges = node.versions = None
     finally:
         _GradMode.checking = previous_checking
     return results

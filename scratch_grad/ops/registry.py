@@ -95,8 +95,8 @@ class OpSpec:
             if dom.differentiable and np.any(bad):
                 d = np.asarray(d)
                 where = tuple(int(k) for k in np.argwhere(np.broadcast_to(bad, d.shape))[0]) if d.ndim else ()
-                raise DomainError(f"op '{self.name}': input {i} ({d.dtype} shape {d.shape}) has values outside "
-                                  f"its domain {dom.description}, e.g. {d[where]!r} at index {where}; "
+                raise DomainError(f"op '{self.name}': input {i} (shape {d.shape} {d.dtype}) has values outside "
+                                  f"its domain {dom.description}, e.g. {d[where].item()!r} at index {where}; "
                                   "the result would be NaN")
         raise DomainError(f"op '{self.name}' produced NaN from finite inputs")
 

@@ -1,0 +1,318 @@
+"""The engine's user-facing behaviour: Variable, operators, backward/grad, higher order, errors.
+
+Gradients are compared with torch.autograd (float64, random inputs drawn per test from a seeded
+generator); the registry-wide three-way checks live in parity_tests/."""
+import gc
+import weakref
+
+import numpy as np
+import pytest
+import torch
+
+import scratch_grad as sg
+
+
+def rand(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def torch_grads(fn, *arrays):
+    tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
+    fn(*tensors).backward()
+    return [t.grad.numpy() for t in tensors]
+
+
+# ---- Variable ---------------------------------------------------------------------------------------
+
+def test_variable_from_scalars_lists_and_arrays():
+    assert sg.Variable(2.5).data.shape == () and sg.Variable(2.5).dtype == np.float64
+    nested = sg.Variable([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    assert nested.shape == (2, 2) and nested.requires_grad
+    f32 = sg.Variable(np.ones(3, dtype=np.float32), requires_grad=True)
+    (f32 * 2.0).sum().backward()
+    assert f32.grad.dtype == np.float32 and f32.grad.shape == (3,)
+    np.testing.assert_array_equal(f32.grad, [2, 2, 2])
+
+
+def test_variable_copies_and_protects_its_data():
+    source = np.ones(3)
+    x = sg.Variable(source, requires_grad=True)
+    source[0] = 5.0                                    # the caller's array is not shared
+    assert x.data[0] == 1.0
+    with pytest.raises(ValueError):
+        x.data[0] = 7.0                                # saved arrays cannot be mutated behind our back
+
+
+def test_integer_data_cannot_require_grad_but_works_as_a_constant():
+    with pytest.raises(sg.DTypeError, match="floating-point"):
+        sg.Variable([1, 2, 3], requires_grad=True)
+    w = sg.Variable(rand(3), requires_grad=True)
+    ints = sg.Variable(np.array([1, 2, 3]))
+    (w * ints).sum().backward()
+    np.testing.assert_array_equal(w.grad, [1.0, 2.0, 3.0])
+
+
+def test_operators_and_methods_match_torch():
+    a, b = rand(3, 4, seed=1), rand(4, 3, seed=2)
+
+    def expression(lib, x, y):
+        exp = torch.exp if lib is torch else sg.exp
+        z = (x @ y) / (1.0 + exp(-(x @ y))) - 2.0 * x[1:, ::2].sum() + (x ** 2).mean(axis=1, keepdims=True)
+        return (z.T * 0.5).reshape(-1).sum() - (3.0 - x[0]).sum()
+
+    x, y = sg.Variable(a, requires_grad=True), sg.Variable(b, requires_grad=True)
+    expression(sg, x, y).backward()
+    gx, gy = torch_grads(lambda x, y: expression(torch, x, y), a, b)
+    np.testing.assert_allclose(x.grad, gx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(y.grad, gy, rtol=1e-12, atol=1e-12)
+
+
+def test_numpy_array_on_the_left_defers_to_the_variable():
+    x = sg.Variable(rand(3), requires_grad=True)
+    y = np.full(3, 2.0) * x - np.ones(3) / (x * x + 1)
+    assert isinstance(y, sg.Variable)
+    y.sum().backward()
+    expected = 2 + 2 * rand(3) / (rand(3) ** 2 + 1) ** 2
+    np.testing.assert_allclose(x.grad, expected, rtol=1e-12)
+
+
+# ---- backward ---------------------------------------------------------------------------------------
+
+def test_gradients_accumulate_across_backward_calls_and_reset():
+    x = sg.Variable(rand(4), requires_grad=True)
+    (x * 3.0).sum().backward()
+    (x * 3.0).sum().backward()
+    np.testing.assert_array_equal(x.grad, np.full(4, 6.0))
+    x.grad = None
+    (x * 1.0).sum().backward()
+    np.testing.assert_array_equal(x.grad, np.ones(4))
+
+
+def test_fan_out_sums_every_consumer():
+    a = rand(3, seed=3)
+    x = sg.Variable(a, requires_grad=True)
+    h = sg.tanh(x)
+    (h * h + sg.sin(h) + h).sum().backward()       # h feeds four consumers
+    (expected,) = torch_grads(lambda t: (torch.tanh(t) ** 2 + torch.sin(torch.tanh(t)) + torch.tanh(t)).sum(), a)
+    np.testing.assert_allclose(x.grad, expected, rtol=1e-12)
+
+
+def test_backward_needs_a_gradient_for_non_scalar_outputs():
+    x = sg.Variable(rand(2, 3), requires_grad=True)
+    y = x * 2.0
+    with pytest.raises(sg.GraphError, match=r"shape \(2, 3\).*gradient="):
+        y.backward()
+    with pytest.raises(sg.ShapeError, match=r"gradient has shape \(3,\) but the output has shape \(2, 3\)"):
+        y.backward(np.ones(3))
+    y.backward(np.full((2, 3), 0.5))
+    np.testing.assert_array_equal(x.grad, np.ones((2, 3)))
+
+
+def test_backward_on_output_that_does_not_require_grad():
+    with pytest.raises(sg.GraphError, match="does not require grad"):
+        (sg.Variable(rand(2)) * 2.0).sum().backward()
+
+
+def test_second_backward_through_freed_graph_is_a_clear_error_unless_retained():
+    x = sg.Variable(rand(3), requires_grad=True)
+    loss = sg.exp(x).sum()
+    loss.backward()
+    with pytest.raises(sg.GraphError, match="already freed.*retain_graph"):
+        loss.backward()
+    loss = sg.exp(x).sum()
+    x.grad = None
+    loss.backward(retain_graph=True)
+    loss.backward()
+    np.testing.assert_allclose(x.grad, 2 * np.exp(x.data))
+
+
+def test_in_place_change_of_a_saved_input_is_detected():
+    x = sg.Variable(rand(3), requires_grad=True)
+    y = sg.exp(x).sum()
+    x.sub_(1.0)                                    # bumps x's version: exp saved the old value
+    with pytest.raises(sg.GraphError, match=r"op '(exp|sum)'.*modified in place"):
+        y.backward()
+    z = (x * x).sum()
+    x.data = np.zeros(3)
+    with pytest.raises(sg.GraphError, match="modified in place"):
+        z.backward()
+
+
+def test_raw_writable_arrays_are_saved_by_value():
+    w = sg.Variable(rand(3), requires_grad=True)
+    constant = np.array([1.0, 2.0, 3.0])
+    y = (w * constant).sum()
+    constant[:] = 100.0                           # the caller reuses its buffer before backward
+    y.backward()
+    np.testing.assert_array_equal(w.grad, [1.0, 2.0, 3.0])
+
+
+def test_deep_chain_of_a_million_ops_has_no_recursion_limit():
+    x = sg.Variable(np.array(0.5), requires_grad=True)
+    h = x
+    for _ in range(1_000_000):
+        h = h * 1.0
+    h.backward()
+    assert x.grad == 1.0
+
+
+def test_each_vjp_runs_once_even_with_heavy_fan_out():
+    calls = []
+    spec = sg.REGISTRY["sin"]
+    original = spec.vjps
+
+    def counting(g, out, x):
+        calls.append(1)
+        return original[0](g, out, x)
+    object.__setattr__(spec, "vjps", (counting,))
+    try:
+        x = sg.Variable(np.array([0.3]), requires_grad=True)
+        h = x
+        for _ in range(200):                        # each level uses the previous one twice
+            h = sg.sin(h) + h
+        h.sum().backward()
+    finally:
+        object.__setattr__(spec, "vjps", original)
+    assert len(calls) == 200                      # a recursive walk without memo would do 2**200
+
+
+def test_backward_frees_intermediates_unless_retained():
+    for retain, should_be_alive in ((False, False), (True, True)):
+        x = sg.Variable(rand(100), requires_grad=True)
+        middle = sg.tanh(x)
+        probe = weakref.ref(middle)
+        loss = sg.exp(middle * 2.0).sum()
+        del middle
+        loss.backward(retain_graph=retain)
+        gc.collect()
+        assert (probe() is not None) == should_be_alive
+
+
+def test_no_grad_detach_and_requires_grad_propagation():
+    x = sg.Variable(rand(3), requires_grad=True)
+    constant = sg.Variable(rand(3))
+    assert (x * constant).requires_grad and not (constant * 2.0).requires_grad
+    with sg.no_grad():
+        y = x * 2.0
+        with sg.enable_grad():
+            assert (x * 2.0).requires_grad
+    assert not y.requires_grad and y._node is None
+    d = x.detach()
+    assert not d.requires_grad and np.shares_memory(d.data, x.data)
+    (x * d).sum().backward()
+    np.testing.assert_array_equal(x.grad, x.data)        # no gradient flowed through the detached copy
+
+
+def test_leaves_that_do_not_require_grad_cost_no_vjp():
+    calls = []
+    spec = sg.REGISTRY["mul"]
+    original = spec.vjps
+    wrapped = tuple((lambda f, k: (lambda *a: (calls.append(k), f(*a))[1]))(f, k) for k, f in enumerate(original))
+    object.__setattr__(spec, "vjps", wrapped)
+    try:
+        w = sg.Variable(rand(3), requires_grad=True)
+        (w * sg.Variable(rand(3))).sum().backward()
+    finally:
+        object.__setattr__(spec, "vjps", original)
+    assert calls == [0]                          # only the input that requires grad got a VJP call
+
+
+# ---- functional grad and higher order ---------------------------------------------------------------
+
+def test_grad_returns_gradients_without_touching_dot_grad():
+    x = sg.Variable(rand(3), requires_grad=True)
+    y = sg.Variable(rand(3, seed=1), requires_grad=True)
+    gx, gy = sg.grad((x * y).sum(), [x, y])
+    np.testing.assert_array_equal(gx, y.data)
+    np.testing.assert_array_equal(gy, x.data)
+    assert x.grad is None and y.grad is None
+
+
+def test_grad_of_an_intermediate_and_unused_inputs():
+    x = sg.Variable(rand(3), requires_grad=True)
+    h = sg.exp(x)
+    (gh,) = sg.grad((h * h).sum(), h)
+    np.testing.assert_allclose(gh, 2 * np.exp(x.data))
+    z = sg.Variable(rand(3), requires_grad=True)
+    with pytest.raises(sg.GraphError, match="not used"):
+        sg.grad((x * 2.0).sum(), [x, z])
+    assert sg.grad((x * 2.0).sum(), [x, z], allow_unused=True)[1] is None
+
+
+def test_hessian_vector_product_matches_torch():
+    a, v = rand(4, seed=5), rand(4, seed=6)
+    m = rand(4, 4, seed=7)
+
+    def f(lib, x):
+        tanh, exp = (torch.tanh, torch.exp) if lib is torch else (sg.tanh, sg.exp)
+        matrix = torch.tensor(m) if lib is torch else m
+        return (tanh(matrix @ x) * exp(0.1 * x)).sum() + (x * x * x).sum()
+
+    x = sg.Variable(a, requires_grad=True)
+    (g,) = sg.grad(f(sg, x), x, create_graph=True)
+    assert isinstance(g, sg.Variable) and g.requires_grad
+    (hv,) = sg.grad((g * v).sum(), x)
+
+    xt = torch.tensor(a, requires_grad=True)
+    (gt,) = torch.autograd.grad(f(torch, xt), xt, create_graph=True)
+    (hvt,) = torch.autograd.grad((gt * torch.tensor(v)).sum(), xt)
+    np.testing.assert_allclose(g.data, gt.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(hv, hvt.numpy(), rtol=1e-10)
+
+
+def test_double_backward_through_backward_create_graph():
+    x = sg.Variable(np.array([0.7, -0.3]), requires_grad=True)
+    (sg.sin(x) * x).sum().backward(create_graph=True)
+    first = x.grad                                  # cos(x) x + sin(x), a Variable
+    x.grad = None
+    first.sum().backward()
+    np.testing.assert_allclose(x.grad, 2 * np.cos(x.data) - x.data * np.sin(x.data), rtol=1e-12)
+
+
+def test_third_derivative():
+    x = sg.Variable(np.array(0.4), requires_grad=True)
+    y = x ** 4
+    (d1,) = sg.grad(y, x, create_graph=True)
+    (d2,) = sg.grad(d1, x, create_graph=True)
+    (d3,) = sg.grad(d2, x)
+    np.testing.assert_allclose(d3, 24 * 0.4, rtol=1e-12)
+
+
+# ---- clear errors on bad input ------------------------------------------------------------------------
+
+def test_shape_mismatch_names_the_op_inputs_shapes_and_dtypes():
+    x = sg.Variable(np.ones((2, 3)), requires_grad=True)
+    with pytest.raises(sg.ShapeError, match=r"op 'add'.*input 0: shape \(2, 3\) float64.*input 1: shape \(4,\) float64"):
+        x + np.ones(4)
+    with pytest.raises(sg.ShapeError, match=r"op 'matmul'.*\(2, 3\).*\(2, 3\)"):
+        x @ x
+
+
+def test_wrong_axis_is_an_axis_error():
+    with pytest.raises(sg.AxisError, match=r"op 'sum'.*shape \(2, 3\).*axis"):
+        sg.Variable(np.ones((2, 3))).sum(axis=2)
+
+
+def test_nan_producing_input_names_op_value_and_index():
+    x = sg.Variable(np.array([1.0, 2.0, -3.0]), requires_grad=True)
+    with pytest.raises(sg.DomainError, match=r"op 'log': input 0 .* x > 0, e.g. -3.0 at index \(2,\)"):
+        sg.log(x)
+    with pytest.raises(sg.DomainError, match=r"op 'sqrt'"):
+        sg.sqrt(x)
+    nan_in = sg.Variable(np.array([np.nan, 1.0]))
+    assert np.isnan(sg.log(nan_in).data[0])        # NaN that came in is passed on, not blamed on log
+
+
+def test_errors_are_package_exceptions():
+    for error in (sg.ShapeError, sg.AxisError, sg.DTypeError, sg.DomainError, sg.GraphError):
+        assert issubclass(error, sg.ScratchGradError)
+
+
+def test_vjp_returning_a_wrong_shape_is_reported_with_the_op():
+    spec = sg.OpSpec("bad_shape_op", np.sin, (lambda g, out, x: np.ones(7),), torch.sin, (sg.Domain(),),
+                     "elementwise")
+    bad = sg.ops.registry.make_function(spec)
+    x = sg.Variable(rand(3), requires_grad=True)
+    with pytest.raises(sg.ShapeError, match=r"VJP of op 'bad_shape_op' for input 0 .*\(7,\).*\(3,\)"):
+        bad(x).sum().backward()
+
