@@ -1,10 +1,14 @@
-"""Linear algebra: matmul (1-D, 2-D, batched with broadcast batch dims)."""
-import numpy as np
-import torch
+"""Linear algebra: matmul (1-D, 2-D, batched with broadcast batch dims) and einsum."""
+import functools
+import string
 
+import numpy as np
+
+from .lazy_torch import torch
 from .registry import REAL, OpSpec, register
 from .shape import reshape, transpose
 from ..engine import Variable
+from ..errors import ShapeError
 
 
 def _raw(x):
@@ -63,3 +67,157 @@ def _matmul_sample(gen):
 
 matmul = register(OpSpec("matmul", _matmul_forward, (_matmul_vjp_x, _matmul_vjp_y), torch.matmul, (REAL, REAL),
                          "matmul", sample=_matmul_sample))
+
+
+# ---- einsum ----------------------------------------------------------------------------------------
+_LETTERS = string.ascii_uppercase + string.ascii_lowercase   # ASCII order: numpy's implicit-output order
+
+
+@functools.lru_cache(maxsize=1024)
+def _einsum_plan(subscripts, shapes):
+    """The explicit form of `subscripts` for operands of these shapes: one letter string per operand
+    and one for the output, '...' replaced by letters (right-aligned, so ellipsis dimensions broadcast),
+    an implicit output made explicit by NumPy's rule (ellipsis dims, then letters used once, sorted).
+    Also returns every letter's size (the largest, where size-1 dimensions broadcast)."""
+    def fail(message):
+        raise ShapeError(f"op 'einsum' with subscripts {subscripts!r} on operands of shapes "
+                         f"{list(shapes)}: {message}")
+
+    text = subscripts.replace(" ", "")
+    if text.count("->") > 1:
+        fail("more than one '->'")
+    lhs, arrow, rhs = text.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(shapes):
+        fail(f"{len(terms)} operand subscripts but {len(shapes)} operands")
+    for term in terms + [rhs]:
+        letters_only = term.replace("...", "", 1)
+        bad = [c for c in letters_only if c not in _LETTERS]
+        if bad:
+            fail(f"invalid character {bad[0]!r} in {term!r} (use letters, ',' '->' and one '...' per term)")
+
+    ellipsis_dims = 0
+    for k, (term, shape) in enumerate(zip(terms, shapes)):
+        explicit = len(term.replace("...", ""))
+        if ("..." in term and len(shape) < explicit) or ("..." not in term and len(shape) != explicit):
+            fail(f"operand {k} has {len(shape)} dimensions but its subscripts {term!r} name {explicit}")
+        if "..." in term:
+            ellipsis_dims = max(ellipsis_dims, len(shape) - explicit)
+    spare = [c for c in _LETTERS if c not in text]
+    if ellipsis_dims > len(spare):
+        fail("not enough unused letters to name the ellipsis dimensions")
+    ellipsis = "".join(spare[:ellipsis_dims])
+    expanded = []
+    for term, shape in zip(terms, shapes):
+        if "..." in term:
+            own = len(shape) - (len(term) - 3)
+            term = term.replace("...", ellipsis[ellipsis_dims - own:])
+        expanded.append(term)
+
+    if arrow:
+        if ellipsis_dims and "..." not in rhs:
+            fail("the operands have '...' dimensions but the output does not say where they go")
+        output = rhs.replace("...", ellipsis)
+        for c in output:
+            if output.count(c) > 1:
+                fail(f"output index {c!r} appears more than once")
+            if not any(c in term for term in expanded):
+                fail(f"output index {c!r} appears in no operand")
+    else:
+        named = "".join(t.replace("...", "") for t in terms)
+        output = ellipsis + "".join(sorted(c for c in set(named) if named.count(c) == 1))
+
+    sizes = {}
+    for k, (term, shape) in enumerate(zip(expanded, shapes)):
+        for c, n in zip(term, shape):
+            seen = sizes.get(c)
+            if seen is not None and seen[0] != n and 1 not in (seen[0], n):
+                fail(f"index {c!r} has size {seen[0]} in operand {seen[1]} but size {n} in operand {k}")
+            if seen is None or seen[0] == 1:
+                sizes[c] = (n, k)
+    return tuple(expanded), output, {c: n for c, (n, _) in sizes.items()}
+
+
+def _einsum_forward(*operands, subscripts):
+    if not operands:
+        raise ShapeError(f"op 'einsum' with subscripts {subscripts!r}: needs at least one operand")
+    terms, output, _ = _einsum_plan(subscripts, tuple(np.shape(x) for x in operands))
+    # optimize: contract pairwise with BLAS (tensordot) instead of one nested loop over all indices
+    return np.einsum(",".join(terms) + "->" + output, *operands, optimize=len(operands) > 1)
+
+
+def _einsum_vjp(g, out, *xs, index, subscripts):
+    """Gradient of one operand, itself an einsum: g (with the output's subscripts) times the other
+    operands, summed over every index the operand does not have.
+
+    Two index patterns need constant helper operands:
+    - an index repeated in the operand ('ii', 'iij') reads a diagonal, so its gradient lives on that
+      diagonal: each repeat gets a fresh letter tied to the first by an identity matrix (a Kronecker
+      delta), e.g. for 'ii->i' the gradient is einsum('i,ia->ia', g, eye);
+    - an index no other factor carries at the operand's full size (summed away only in this operand,
+      or size 1 elsewhere by broadcasting) is spread by a ones vector, e.g. 'ij->i' gives
+      einsum('i,j->ij', g, ones).
+    The constants are raw arrays, so with create_graph the gradient stays an einsum of g and the other
+    operands: differentiable again."""
+    shapes = tuple(np.shape(_raw(x)) for x in xs)
+    terms, output, _ = _einsum_plan(subscripts, shapes)
+    target, target_shape = terms[index], shapes[index]
+    dtype = _raw(g).dtype
+    operands = [g] + [x for k, x in enumerate(xs) if k != index]
+    subs = [output] + [t for k, t in enumerate(terms) if k != index]
+    operand_shapes = [np.shape(_raw(g))] + [s for k, s in enumerate(shapes) if k != index]
+
+    spare = iter(c for c in _LETTERS if c not in "".join(terms) + output)
+    result = ""
+    for axis, c in enumerate(target):
+        if c in target[:axis]:
+            fresh = next(spare)
+            operands.append(np.eye(target_shape[axis], dtype=dtype))
+            subs.append(c + fresh)
+            operand_shapes.append((target_shape[axis],) * 2)
+            result += fresh
+        else:
+            result += c
+    for axis, c in enumerate(target):
+        if c in target[:axis]:
+            continue
+        supplied = max((shape[sub.index(c)] for sub, shape in zip(subs, operand_shapes) if c in sub),
+                                default=0)
+        if supplied < target_shape[axis]:
+            operands.append(np.ones(target_shape[axis], dtype=dtype))
+            subs.append(c)
+    # the engine sums dimensions where this operand had size 1 and the result is broadcast
+    return _einsum(*operands, subscripts=",".join(subs) + "->" + result)
+
+
+_EINSUM_CASES = (
+    "ij,jk->ik", "ij,jk", "bij,bjk->bik", "i,j->ij", "i,i->", "i,i", "ij->ji", "ij->", "ij->j", "ij,ij->ij",
+    "ij,jk,kl->il", "ijk,ikl->jl", "ii", "ii->i", "iij->j", "iji->ij", "ii,i->i", "ij,jj->i", "aB,Bc", "Ab",
+    "...ij,...jk->...ik", "...i->...", "i...->...", "...i,i", "ii...->i...",
+)
+
+
+def _einsum_sample(gen):
+    subscripts = gen.choice(_EINSUM_CASES)
+    lhs = subscripts.split("->")[0].split(",")
+    sizes = {c: gen.integer(1, 4) for c in sorted(set(subscripts)) if c in _LETTERS}
+    with_ellipsis = [k for k, term in enumerate(lhs) if "..." in term]
+    ellipsis_shapes = dict(zip(with_ellipsis, gen.broadcastable_shapes(len(with_ellipsis), max_dims=2)))
+    operands = []
+    for k, term in enumerate(lhs):
+        head, _, tail = term.partition("...")
+        shape = tuple(sizes[c] for c in head) + tuple(ellipsis_shapes.get(k, ())) + tuple(sizes[c] for c in tail)
+        operands.append(gen.array(shape))
+    return tuple(operands), {"subscripts": subscripts}
+
+
+# variadic: the registry call is einsum(*operands, subscripts=...); `einsum` below is NumPy's order
+_einsum = register(OpSpec(
+    "einsum", _einsum_forward, (_einsum_vjp,), lambda *xs, subscripts: torch.einsum(subscripts, *xs), (REAL,),
+    "matmul", sample=_einsum_sample, variadic=True))
+
+
+def einsum(subscripts, *operands):
+    """np.einsum / torch.einsum: 'ij,jk->ik', implicit output ('ij,jk'), repeated indices
+    (diagonals, traces: 'ii->i', 'ii'), and '...' with broadcasting."""
+    return _einsum(*operands, subscripts=subscripts)
