@@ -41,13 +41,9 @@ square = _unary("square", np.square, lambda g, out, x: g * 2 * x, torch.square)
 reciprocal = _unary("reciprocal", np.reciprocal, lambda g, out, x: -g * out * out, torch.reciprocal, NONZERO)
 
 
-def _sigmoid_forward(x):
-    # exp(-|x|) never overflows: 1/(1+e^-x) for x >= 0 and e^x/(1+e^x) for x < 0
-    z = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + z), z / (1 + z))
-
-
-sigmoid = _unary("sigmoid", _sigmoid_forward, lambda g, out, x: g * out * (1 - out), torch.sigmoid)
+# scipy's expit is the stable logistic in one pass: it evaluates 1/(1+e^-x) for x >= 0 and
+# e^x/(1+e^x) for x < 0, so e^-x never overflows (the naive form gives overflow warnings at x < -709)
+sigmoid = _unary("sigmoid", scipy.special.expit, lambda g, out, x: g * out * (1 - out), torch.sigmoid)
 
 
 relu = _unary("relu", lambda x: np.maximum(x, 0), lambda g, out, x: g * (_raw(x) > 0), torch.relu, KINK_AT_ZERO,

@@ -31,7 +31,7 @@ def _as_matrices(g, x, y):
         g_shape = g_shape[:-1] + (1,) + g_shape[-1:] if not y_vec else (1, 1)
     if y_vec:
         g_shape = g_shape + (1,) if not x_vec else (1, 1)
-    return reshape(g, g_shape), x2, y2
+    return (reshape(g, g_shape) if g_shape != _raw(g).shape else g), x2, y2
 
 
 def _matmul_vjp_x(g, out, x, y):

@@ -51,7 +51,21 @@ def _broadcast_sample(gen):
     return (gen.array(small),), {"shape": tuple(target)}
 
 
-broadcast_to = _shape_op("broadcast_to", lambda x, shape: np.broadcast_to(x, shape),
+def _broadcast_forward(x, shape):
+    # small results are cheaper to materialize (~0.5 us) than to view: np.broadcast_to spends ~3 us
+    # in Python; large ones stay zero-copy views
+    x = np.asarray(x)
+    shape = tuple(shape)
+    if int(np.prod(shape)) > 65536:
+        return np.broadcast_to(x, shape)
+    if x.ndim > len(shape):
+        raise ValueError(f"cannot broadcast shape {x.shape} to the smaller rank shape {shape}")
+    out = np.empty(shape, dtype=x.dtype)
+    out[...] = x   # raises on shapes that do not broadcast
+    return out
+
+
+broadcast_to = _shape_op("broadcast_to", _broadcast_forward,
                          lambda g, out, x, shape: sum_to(g, _raw(x).shape),
                          lambda x, shape: torch.broadcast_to(x, shape), _broadcast_sample)
 
