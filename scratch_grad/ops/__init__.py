@@ -7,7 +7,7 @@ from .elementwise import (abs, add, clip, cos, div, elu, erf, exp, expm1, gelu, 
 from .shape import (astype, broadcast_to, concatenate, expand_dims, flip, pad, reshape, split, squeeze, stack, sum_to,
                     transpose, unsqueeze)
 from .reductions import logsumexp, max, mean, min, norm, prod, std, sum, var
-from .linalg import einsum, matmul
+from .linalg import einsum, linear, matmul
 from .indexing import getitem, scatter_add, take
 from . import nn as _nn_ops  # noqa: F401  (registers the nn ops)
 from .nn import *  # noqa: F401,F403

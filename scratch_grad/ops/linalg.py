@@ -221,3 +221,34 @@ def einsum(subscripts, *operands):
     """np.einsum / torch.einsum: 'ij,jk->ik', implicit output ('ij,jk'), repeated indices
     (diagonals, traces: 'ii->i', 'ii'), and '...' with broadcasting."""
     return _einsum(*operands, subscripts=subscripts)
+
+
+# ---- linear: x @ weight.T + bias in one node (torch.nn.functional.linear's layout: weight is (out, in)) ----
+def _linear_forward(x, weight, bias=None):
+    if np.ndim(weight) != 2 or np.ndim(x) < 1 or np.shape(x)[-1] != np.shape(weight)[1]:
+        raise ValueError(f"linear needs x (..., in) and weight (out, in); got x {np.shape(x)}, weight {np.shape(weight)}")
+    out = x @ weight.T
+    if bias is not None:
+        if np.shape(bias) != (np.shape(weight)[0],):
+            raise ValueError(f"bias must have shape ({np.shape(weight)[0]},), got {np.shape(bias)}")
+        out += bias   # out is a fresh buffer: adding in place saves a temporary
+    return out
+
+
+def _linear_vjp_weight(g, out, x, weight, bias=None):
+    # sum over every batch position of the outer product g x^T
+    n_out, n_in = _raw(weight).shape
+    return transpose(reshape(g, (-1, n_out))) @ reshape(x, (-1, n_in))
+
+
+def _linear_sample(gen):
+    batch = gen.shape(max_dims=2)
+    n_in, n_out = gen.integer(1, 4), gen.integer(1, 4)
+    return (gen.array(tuple(batch) + (n_in,)), gen.array((n_out, n_in)), gen.array((n_out,))), {}
+
+
+# the bias gradient is g itself: the engine sums it over the batch dims (broadcasting handled once)
+linear = register(OpSpec(
+    "linear", _linear_forward,
+    (lambda g, out, x, weight, bias=None: g @ weight, _linear_vjp_weight, lambda g, out, x, weight, bias=None: g),
+    torch.nn.functional.linear, (REAL, REAL, REAL), "nn", sample=_linear_sample))
