@@ -1,0 +1,159 @@
+"""The benchmark runner, run once in --quick mode with 2 rounds: every available implementation must agree with
+NumPy by hand, the JSON must have its documented structure, and a wrong implementation must be excluded.
+Timings are never asserted (they live in benchmarks/, as ratios)."""
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # benchmarks/ sits beside the package; it is not installed with it
+    sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks import implementations, runner, suite  # noqa: E402
+from benchmarks.workloads import MLP_CONFIGS, QUICK_SCALING_LENGTHS  # noqa: E402
+
+ROUNDS = 2
+STATUSES = {"ok", "disagrees", "error", "n/a", "skipped", "not installed", "unavailable"}
+LABELS = [spec.label for spec in implementations.IMPLEMENTATIONS]
+EXPECTED_WORKLOADS = ([config.name for config in MLP_CONFIGS] + ["per_op_overhead"]
+                      + [f"chain_{length:.0e}".replace("+0", "") for length in QUICK_SCALING_LENGTHS])
+OPTIONAL = {spec.label: spec.library for spec in implementations.IMPLEMENTATIONS if spec.optional}
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("bench")
+    json_path, plot_path = directory / "bench.json", directory / "bench.png"
+    environ_before = dict(os.environ)
+    exit_code = runner.main(["--quick", "--repeats", str(ROUNDS), "--json", str(json_path), "--plot", str(plot_path)])
+    return SimpleNamespace(exit_code=exit_code, report=json.loads(json_path.read_text()), plot_path=plot_path,
+                           environ_changed=dict(os.environ) != environ_before)
+
+
+def statuses(report, label):
+    return {workload["name"]: workload["results"][label]["status"] for workload in report["workloads"]}
+
+
+def test_json_structure(bench):
+    report = bench.report
+    assert report["schema_version"] == 1
+    settings = report["settings"]
+    assert settings["quick"] is True and settings["threads"] == 1 and settings["repeats"] == ROUNDS
+    assert settings["thread_pinning"] and settings["malloc"]["applied_by"] and settings["memory_method"]
+    assert list(report["implementations"]) == LABELS
+    for info in report["implementations"].values():
+        assert info["status"] in {"available", "not installed", "unavailable"}
+    assert [workload["name"] for workload in report["workloads"]] == EXPECTED_WORKLOADS
+    for workload in report["workloads"]:
+        assert workload["unit"] in {"us/step", "us/op", "us/node"}
+        assert list(workload["results"]) == LABELS
+        for label, result in workload["results"].items():
+            assert result["status"] in STATUSES, (workload["name"], label, result)
+            if result["status"] != "ok":
+                assert result["detail"], (workload["name"], label)
+                continue
+            assert result["agreement"]["agrees"] is True
+            assert 0 < result["min"] <= result["median"] <= result["max"]
+            expected_rounds = ROUNDS if workload["kind"] != "chain" else min(ROUNDS, 3)
+            assert len(result["samples"]) == expected_rounds
+            assert math.isclose(result["ratio_to_numpy"] * workload["results"]["numpy"]["median"], result["median"])
+            assert "ratio_to_torch" in result
+            if workload["kind"] == "chain":
+                assert isinstance(result.get("peak_memory_bytes"), int) or result.get("memory_error")
+    assert report["parity_suite"]["status"] in {"ok", "partial", "skipped"}
+
+
+def test_reference_and_torch_run_every_workload(bench):
+    assert set(statuses(bench.report, "numpy").values()) == {"ok"}
+    assert set(statuses(bench.report, "torch").values()) == {"ok"}
+    prealloc = statuses(bench.report, "numpy-prealloc")
+    assert prealloc.pop("mlp_784_40_10_sigmoid_mse_b20_f64") == prealloc.pop("mlp_784_40_10_sigmoid_mse_b20_f32") == "ok"
+    assert set(prealloc.values()) == {"n/a"}
+
+
+def test_scratch_grad_agrees_on_every_workload(bench):
+    """Never skipped: while the engine is absent the runner must say so; once present it must agree everywhere."""
+    if not (REPO_ROOT / "scratch_grad" / "engine.py").exists():
+        assert bench.report["implementations"]["scratch_grad"]["status"] == "unavailable"
+        return
+    assert bench.report["implementations"]["scratch_grad"]["status"] == "available"
+    failures = {name: bench.report["workloads"][index]["results"]["scratch_grad"].get("detail")
+                for index, (name, status) in enumerate(statuses(bench.report, "scratch_grad").items())
+                if status != "ok"}
+    assert not failures
+
+
+@pytest.mark.parametrize("label", sorted(OPTIONAL))
+def test_optional_competitor_agrees(bench, label):
+    pytest.importorskip(OPTIONAL[label])
+    results = statuses(bench.report, label)
+    assert set(results.values()) <= {"ok", "n/a", "skipped"}, results
+    assert "ok" in results.values()
+
+
+def test_exit_code_and_environment(bench):
+    assert bench.exit_code == 0
+    assert not bench.environ_changed, "thread env vars set for the run must be restored afterwards"
+
+
+def test_plot_written_when_matplotlib_is_installed(bench):
+    pytest.importorskip("matplotlib")
+    assert bench.plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def fake_implementation(label, make_chain):
+    spec = implementations.Implementation(label, "fake", "fake", optional=True)
+    return implementations.LoadedImplementation(spec, "available", module=SimpleNamespace(make_chain=make_chain))
+
+
+def test_wrong_or_crashing_implementations_are_excluded_not_timed():
+    """The agreement check must fail for a slightly wrong gradient, a NaN, a wrong dtype, and an exception."""
+    reference = implementations.load(implementations.IMPLEMENTATIONS[0])
+    timed_calls = []
+
+    def altered(change):
+        def make_chain(ops, length, x0):
+            right = reference.make_chain(ops, length, x0)
+
+            def forward_backward():
+                timed_calls.append(change.__name__)
+                value, grad = right()
+                return change(value, grad)
+
+            return forward_backward
+
+        return make_chain
+
+    def grad_off_by_a_thousandth(value, grad):
+        return value, grad * 1.001
+
+    def nan_grad(value, grad):
+        return value, np.full_like(grad, np.nan)
+
+    def float32_grad(value, grad):
+        return value, grad.astype(np.float32)
+
+    def raises(value, grad):
+        raise RuntimeError("engine exploded")
+
+    changes = [grad_off_by_a_thousandth, nan_grad, float32_grad, raises]
+    candidates = [reference] + [fake_implementation(change.__name__, altered(change)) for change in changes]
+    results = suite.run_per_op_workload(candidates, suite.Settings.make(quick=True, repeats=2))["results"]
+    assert results["numpy"]["status"] == "ok"
+    assert results["grad_off_by_a_thousandth"]["status"] == "disagrees"
+    assert results["nan_grad"]["status"] == "disagrees"
+    assert "dtype float32" in results["float32_grad"]["detail"]
+    assert results["raises"]["status"] == "error" and "engine exploded" in results["raises"]["detail"]
+    assert timed_calls == [change.__name__ for change in changes], "only the agreement check may call them"
+
+
+def test_missing_optional_library_is_reported_as_not_installed():
+    ghost = implementations.Implementation("ghost", "benchmarks.impl_ghost", "no_such_library_for_bench", True)
+    loaded = implementations.load(ghost)
+    assert (loaded.status, loaded.available) == ("not installed", False)
