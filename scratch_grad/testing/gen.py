@@ -1,4 +1,17 @@
-"""Input generators implementing the `gen` protocol of scratch_grad.ops.sampling."""
+"""Input generators implementing the `gen` protocol of scratch_grad.ops.sampling.
+
+RandomGen draws from a NumPy Generator: fast and reproducible by seed, used by the CLI
+(`scratch-grad parity`, `mutate`). The hypothesis-backed generator with the same protocol (it
+shrinks) is `scratch_grad.testing.strategies.HypothesisGen`.
+
+Two modes beyond the protocol's basics, shared by both generators:
+- layouts: `array` sometimes returns a non-contiguous view (transposed, strided, reversed) with
+  the requested shape and values, so ops and the engine see the strides NumPy users pass;
+- kinks (`kinks=True`, used for ops with smooth=False): a random subset of entries is snapped to
+  the domain's avoided points and to a coarse grid, so inputs sit exactly at kinks and contain
+  ties (max, maximum, ...). There finite differences are meaningless and the check is that
+  scratch_grad picks the same subgradient as torch.
+"""
 import math
 
 import numpy as np
@@ -7,6 +20,8 @@ from ..ops.registry import REAL
 
 MARGIN = 0.1          # distance kept from kinks and poles (finite differences straddle them otherwise)
 SPREAD = 2.0          # values of unbounded domains are drawn from [-SPREAD, SPREAD]
+TIE_GRID = (-1.0, -0.5, 0.0, 0.5, 1.0)
+LAYOUTS = ("contiguous", "transposed", "strided", "reversed")
 
 
 def _interval(domain):
@@ -26,13 +41,36 @@ def push_away(values, domain):
     return values
 
 
+def kink_points(domain):
+    """Values an input of a non-smooth op is snapped to in kink mode: the domain's avoided points
+    (kinks) and a coarse grid (ties), restricted to the sampled interval."""
+    low, high = _interval(domain)
+    points = sorted(set(domain.avoid) | set(TIE_GRID))
+    return [p for p in points if low <= p <= high]
+
+
+def with_layout(values, layout):
+    """The same values and shape, stored with another layout (a view of a bigger/permuted array)."""
+    if layout == "transposed" and values.ndim >= 2:
+        return np.ascontiguousarray(values.T).T
+    if layout == "strided" and values.ndim >= 1:
+        spaced = np.zeros((values.shape[0] * 2,) + values.shape[1:], dtype=values.dtype)
+        spaced[::2] = values
+        return spaced[::2]
+    if layout == "reversed" and values.ndim >= 1:
+        return np.ascontiguousarray(values[::-1])[::-1]
+    return values
+
+
 class RandomGen:
     """The gen protocol on a NumPy Generator: fast, reproducible by seed, no shrinking."""
 
-    def __init__(self, seed=0, dtype=np.float64, max_side=4):
+    def __init__(self, seed=0, dtype=np.float64, max_side=4, kinks=False, layouts=True):
         self.rng = np.random.default_rng(seed)
         self.dtype = np.dtype(dtype)
         self.max_side = max_side
+        self.kinks = kinks
+        self.layouts = layouts
 
     def integer(self, lo, hi):
         return int(self.rng.integers(lo, hi + 1))
@@ -73,7 +111,15 @@ class RandomGen:
     def array(self, shape, domain=REAL):
         low, high = _interval(domain)
         values = push_away(self.rng.uniform(low, high, size=shape), domain)
-        return np.asarray(values, dtype=self.dtype)
+        if self.kinks:
+            points = kink_points(domain)
+            if points:
+                snapped = self.rng.choice(points, size=shape)
+                values = np.where(self.rng.integers(0, 2, size=shape).astype(bool), snapped, values)
+        values = np.asarray(values, dtype=self.dtype)
+        if self.layouts and self.integer(0, 3) == 0:
+            values = with_layout(values, self.choice(LAYOUTS[1:]))
+        return values
 
     def integers(self, shape, lo, hi):
         return self.rng.integers(lo, hi, size=shape).astype(np.int64)

@@ -1,0 +1,274 @@
+"""A program: a straight-line sequence of registry ops over leaves and constants, with cotangents.
+
+Everything the checker compares is a Program: a single op on sampled inputs, a random graph, or
+a user function traced by running it once on Variables. The same program is then run
+
+- by scratch_grad on Variables (forward, gradients, gradients of gradients),
+- by torch, op by op through each registry entry's `torch` reference (the equivalent torch code),
+- on raw float64 NumPy arrays (fast; what finite differences evaluate),
+- and printed as two standalone scripts, one per library (reproducers).
+
+The scalar that is differentiated is L = sum_k <output_k, cotangent_k>.
+"""
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ..engine import Variable, apply
+from ..errors import GraphError
+
+
+@dataclass(frozen=True)
+class Ref:
+    """An argument of a step: a leaf, an earlier step's result, or a constant (by index)."""
+    kind: str    # "leaf", "step" or "const"
+    index: int
+
+
+@dataclass
+class Step:
+    spec: object          # an OpSpec
+    args: tuple           # Refs
+    params: dict
+
+
+@dataclass
+class Program:
+    leaves: list                  # ndarrays; the inputs that gradients are taken for
+    requires_grad: list           # per leaf
+    constants: list               # ndarrays or Python scalars: inputs with no gradient
+    steps: list                   # Steps in topological order
+    outputs: list                 # step indices whose results are the outputs
+    cotangents: list              # one array per output, of its shape
+    name: str = ""
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def dtype(self):
+        for leaf in self.leaves:
+            if leaf.dtype.kind == "f":
+                return leaf.dtype
+        return np.dtype(np.float64)
+
+    @property
+    def depth(self):
+        return max(len(self.steps), 1)
+
+    def op_names(self):
+        return sorted({step.spec.name for step in self.steps})
+
+    def twice_differentiable(self):
+        return all(step.spec.twice_differentiable for step in self.steps)
+
+    def differentiable_leaves(self):
+        return [k for k, flag in enumerate(self.requires_grad) if flag]
+
+    def astype(self, dtype):
+        """The same program with leaves, float constants and cotangents cast to `dtype`."""
+        dtype = np.dtype(dtype)
+        return replace(self, leaves=[_cast_float(v, dtype) for v in self.leaves],
+                       constants=[_cast_float(c, dtype) for c in self.constants],
+                       cotangents=[_cast_float(c, dtype) for c in self.cotangents], meta=dict(self.meta))
+
+    # ---- raw NumPy (finite differences) --------------------------------------------------------
+    def evaluate_raw(self, leaves):
+        """Every step's value, computed with each spec's forward on raw arrays."""
+        values = []
+        for step in self.steps:
+            args = [self._resolve(ref, leaves, values) for ref in step.args]
+            out = step.spec.forward(*args, **step.params) if step.params else step.spec.forward(*args)
+            values.append(np.asarray(out))
+        return values
+
+    def scalar_raw(self, leaves):
+        """(L, |L|_abs) on raw arrays: the objective and the magnitude of the terms summed into it."""
+        values = self.evaluate_raw(leaves)
+        total = 0.0
+        absolute = 0.0
+        for k, c in zip(self.outputs, self.cotangents):
+            y = np.asarray(values[k], dtype=np.float64)
+            c = np.asarray(c, dtype=np.float64)
+            total += float(np.sum(y * c))
+            absolute += float(np.sum(np.abs(y) * np.abs(c)))
+        return total, absolute
+
+    def _resolve(self, ref, leaves, values):
+        if ref.kind == "leaf":
+            return leaves[ref.index]
+        if ref.kind == "step":
+            return values[ref.index]
+        return self.constants[ref.index]
+
+    # ---- scratch_grad ------------------------------------------------------------------------------
+    def run_scratch(self, leaves=None):
+        """(leaf Variables, output Variables): the program run on scratch_grad Variables."""
+        leaves = self.leaves if leaves is None else leaves
+        variables = [Variable(v, requires_grad=bool(flag)) for v, flag in zip(leaves, self.requires_grad)]
+        values = []
+        for step in self.steps:
+            args = [variables[ref.index] if ref.kind == "leaf" else values[ref.index] if ref.kind == "step"
+                    else self.constants[ref.index] for ref in step.args]
+            values.append(apply(step.spec, args, step.params))
+        return variables, [values[k] for k in self.outputs]
+
+    def scratch_gradients(self, leaves=None, create_graph=False):
+        """(outputs, gradients of L per leaf, leaf Variables); zeros for leaves L does not use."""
+        from ..engine import grad
+        variables, outputs = self.run_scratch(leaves)
+        wanted = [variables[k] for k in self.differentiable_leaves()]
+        live = [(out, c) for out, c in zip(outputs, self.cotangents)
+                if isinstance(out, Variable) and out.requires_grad]
+        if not wanted or not live:
+            return outputs, [None] * len(wanted), variables
+        grads = grad([o for o, _ in live], wanted, grad_outputs=[np.asarray(c) for _, c in live],
+                     create_graph=create_graph, allow_unused=True)
+        grads = [np.zeros_like(v.data) if g is None and not create_graph else g for g, v in zip(grads, wanted)]
+        return outputs, grads, variables
+
+    # ---- torch ---------------------------------------------------------------------------------------
+    def run_torch(self, dtype, create_graph=False, second_order_directions=None):
+        """Outputs, gradients of L and (optionally) gradients of <grad L, w> computed by torch in dtype."""
+        import torch
+        torch_dtype = getattr(torch, np.dtype(dtype).name)
+        leaves = [torch.tensor(np.array(v, order="C"), dtype=torch_dtype, requires_grad=bool(flag))
+                  for v, flag in zip(self.leaves, self.requires_grad)]
+        constants = [_torch_constant(c, torch_dtype) for c in self.constants]
+        values = []
+        with torch.enable_grad():
+            for step in self.steps:
+                args = [leaves[ref.index] if ref.kind == "leaf" else values[ref.index] if ref.kind == "step"
+                        else constants[ref.index] for ref in step.args]
+                values.append(step.spec.torch(*args, **step.params))
+            outputs = [values[k] for k in self.outputs]
+            wanted = [leaves[k] for k in self.differentiable_leaves()]
+            live = [(o, c) for o, c in zip(outputs, self.cotangents) if o.requires_grad]
+            grads = [None] * len(wanted)
+            if wanted and live:
+                need_graph = create_graph or second_order_directions is not None
+                grads = list(torch.autograd.grad([o for o, _ in live], wanted,
+                                                 [torch.tensor(np.array(c, order="C"), dtype=torch_dtype)
+                                                  for _, c in live],
+                                                 allow_unused=True, create_graph=need_graph))
+            second = None
+            if second_order_directions is not None:
+                total = None
+                for g, w in zip(grads, second_order_directions):
+                    if g is not None and g.requires_grad:
+                        term = (g * torch.tensor(w, dtype=torch_dtype)).sum()
+                        total = term if total is None else total + term
+                if total is None:
+                    second = [np.zeros(tuple(v.shape)) for v in wanted]
+                else:
+                    second = [_to_numpy(s, v) for s, v in
+                              zip(torch.autograd.grad(total, wanted, allow_unused=True), wanted)]
+        outputs = [o.detach().numpy() for o in outputs]
+        grads = [_to_numpy(g, v) for g, v in zip(grads, wanted)]
+        return outputs, grads, second
+
+
+def _to_numpy(gradient, leaf):
+    """A torch gradient as a float64 array; None and torch's lazy ZeroTensor become zeros."""
+    if gradient is None or gradient._is_zerotensor():
+        return np.zeros(tuple(leaf.shape))
+    return gradient.detach().numpy().astype(np.float64)
+
+
+def _cast_float(value, dtype):
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        return value.astype(dtype)
+    return value
+
+
+def _torch_constant(value, torch_dtype):
+    import torch
+    if isinstance(value, np.ndarray):
+        tensor = torch.as_tensor(np.array(value, order="C"))
+        return tensor.to(torch_dtype) if value.dtype.kind == "f" else tensor
+    return value
+
+
+# ---- building programs -------------------------------------------------------------------------------
+
+def single_op_program(spec, inputs, params, cotangent_gen=None, rng=None):
+    """The program `spec(*inputs, **params)`: float inputs whose domain is differentiable become
+    leaves, the rest constants. The cotangent comes from cotangent_gen (gen protocol) or rng."""
+    domains = list(spec.domain) * len(inputs) if spec.variadic else list(spec.domain)
+    leaves, flags, constants, args = [], [], [], []
+    for value, domain in zip(inputs, domains):
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f" and domain.differentiable:
+            args.append(Ref("leaf", len(leaves)))
+            leaves.append(value)
+            flags.append(True)
+        else:
+            args.append(Ref("const", len(constants)))
+            constants.append(value)
+    program = Program(leaves, flags, constants, [Step(spec, tuple(args), dict(params))], [0], [], name=spec.name)
+    out = np.asarray(spec.forward(*inputs, **params))
+    dtype = program.dtype
+    if cotangent_gen is not None:
+        cotangent = np.asarray(cotangent_gen.array(out.shape), dtype=dtype)
+    else:
+        rng = np.random.default_rng(0) if rng is None else rng
+        cotangent = rng.uniform(-2, 2, size=out.shape).astype(dtype)
+    program.cotangents = [cotangent]
+    return program
+
+
+def trace(fn, inputs):
+    """Run fn once on Variables made from `inputs` and record the program it executed.
+
+    Float array inputs become leaves that require grad; Variables are used as given. Values fn
+    computes without a graph (constants, results under no_grad) are recorded as constants."""
+    variables = []
+    for value in inputs:
+        if isinstance(value, Variable):
+            variables.append(value)
+        else:
+            array = np.asarray(value)
+            variables.append(Variable(array, requires_grad=array.dtype.kind == "f"))
+    result = fn(*variables)
+    outputs = list(result) if isinstance(result, (list, tuple)) else [result]
+    for k, out in enumerate(outputs):
+        if not isinstance(out, Variable):
+            raise GraphError(f"check_fn: the function must return Variables, output {k} is {type(out).__name__}")
+    leaf_index = {id(v): k for k, v in enumerate(variables)}
+    step_index = {}
+    steps, constants = [], []
+
+    def argument(value):
+        if isinstance(value, Variable):
+            if id(value) in leaf_index:
+                return Ref("leaf", leaf_index[id(value)])
+            if id(value) in step_index:
+                return Ref("step", step_index[id(value)])
+            value = value.data
+        constants.append(value)
+        return Ref("const", len(constants) - 1)
+
+    # iterative post-order walk from the outputs: a node is emitted after all its Variable inputs
+    stack = [(out, False) for out in reversed(outputs)]
+    while stack:
+        var, expanded = stack.pop()
+        if id(var) in step_index or id(var) in leaf_index or var._node is None:
+            continue
+        node = var._node
+        if node.inputs is None:
+            raise GraphError("check_fn: the function's graph was already freed (it called backward itself)")
+        if not expanded:
+            stack.append((var, True))
+            for inp in reversed(node.inputs):
+                if isinstance(inp, Variable) and inp._node is not None and id(inp) not in step_index:
+                    stack.append((inp, False))
+            continue
+        args = tuple(argument(inp) for inp in node.inputs)
+        steps.append(Step(node.spec, args, dict(node.params)))
+        step_index[id(var)] = len(steps) - 1
+    output_steps = []
+    for out in outputs:
+        if id(out) not in step_index:
+            # an output that is a leaf or constant: wrap it in an identity-free reshape step
+            raise GraphError("check_fn: an output does not depend on any input through a recorded op")
+        output_steps.append(step_index[id(out)])
+    leaves = [v.data for v in variables]
+    flags = [v.requires_grad for v in variables]
+    return Program(leaves, flags, constants, steps, output_steps, [], name=getattr(fn, "__name__", "fn"))

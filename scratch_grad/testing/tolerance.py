@@ -1,0 +1,96 @@
+"""The error model: how far a correct result may be from its reference, entry by entry.
+
+One fixed `atol` is either too loose for float64 or flaky for float32. Instead every comparison
+gets a tolerance built from what can actually go wrong in a correct computation:
+
+1. Rounding in the checked dtype. A result computed in a dtype with unit roundoff u (2^-24 for
+   float32, 2^-53 for float64) through `depth` ops, each well conditioned on the sampled domain,
+   carries an error of a few u per op, relative to the magnitude of the terms it was summed
+   from. Those terms are unknown, so the scale is the entry's own magnitude plus the largest
+   magnitude of the whole array (sums whose terms cancel keep an error of the size of the
+   terms, not of the result: a normwise floor). When the result is zero or tiny because its
+   terms cancel exactly in exact arithmetic (the second derivative of a linear function), even
+   that floor is zero, so a floor from the terms themselves is added: for a derivative of
+   L = sum <output, cotangent> with respect to x it is |L|_abs / max(|x|, 1), |L|_abs being
+   sum |output| * |cotangent| (a derivative's terms are about L's terms over x's scale)::
+
+       rounding_i = ROUNDING_SAFETY * u * depth * (|reference_i| + max_j |reference_j| + floor)
+
+2. Conditioning, measured rather than modelled. In float32 the reference is evaluated twice:
+   in float64 (the value compared against) and in float32 by torch. Their difference is the
+   rounding error a competent implementation of the *same* computation actually makes here,
+   with all the ill-conditioning of this particular graph and these inputs included::
+
+       calibration_i = CALIBRATION_SAFETY * |torch_float32_i - torch_float64_i|
+
+3. Finite-difference error (only when comparing against finite differences). Central
+   differences at steps h and h/2 are combined by Richardson extrapolation; the difference of
+   the two levels bounds the truncation error of the extrapolated value, and evaluating in
+   float64 adds a cancellation error of about u64 * |L| / h (L the scalar differentiated)::
+
+       finite_difference_i = FD_SAFETY * (|D(h)_i - D(h/2)_i| + u64 * |L|_abs / h)
+
+The tolerance is the sum of the terms that apply; an entry passes when |analytic - reference|
+<= tolerance, and a report gives the worst ratio error / tolerance. The safety factors are
+calibrated so that the worst ratio of correct ops over thousands of random float32 graphs
+stays far below 1 (see parity_tests/test_checker.py), while a gradient that is off by 0.1%
+is still more than a hundred tolerances away.
+"""
+import numpy as np
+
+ROUNDING_SAFETY = 64.0
+CALIBRATION_SAFETY = 8.0
+FD_SAFETY = 4.0
+FLOAT64_UNIT_ROUNDOFF = np.finfo(np.float64).eps / 2
+
+
+def unit_roundoff(dtype):
+    """2^-24 for float32, 2^-53 for float64: the largest relative error of one rounding."""
+    return float(np.finfo(np.dtype(dtype)).eps) / 2
+
+
+def rounding_tolerance(reference, dtype, depth, floor=0.0):
+    """Per-entry bound on the rounding error of a result computed in `dtype` through `depth` ops;
+    `floor` is the magnitude of the terms the result is summed from (see the module doc)."""
+    magnitude = np.abs(np.asarray(reference, dtype=np.float64))
+    largest = float(magnitude.max()) if magnitude.size else 0.0
+    tolerance = ROUNDING_SAFETY * unit_roundoff(dtype) * max(depth, 1) * (magnitude + largest + floor)
+    # results that are exactly zero everywhere must still allow the smallest normal number
+    return np.maximum(tolerance, np.finfo(np.dtype(dtype)).tiny)
+
+
+def calibration_tolerance(low_precision, reference):
+    """The reference's own rounding error in the checked dtype, with a safety factor."""
+    low = np.asarray(low_precision, dtype=np.float64)
+    ref = np.asarray(reference, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        difference = np.abs(low - ref)
+    return CALIBRATION_SAFETY * np.where(np.isfinite(difference), difference, 0.0)
+
+
+def result_tolerance(reference, dtype, depth, low_precision_reference=None, floor=0.0):
+    """Tolerance for a result computed in `dtype` against a float64 reference (terms 1 and 2)."""
+    tolerance = rounding_tolerance(reference, dtype, depth, floor)
+    if low_precision_reference is not None and np.dtype(dtype) != np.float64:
+        tolerance = tolerance + calibration_tolerance(low_precision_reference, reference)
+    return tolerance
+
+
+def finite_difference_tolerance(coarse, fine, absolute_scale, step):
+    """Term 3: the error of a Richardson-extrapolated central difference (see the module doc)."""
+    coarse = np.asarray(coarse, dtype=np.float64)
+    fine = np.asarray(fine, dtype=np.float64)
+    truncation = np.abs(coarse - fine)
+    cancellation = FLOAT64_UNIT_ROUNDOFF * absolute_scale / np.asarray(step, dtype=np.float64)
+    return FD_SAFETY * (truncation + 16 * cancellation)
+
+
+def error_ratio(analytic, reference, tolerance):
+    """|analytic - reference| / tolerance, entry by entry (inf where one is finite and the other not)."""
+    analytic = np.asarray(analytic, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        error = np.abs(analytic - reference)
+    same_nonfinite = ~np.isfinite(analytic) & (analytic == reference) | (np.isnan(analytic) & np.isnan(reference))
+    error = np.where(same_nonfinite, 0.0, np.where(np.isnan(error), np.inf, error))
+    return error, error / tolerance
