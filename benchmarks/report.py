@@ -59,6 +59,7 @@ def parity_section(parity):
                      f"total {format_number(op_check['total_ms'])} ms, {len(op_check['failures'])} failing")
         slowest = sorted(op_check["per_op_ms"].items(), key=lambda item: -item[1])[:5]
         lines.append("slowest: " + ", ".join(f"{name} {format_number(ms)} ms" for name, ms in slowest))
+        lines += [f"failing: {name}: {message.splitlines()[0]}" for name, message in op_check["failures"].items()]
     fuzz = parity.get("graph_fuzz")
     if fuzz:
         if "error" in fuzz:
@@ -66,7 +67,8 @@ def parity_section(parity):
         else:
             rate = fuzz["graphs_per_second"]
             lines.append(f"{fuzz['function']}({fuzz['called_with']}): {fuzz['seconds']:.2f} s, "
-                         + (f"{rate:.1f} checked graphs per second" if rate else "graph count unknown"))
+                         + (f"{rate:.1f} checked graphs per second" if rate else "graph count unknown")
+                         + f", {fuzz['graphs_failing']} failing")
     lines += [f"note: {note}" for note in parity.get("notes", [])]
     return "\n".join(lines)
 
@@ -127,6 +129,8 @@ def write_plot(report, path):
         bars.bar(positions, ratios, width, label=label, color=colors[label])
     bars.axhline(1.0, color="black", linewidth=0.8)
     bars.set_yscale("log")
+    bottom, top = bars.get_ylim()
+    bars.set_ylim(bottom, top * 10)  # headroom for the legend above the tallest bar
     bars.set_xticks(range(len(bar_workloads)))
     bars.set_xticklabels([workload["name"].replace("mlp_", "").replace("_", " ") for workload in bar_workloads],
                          rotation=20, ha="right", fontsize=8)

@@ -39,7 +39,7 @@ def build_parser():
                         help="threads for every library: BLAS/OpenMP env vars, threadpoolctl, torch (default 1)")
     parser.add_argument("--repeats", type=int, metavar="N", help="timing rounds (default 5 quick, 15 full)")
     parser.add_argument("--chain-budget", type=float, metavar="SECONDS",
-                        help="skip a chain length whose projected single run is longer (default 1 quick, 30 full)")
+                        help="skip a chain length whose projected single run is longer (default 1 quick, 15 full)")
     parser.add_argument("--malloc-mmap-threshold", type=int, metavar="BYTES",
                         help="glibc mmap threshold applied in-process with mallopt (default 4194304 unless "
                              "MALLOC_MMAP_THRESHOLD_ is set; 0 keeps glibc's dynamic default)")

@@ -28,7 +28,7 @@ class Settings:
         return cls(quick=quick, repeats=repeats or (5 if quick else 15),
                    target_sample_seconds=0.003 if quick else 0.03,
                    scaling_lengths=QUICK_SCALING_LENGTHS if quick else SCALING_LENGTHS,
-                   chain_budget_seconds=chain_budget_seconds or (1.0 if quick else 30.0))
+                   chain_budget_seconds=chain_budget_seconds or (1.0 if quick else 15.0))
 
     def chain_repeats(self, length):
         default = 3 if self.quick else (7 if length <= 10_000 else 5 if length <= 100_000 else 3)
