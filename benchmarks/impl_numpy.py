@@ -4,7 +4,7 @@
 """
 import numpy as np
 
-from benchmarks.workloads import NotApplicable, apply_chain, chain_functions
+from benchmarks.workloads import NotApplicable, chain_functions
 
 NAME = "NumPy by hand"
 
