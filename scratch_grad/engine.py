@@ -327,8 +327,10 @@ def _backprop(roots, seeds, retain_graph, create_graph, targets):
     _GradMode.checking = False
     try:
         with (enable_grad() if create_graph else no_grad()):
+            ndarray = np.ndarray
+            pop, push = ready.pop, ready.append
             while ready:
-                var = ready.pop()
+                var = pop()
                 node = var._node
                 g = node.grad
                 node.grad = None
@@ -346,21 +348,23 @@ def _backprop(roots, seeds, retain_graph, create_graph, targets):
                 for i, inp in node.edges:
                     gi = vjps[i](g, out, *args, **params) if params else vjps[i](g, out, *args)
                     data = inp._data
-                    if create_graph or type(gi) is not np.ndarray or gi.shape != data.shape or gi.dtype != data.dtype:
+                    if (create_graph or type(gi) is not ndarray or gi.shape != data.shape
+                            or (gi.dtype is not data.dtype and gi.dtype != data.dtype)):
                         gi = _fit_gradient(gi, inp, node, i, create_graph)
-                    # a fresh buffer (not g itself, not a view) may later be accumulated into in place
-                    owned = not create_graph and gi is not g and gi.base is None
                     child = inp._node
                     if child is None:
-                        _send(inp, gi, owned, results, ready, create_graph, True)
+                        _send(inp, gi, not create_graph and gi is not g and gi.base is None, results, ready,
+                              create_graph, True)
+                        continue
+                    if child.grad is None:
+                        child.grad = gi
+                        # a fresh buffer (not g itself, not a view) may later be accumulated into in place
+                        child.grad_owned = not create_graph and gi is not g and gi.base is None
                     else:
-                        if child.grad is None:
-                            child.grad, child.grad_owned = gi, owned
-                        else:
-                            child.grad, child.grad_owned = _accumulate(child.grad, child.grad_owned, gi, create_graph)
-                        child.pending -= 1
-                        if child.pending == 0:
-                            ready.append(inp)
+                        child.grad, child.grad_owned = _accumulate(child.grad, child.grad_owned, gi, create_graph)
+                    child.pending -= 1
+                    if child.pending == 0:
+                        push(inp)
                 if not retain_graph:
                     node.inputs = node.datas = node.edges = node.versions = None
     finally:
@@ -495,61 +499,6 @@ def apply(spec, args, params):
         if spec.variadic:
             vjps = spec.vjps_for(len(args))
         return _new_variable(out, Node(spec, vjps, args, datas, params, edges, versions))
-    return _new_variable(out, None)
-
-
-def apply_unary(spec, x, params):
-    """apply() for one Variable input: the hot path of elementwise chains, without the loops."""
-    data = x._data
-    try:
-        out = spec.forward(data, **params) if params else spec.forward(data)
-    except ScratchGradError:
-        raise
-    except Exception as exc:
-        raise _forward_error(spec, (x,), params, exc) from None
-    if type(out) is not np.ndarray:
-        out = np.asarray(out)
-    if spec.may_produce_nan and _GradMode.checking:
-        spec.check_domain((data,), out)
-    if x.requires_grad and _GradMode.enabled and spec.vjps[0] is not None:
-        return _new_variable(out, Node(spec, spec.vjps, (x,), (data,), params, ((0, x),), ((x, x._version),)))
-    return _new_variable(out, None)
-
-
-def apply_binary(spec, x, y, params):
-    """apply() for two inputs, at least one a Variable (x * 2.0, x @ W, ...)."""
-    x_var, y_var = isinstance(x, Variable), isinstance(y, Variable)
-    x_data = x._data if x_var else x
-    y_data = y._data if y_var else y
-    try:
-        out = spec.forward(x_data, y_data, **params) if params else spec.forward(x_data, y_data)
-    except ScratchGradError:
-        raise
-    except Exception as exc:
-        raise _forward_error(spec, (x, y), params, exc) from None
-    if type(out) is not np.ndarray:
-        out = np.asarray(out)
-    if spec.may_produce_nan and _GradMode.checking:
-        spec.check_domain((x_data, y_data), out)
-    if _GradMode.enabled:
-        vjps = spec.vjps
-        x_edge = x_var and x.requires_grad and vjps[0] is not None
-        y_edge = y_var and y.requires_grad and vjps[1] is not None
-        if x_edge or y_edge:
-            if x_edge and y_edge:
-                edges = ((0, x), (1, y))
-            else:
-                edges = ((0, x),) if x_edge else ((1, y),)
-            if x_var and y_var:
-                versions = ((x, x._version), (y, y._version))
-            else:
-                versions = ((x, x._version),) if x_var else ((y, y._version),)
-                # a writable raw ndarray could be changed by the caller before backward: save a copy
-                if not x_var and type(x) is np.ndarray and x.flags.writeable:
-                    x_data = x.copy()
-                if not y_var and type(y) is np.ndarray and y.flags.writeable:
-                    y_data = y.copy()
-            return _new_variable(out, Node(spec, vjps, (x, y), (x_data, y_data), params, edges, versions))
     return _new_variable(out, None)
 
 

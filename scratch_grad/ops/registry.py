@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..engine import Variable, _forward_error, apply, apply_binary, apply_unary
+from ..engine import Node, Variable, _forward_error, _GradMode, _new_variable, apply
 from ..errors import DomainError, ScratchGradError
 
 KINDS = ("elementwise", "binary", "reduction", "matmul", "shape", "indexing", "nn")
@@ -116,9 +116,14 @@ def register(spec: OpSpec):
 
 
 def make_function(spec):
-    """The public function of an op. Unary and binary ops get a dedicated fast path (the hot path
-    of elementwise chains); extra positional arguments are passed to the forward as params."""
+    """The public function of an op, a closure over its spec.
+
+    With no Variable argument it runs the NumPy forward directly (the fast path VJPs use). Unary
+    and binary ops carry the whole of `engine.apply` inlined for one and two inputs: this is the
+    hot path of every elementwise chain, and the inlining halves its Python overhead. Extra
+    positional arguments go to the forward as params."""
     forward = spec.forward
+    ndarray = np.ndarray
 
     def raw(args, params):
         try:
@@ -137,16 +142,63 @@ def make_function(spec):
     def unary_op(x, *rest, **params):
         if rest:
             return op(x, *rest, **params)
-        if isinstance(x, Variable):
-            return apply_unary(spec, x, params)
-        return raw((x,), params)
+        if not isinstance(x, Variable):
+            return raw((x,), params)
+        data = x._data
+        try:
+            out = forward(data, **params) if params else forward(data)
+        except ScratchGradError:
+            raise
+        except Exception as exc:
+            raise _forward_error(spec, (x,), params, exc) from None
+        if type(out) is not ndarray:
+            out = np.asarray(out)
+        if spec.may_produce_nan and _GradMode.checking:
+            spec.check_domain((data,), out)
+        if x.requires_grad and _GradMode.enabled:
+            vjps = spec.vjps
+            if vjps[0] is not None:
+                return _new_variable(out, Node(spec, vjps, (x,), (data,), params, ((0, x),), ((x, x._version),)))
+        return _new_variable(out, None)
 
     def binary_op(x, y, *rest, **params):
         if rest:
             return op(x, y, *rest, **params)
-        if isinstance(x, Variable) or isinstance(y, Variable):
-            return apply_binary(spec, x, y, params)
-        return raw((x, y), params)
+        x_var, y_var = isinstance(x, Variable), isinstance(y, Variable)
+        if not (x_var or y_var):
+            return raw((x, y), params)
+        x_data = x._data if x_var else x
+        y_data = y._data if y_var else y
+        try:
+            out = forward(x_data, y_data, **params) if params else forward(x_data, y_data)
+        except ScratchGradError:
+            raise
+        except Exception as exc:
+            raise _forward_error(spec, (x, y), params, exc) from None
+        if type(out) is not ndarray:
+            out = np.asarray(out)
+        if spec.may_produce_nan and _GradMode.checking:
+            spec.check_domain((x_data, y_data), out)
+        if _GradMode.enabled:
+            vjps = spec.vjps
+            x_edge = x_var and x.requires_grad and vjps[0] is not None
+            y_edge = y_var and y.requires_grad and vjps[1] is not None
+            if x_edge or y_edge:
+                if x_edge and y_edge:
+                    edges = ((0, x), (1, y))
+                else:
+                    edges = ((0, x),) if x_edge else ((1, y),)
+                if x_var and y_var:
+                    versions = ((x, x._version), (y, y._version))
+                else:
+                    versions = ((x, x._version),) if x_var else ((y, y._version),)
+                    # a writable raw ndarray could be changed by the caller before backward: save a copy
+                    if not x_var and type(x) is ndarray and x.flags.writeable:
+                        x_data = x.copy()
+                    if not y_var and type(y) is ndarray and y.flags.writeable:
+                        y_data = y.copy()
+                return _new_variable(out, Node(spec, vjps, (x, y), (x_data, y_data), params, edges, versions))
+        return _new_variable(out, None)
 
     chosen = {1: unary_op, 2: binary_op}.get(spec.arity, op)
     chosen.__name__ = chosen.__qualname__ = spec.name
