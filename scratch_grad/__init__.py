@@ -11,3 +11,10 @@ from .ops import *  # noqa: F401,F403  (every op's public function)
 from .ops import REGISTRY, Domain, OpSpec, register
 
 __version__ = "0.1.0"
+
+# `from .ops import *` above also brought in the name `nn` (the submodule scratch_grad.ops.nn, bound on the ops
+# package), and `from . import nn` would return that attribute without importing anything: import the nn
+# package explicitly so `from scratch_grad import nn` and `sg.nn.Linear` mean modules and optimizers
+import importlib as _importlib  # noqa: E402
+
+nn = _importlib.import_module(f"{__name__}.nn")
