@@ -84,6 +84,7 @@ def text_report(report):
         f"malloc: mmap threshold {malloc['mmap_threshold'] or 'default'}, trim threshold "
         f"{malloc['trim_threshold'] or 'default'} -- {malloc['applied_by']}",
         f"memory: {settings['memory_method']}",
+        "garbage collector: collected before and disabled during each timed sample, as timeit does",
         "implementations: " + ", ".join(
             f"{label} {info['version']}" if info["status"] == "available" else f"{label} ({info['status']})"
             for label, info in report["implementations"].items()),

@@ -115,6 +115,9 @@ def register(spec: OpSpec):
     return make_function(spec)
 
 
+_FIRST, _SECOND, _BOTH = (0,), (1,), (0, 1)   # the edges of a one- or two-input node
+
+
 def make_function(spec):
     """The public function of an op, a closure over its spec.
 
@@ -158,7 +161,7 @@ def make_function(spec):
         if x.requires_grad and _GradMode.enabled:
             vjps = spec.vjps
             if vjps[0] is not None:
-                return _new_variable(out, Node(spec, vjps, (x,), (data,), params, ((0, x),), ((x, x._version),)))
+                return _new_variable(out, Node(spec, vjps, (x,), (data,), params, _FIRST, (x._version,)))
         return _new_variable(out, None)
 
     def binary_op(x, y, *rest, **params):
@@ -184,14 +187,11 @@ def make_function(spec):
             x_edge = x_var and x.requires_grad and vjps[0] is not None
             y_edge = y_var and y.requires_grad and vjps[1] is not None
             if x_edge or y_edge:
-                if x_edge and y_edge:
-                    edges = ((0, x), (1, y))
-                else:
-                    edges = ((0, x),) if x_edge else ((1, y),)
+                edges = _BOTH if x_edge and y_edge else (_FIRST if x_edge else _SECOND)
                 if x_var and y_var:
-                    versions = ((x, x._version), (y, y._version))
+                    versions = (x._version, y._version)
                 else:
-                    versions = ((x, x._version),) if x_var else ((y, y._version),)
+                    versions = (x._version, None) if x_var else (None, y._version)
                     # a writable raw ndarray could be changed by the caller before backward: save a copy
                     if not x_var and type(x) is ndarray and x.flags.writeable:
                         x_data = x.copy()
