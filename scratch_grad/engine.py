@@ -482,6 +482,7 @@ def apply(spec, args, params):
                 edges.append(i)
         else:
             datas.append(a)
+            versions.append(None)
             has_raw_array = has_raw_array or type(a) is np.ndarray
     try:
         out = spec.forward(*datas, **params) if params else spec.forward(*datas)

@@ -269,6 +269,19 @@ def test_double_backward_through_backward_create_graph():
     np.testing.assert_allclose(x.grad, 2 * np.cos(x.data) - x.data * np.sin(x.data), rtol=1e-12)
 
 
+def test_in_place_check_with_constant_inputs_of_many_input_ops():
+    x = sg.Variable(rand(4), requires_grad=True)
+    mask = np.array([True, False, True, False])
+    y = sg.where(mask, x * x, 2.0 * x)              # a three-input node whose first input is a constant
+    (g,) = sg.grad(y.sum(), x, create_graph=True)
+    (h,) = sg.grad((g * g).sum(), x)
+    np.testing.assert_allclose(h, np.where(mask, 8 * x.data, 0.0), rtol=1e-12)
+    z = sg.where(mask, x, 0.0).sum()
+    x.add_(1.0)
+    with pytest.raises(sg.GraphError, match="op 'where': input 1 .* modified in place"):
+        z.backward()
+
+
 def test_third_derivative():
     x = sg.Variable(np.array(0.4), requires_grad=True)
     y = x ** 4
