@@ -451,6 +451,8 @@ def _sum_to_array(x, shape):
     if x.shape == shape:
         return x
     lead = x.ndim - len(shape)
+    if lead == 1 and x.shape[1:] == shape:
+        return x.sum(axis=0)                      # the bias of a batch: the common case
     if lead < 0 or any(s != 1 and s != xs for s, xs in zip(shape, x.shape[lead:])):
         raise ShapeError(f"sum_to: cannot reduce shape {x.shape} to {shape}")
     axes = tuple(range(lead)) + tuple(lead + k for k, s in enumerate(shape) if s == 1 and x.shape[lead + k] != 1)
