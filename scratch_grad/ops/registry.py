@@ -145,8 +145,13 @@ def make_function(spec):
     def unary_op(x, *rest, **params):
         if rest:
             return op(x, *rest, **params)
-        if not isinstance(x, Variable):
-            return raw((x,), params)
+        if not isinstance(x, Variable):           # raw arrays: the path VJPs take in a backward pass
+            try:
+                return forward(x, **params) if params else forward(x)
+            except ScratchGradError:
+                raise
+            except Exception as exc:
+                raise _forward_error(spec, (x,), params, exc) from None
         data = x._data
         try:
             out = forward(data, **params) if params else forward(data)
