@@ -13,7 +13,8 @@ The step is a power of two times the scale so x + h is computed with little roun
 
 Kinks: J(h) = (phi(h) - 2 phi(0) + phi(-h)) / h is h*phi'' for a smooth phi but the jump of
 the derivative for a kink at 0; so J(h/2) ~ J(h)/2 when smooth and J(h/2) ~ J(h) at a kink.
-A coordinate whose J does not halve (and is larger than the noise) is reported as a kink,
+A coordinate whose J does not halve (and is larger than the noise) is reported as a kink, and
+so is one where phi itself jumps (D(h/2) ~ 2 D(h), as for a discontinuous first gradient),
 with its one-sided derivatives (phi(0) - phi(-h/2)) / (h/2) and (phi(h/2) - phi(0)) / (h/2);
 there the derivative does not exist and only the convention (torch's) can be checked.
 
@@ -30,6 +31,7 @@ from .tolerance import finite_difference_tolerance
 STEP = 2.0 ** -10
 FULL_JACOBIAN_LIMIT = 48     # inputs with at most this many entries get the full (per-entry) check
 KINK_RATIO = 0.75            # J(h/2) / J(h) above this: the derivative jumps (smooth: 0.5)
+DISCONTINUITY_RATIO = 1.5    # D(h/2) / D(h) above this: phi itself jumps (smooth: 1)
 
 
 @dataclass
@@ -66,6 +68,9 @@ def _directional(scalar_fn, points, index, direction, step, base_value, base_sca
     # noise in J: cancellation of phi values of size `scale`, divided by h/2
     noise = 64 * np.finfo(np.float64).eps * scale / (step / 2) + tolerance
     kink = bool(abs(jump_fine) > noise and abs(jump_fine) > KINK_RATIO * abs(jump_coarse))
+    # phi itself jumps (a discontinuous gradient, in second order): D(h) ~ c/h, so D(h/2) ~ 2 D(h)
+    if abs(fine - coarse) > noise and abs(fine) > DISCONTINUITY_RATIO * abs(coarse):
+        kink = True
     return extrapolated, tolerance, kink, left, right
 
 

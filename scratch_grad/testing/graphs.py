@@ -86,6 +86,8 @@ class _WiringGen:
 
     def broadcastable_shapes(self, n, min_dims=0, max_dims=3):
         usable = [s for s in self._builder.usable_shapes() if min_dims <= len(s) <= max_dims]
+        if n == 0:
+            return ()
         if not usable or self._gen.integer(0, REUSE_ODDS) == 0:
             return self._gen.broadcastable_shapes(n, min_dims=min_dims, max_dims=max_dims)
         base = self._gen.choice(usable)

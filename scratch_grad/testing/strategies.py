@@ -1,0 +1,234 @@
+"""The hypothesis side: a gen that shrinks, the profiles, and the properties the suite runs.
+
+Importing this module imports hypothesis (a test-time dependency); nothing in `scratch_grad` or
+the rest of `scratch_grad.testing` does.
+
+Profiles (select with the HYPOTHESIS_PROFILE environment variable; budgets per test below):
+    ci    bounded and deterministic (derandomized, so no example database): the whole suite runs in
+          a few minutes on 2 cores
+    dev   the default: random, twice the ci budget, failures saved in .hypothesis/ and replayed first
+    fuzz  long campaigns (scratch-grad fuzz): many examples, failures saved and replayed first
+"""
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from hypothesis import HealthCheck, Phase, given, note, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from ..ops.registry import REAL
+from .gen import LAYOUTS, MARGIN, _interval, kink_points, with_layout
+
+
+@dataclass(frozen=True)
+class Budget:
+    op_examples: int        # examples per (op, dtype) test
+    graph_examples: int     # random graphs per dtype
+    max_ops: int            # ops per random graph
+
+
+BUDGETS = {"ci": Budget(op_examples=20, graph_examples=150, max_ops=10),
+           "dev": Budget(op_examples=40, graph_examples=300, max_ops=12),
+           "fuzz": Budget(op_examples=500, graph_examples=100_000, max_ops=14)}
+PROFILE_VARIABLE = "HYPOTHESIS_PROFILE"
+DEFAULT_PROFILE = "dev"
+_SLOW_IS_FINE = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
+                 HealthCheck.filter_too_much]
+
+
+def register_profiles():
+    """Register ci/dev/fuzz with hypothesis and load the one HYPOTHESIS_PROFILE names."""
+    settings.register_profile("ci", max_examples=BUDGETS["ci"].op_examples, derandomize=True, deadline=None,
+                              print_blob=True, suppress_health_check=_SLOW_IS_FINE)
+    settings.register_profile("dev", max_examples=BUDGETS["dev"].op_examples, deadline=None, print_blob=True,
+                              suppress_health_check=_SLOW_IS_FINE)
+    settings.register_profile("fuzz", max_examples=BUDGETS["fuzz"].op_examples, deadline=None, print_blob=True,
+                              suppress_health_check=_SLOW_IS_FINE)
+    name = current_profile()
+    settings.load_profile(name)
+    return name
+
+
+def current_profile():
+    name = os.environ.get(PROFILE_VARIABLE, DEFAULT_PROFILE)
+    if name not in BUDGETS:
+        raise ValueError(f"{PROFILE_VARIABLE}={name!r}: choose one of {sorted(BUDGETS)}")
+    return name
+
+
+def budget(profile=None):
+    return BUDGETS[profile or current_profile()]
+
+
+# ---- the gen protocol on hypothesis ------------------------------------------------------------------------
+
+def _inward(bound, dtype, upward):
+    """The closest value of `dtype` to `bound` on the inside of the interval."""
+    value = np.asarray(bound, dtype=dtype)
+    if upward and float(value) < bound:
+        value = np.nextafter(value, np.asarray(np.inf, dtype=dtype))
+    if not upward and float(value) > bound:
+        value = np.nextafter(value, np.asarray(-np.inf, dtype=dtype))
+    return float(value)
+
+
+def _push_away_scalar(value, domain, dtype):
+    for point in domain.avoid:
+        if abs(value - point) < MARGIN:
+            value = point + (MARGIN if value >= point else -MARGIN) * 1.5
+    return float(np.asarray(value, dtype=dtype))
+
+
+TINY = 2.0 ** -20   # magnitudes below this become 0: values are O(1); 1e-208 only probes underflow
+
+
+def element_strategy(domain, dtype, kinks=False):
+    """Floats of `dtype` inside the domain's sampled interval, a margin away from avoided points;
+    in kink mode also exactly at the kinks and on the tie grid."""
+    low, high = _interval(domain)
+    width = 32 if np.dtype(dtype) == np.float32 else 64
+    floats = st.floats(_inward(low, dtype, True), _inward(high, dtype, False), width=width,
+                       allow_nan=False, allow_infinity=False, allow_subnormal=False)
+    if low <= 0.0 <= high:
+        floats = floats.map(lambda v: 0.0 if abs(v) < TINY else v)
+    if domain.avoid:
+        floats = floats.map(lambda v: _push_away_scalar(v, domain, dtype))
+    if kinks:
+        points = kink_points(domain)
+        if points:
+            return st.one_of(st.sampled_from(points), floats)
+    return floats
+
+
+class HypothesisGen:
+    """The sampling protocol (scratch_grad.ops.sampling) drawn from hypothesis, so failures shrink:
+    fewer dimensions, smaller sides, simpler values, earlier choices."""
+
+    def __init__(self, data, dtype=np.float64, max_side=4, kinks=False, layouts=True):
+        self.data = data
+        self.dtype = np.dtype(dtype)
+        self.max_side = max_side
+        self.kinks = kinks
+        self.layouts = layouts
+
+    def integer(self, lo, hi):
+        return self.data.draw(st.integers(lo, hi))
+
+    def choice(self, options):
+        return self.data.draw(st.sampled_from(list(options)))
+
+    def boolean(self):
+        return self.data.draw(st.booleans())
+
+    def shape(self, min_dims=0, max_dims=3, min_side=1, max_side=None):
+        max_side = self.max_side if max_side is None else max_side
+        return self.data.draw(hnp.array_shapes(min_dims=min_dims, max_dims=max(max_dims, min_dims),
+                                               min_side=min_side, max_side=max(max_side, min_side)))
+
+    def broadcastable_shapes(self, n, min_dims=0, max_dims=3):
+        if n == 0:
+            return ()
+        drawn = self.data.draw(hnp.mutually_broadcastable_shapes(num_shapes=n, min_dims=min_dims,
+                                                                 max_dims=max(max_dims, min_dims),
+                                                                 max_side=self.max_side))
+        return tuple(drawn.input_shapes)
+
+    def permutation(self, n):
+        return list(self.data.draw(st.permutations(list(range(n)))))
+
+    def axis(self, ndim):
+        if ndim == 0:
+            return None
+        return self.data.draw(st.one_of(st.none(), st.integers(-ndim, ndim - 1),
+                                         hnp.valid_tuple_axes(ndim, min_size=1)))
+
+    def array(self, shape, domain=REAL):
+        elements = element_strategy(domain, self.dtype, self.kinks)
+        # fill=nothing(): every entry drawn on its own (a fill value would make most entries tie)
+        values = self.data.draw(hnp.arrays(self.dtype, tuple(shape), elements=elements, fill=st.nothing()))
+        if self.layouts:
+            values = with_layout(values, self.data.draw(st.sampled_from(LAYOUTS)))
+        return values
+
+    def integers(self, shape, lo, hi):
+        return self.data.draw(hnp.arrays(np.int64, tuple(shape), elements=st.integers(lo, hi - 1)))
+
+    def mask(self, shape):
+        return self.data.draw(hnp.arrays(np.bool_, tuple(shape), elements=st.booleans()))
+
+
+# ---- properties: the bodies the suite, the fuzzer and mutate run ----------------------------------------------
+
+def _is_final():
+    try:
+        from hypothesis.control import current_build_context
+        return current_build_context().is_final
+    except Exception:  # noqa: BLE001 - outside a test or an older hypothesis
+        return True
+
+
+def fail_with_reproducer(report, context=None, directory=None):
+    """Raise CheckFailure for a failing report; on hypothesis' final (shrunk) replay, first write
+    the standalone reproducer and print its path and source."""
+    from . import reproducer
+    from .oracle import CheckFailure
+    if _is_final():
+        report.reproducer = reproducer.write(report.program, report, context=context, directory=directory)
+        note(f"standalone reproducer written to {report.reproducer}")
+        note(reproducer.render(report.program, report, context))
+    raise CheckFailure(report)
+
+
+def check_op_example(data, spec, dtype, context=None, on_report=None):
+    """One hypothesis example of the per-op check: draw inputs with the op's sampler, check all."""
+    from ..ops.sampling import sample_inputs
+    from .oracle import check_sample
+    kinks = (not spec.smooth) and data.draw(st.booleans(), label="exactly at kinks and ties")
+    gen = HypothesisGen(data, dtype, kinks=kinks)
+    inputs, params = sample_inputs(spec, gen)
+    report = check_sample(spec, inputs, params, cotangent_gen=HypothesisGen(data, dtype, layouts=False))
+    if on_report is not None:
+        on_report(report)
+    if not report.passed:
+        fail_with_reproducer(report, context)
+    return report
+
+
+def check_graph_example(data, dtype, require_op=None, max_ops=None, context=None, on_report=None):
+    """One hypothesis example of graph fuzzing: a random DAG of registry ops, every leaf checked."""
+    from hypothesis import assume
+    from .graphs import MAX_OPS, build_graph, check_graph
+    gen = HypothesisGen(data, dtype)
+    program = build_graph(gen, require_op=require_op, max_ops=max_ops or MAX_OPS, attempts=1)
+    assume(program is not None)
+    report = check_graph(program)
+    if on_report is not None:
+        on_report(report)
+    if not report.passed:
+        fail_with_reproducer(report, context)
+    return report
+
+
+def op_property(spec, dtype, max_examples=None, **settings_kwargs):
+    """A runnable hypothesis test (call it) checking one op in one dtype."""
+    @settings(max_examples=max_examples or budget().op_examples, **settings_kwargs)
+    @given(data=st.data())
+    def op_parity(data):
+        check_op_example(data, spec, dtype)
+    return op_parity
+
+
+def graph_property(dtype, max_examples=None, require_op=None, **settings_kwargs):
+    """A runnable hypothesis test (call it) fuzzing random graphs in one dtype."""
+    @settings(max_examples=max_examples or budget().graph_examples, **settings_kwargs)
+    @given(data=st.data())
+    def graph_parity(data):
+        check_graph_example(data, dtype, require_op=require_op, max_ops=budget().max_ops)
+    return graph_parity
+
+
+NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate)
+__all__ = ["BUDGETS", "Budget", "HypothesisGen", "NO_SHRINK", "budget", "check_graph_example", "check_op_example",
+           "current_profile", "element_strategy", "fail_with_reproducer", "graph_property", "op_property",
+           "register_profiles"]
