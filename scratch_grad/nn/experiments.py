@@ -49,10 +49,11 @@ def seeded_rngs(seed):
 MNIST_RECIPES = {
     # the founding network: Nielsen-style sigmoid layers and quadratic cost, plain SGD
     "classic": dict(hidden=(40,), activation="sigmoid", output_activation="sigmoid", loss="quadratic",
-                    optimizer="sgd", lr=5.0, batch_size=20, epochs=10),
-    # the same width with today's defaults: ReLU, softmax cross-entropy on logits, Adam
-    "modern": dict(hidden=(40,), activation="relu", output_activation=None, loss="cross_entropy",
-                   optimizer="adam", lr=1e-3, batch_size=20, epochs=10),
+                    optimizer="sgd", lr=5.0, batch_size=20, epochs=10, dropout=0.0),
+    # today's defaults: ReLU, softmax cross-entropy on logits, Adam; wider, with dropout against the
+    # overfitting of 8000 examples (at width 40 without dropout this recipe ends near 94.5%, below classic)
+    "modern": dict(hidden=(128,), activation="relu", output_activation=None, loss="cross_entropy",
+                   optimizer="adam", lr=1e-3, batch_size=32, epochs=10, dropout=0.2),
 }
 
 
@@ -79,7 +80,7 @@ def run_mnist(recipe="classic", data_dir=None, epochs=None, lr=None, batch_size=
     sizes = (x_train.shape[1], *config["hidden"], 10)
     init_rng, order_rng = seeded_rngs(seed)
     model = MLP(sizes, activation=config["activation"], output_activation=config["output_activation"],
-                dtype=dtype, rng=init_rng)
+                dropout=config["dropout"], dtype=dtype, rng=init_rng)
     if config["loss"] == "quadratic":
         loss_fn, targets = quadratic_cost, one_hot(y_train, 10, dtype)
     else:
@@ -89,7 +90,8 @@ def run_mnist(recipe="classic", data_dir=None, epochs=None, lr=None, batch_size=
     else:
         optimizer = Adam(model.parameters(), lr=config["lr"])
     emit(f"MNIST ({splits.source}): {len(x_train)} train / {len(x_test)} held-out; "
-         f"{'-'.join(map(str, sizes))} {config['activation']}, {config['loss']} loss, {config['optimizer']} "
+         f"{'-'.join(map(str, sizes))} {config['activation']}"
+         f"{', dropout %g' % config['dropout'] if config['dropout'] else ''}, {config['loss']} loss, {config['optimizer']} "
          f"lr {config['lr']:g}, batch {config['batch_size']}, {config['epochs']} epochs, {np.dtype(dtype).name}, "
          f"seed {seed}")
 
@@ -119,9 +121,10 @@ def run_mnist(recipe="classic", data_dir=None, epochs=None, lr=None, batch_size=
         extra["max_weight_difference_vs_numpy"] = max(
             float(np.max(np.abs(layer.weight.data.T - w)))
             for layer, w in zip(model.linear_layers(), numpy_net.weights))
-        sg_time, np_time = sum(history.seconds), sum(numpy_history.seconds)
-        emit(f"seconds per epoch: scratch_grad {sg_time / len(history.epochs):.3f}, plain NumPy "
-             f"{np_time / len(numpy_history.epochs):.3f} (ratio {sg_time / np_time:.2f}); final held-out accuracy "
+        sg_time, np_time = float(np.median(history.seconds)), float(np.median(numpy_history.seconds))
+        extra["median_seconds_per_epoch"] = {"scratch_grad": sg_time, "numpy": np_time}
+        emit(f"seconds per epoch (median): scratch_grad {sg_time:.3f}, plain NumPy {np_time:.3f} "
+             f"(ratio {sg_time / np_time:.2f}); final held-out accuracy "
              f"scratch_grad {final:.2%}, NumPy {numpy_history.epochs[-1].test_accuracy:.2%}; largest weight "
              f"difference between the two after training {extra['max_weight_difference_vs_numpy']:.2e}")
     config.update(seed=seed, dtype=np.dtype(dtype).name, recipe=recipe, sizes=list(sizes))
