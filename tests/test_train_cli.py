@@ -145,3 +145,18 @@ def test_threads_option(capsys, tmp_path, monkeypatch):
     assert run(["--task", "random", "--epochs", "1", "--threads", "1"], capsys)[0] == 0
     monkeypatch.setitem(sys.modules, "threadpoolctl", None)
     assert "OPENBLAS_NUM_THREADS" in usage_error(["--task", "random", "--threads", "1"], capsys)
+
+
+def test_progress_bar_shows_loss_and_accuracy_and_stays_quiet_off_a_terminal():
+    import io
+    from scratch_grad.nn.train_cli import ProgressBar
+    stream = io.StringIO()
+    bar = ProgressBar(3, enabled=True, stream=stream)
+    bar.on_batch(400, 400, 0.125, 0.9)
+    assert "epoch 1/3" in stream.getvalue() and "400/400 loss 0.1250 acc 90.00%" in stream.getvalue()
+    bar.end_epoch()
+    bar.on_batch(400, 400, 0.1, None)
+    assert "epoch 2/3" in stream.getvalue() and stream.getvalue().rstrip().endswith("loss 0.1000")
+    quiet = io.StringIO()
+    ProgressBar(3, enabled=False, stream=quiet).on_batch(1, 400, 0.5, 0.5)
+    assert quiet.getvalue() == ""

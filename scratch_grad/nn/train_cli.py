@@ -154,7 +154,7 @@ class ProgressBar:
         self.epoch = 1
         self.last_draw = 0.0
 
-    def on_batch(self, done, total, loss):
+    def on_batch(self, done, total, loss, accuracy=None):
         if not self.enabled:
             return
         now = time.perf_counter()
@@ -163,7 +163,7 @@ class ProgressBar:
         self.last_draw = now
         filled = int(self.width * done / total)
         self.stream.write(f"\repoch {self.epoch}/{self.epochs} [{'#' * filled}{'.' * (self.width - filled)}] "
-                          f"{done}/{total} loss {loss:.4f}")
+                          f"{done}/{total} loss {loss:.4f}" + (f" acc {accuracy:.2%}" if accuracy is not None else ""))
         self.stream.flush()
 
     def end_epoch(self):

@@ -108,7 +108,7 @@ def fit(model, loss_fn, optimizer, x_train, targets, epochs, batch_size, rng, la
 
     targets: what loss_fn takes with the model's output (integer labels, or one-hot rows for a
     quadratic cost); labels: integer classes for the accuracy (None: no accuracy, e.g. regression).
-    on_batch(done, total, running_loss) and on_epoch(stats) report progress.
+    on_batch(done, total, running_loss, running_accuracy or None) and on_epoch(stats) report progress.
     """
     n = len(x_train)
     if len(targets) != n:
@@ -134,7 +134,8 @@ def fit(model, loss_fn, optimizer, x_train, targets, epochs, batch_size, rng, la
             if labels is not None:
                 hits += int(np.count_nonzero(out.data.argmax(axis=1) == labels[index]))
             if on_batch is not None:
-                on_batch(k + 1, len(plan), loss_sum / min(n, (k + 1) * batch_size))
+                seen = min(n, (k + 1) * batch_size)
+                on_batch(k + 1, len(plan), loss_sum / seen, hits / seen if labels is not None else None)
         seconds = time.perf_counter() - start_time
         test_accuracy = evaluate(model, x_test, y_test) if x_test is not None and labels is not None else None
         stats = EpochStats(epoch, loss_sum / n, hits / n if labels is not None else None, test_accuracy, seconds)
