@@ -94,7 +94,8 @@ def build_parser():
     parser.add_argument("--threads", type=_positive_int, metavar="N",
                         help="NumPy BLAS threads for the run (needs threadpoolctl). The 784-40-10 net's matrices "
                              "are tiny: 1 thread is fastest, and on a busy machine idle BLAS threads can make "
-                             "each step 10-100x slower (default: leave NumPy's setting)")
+                             "each step 10-100x slower (default: 1 when threadpoolctl is installed, else NumPy's "
+                             "setting)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -262,10 +263,11 @@ def _run_parity(args):
 
 
 def _blas_threads(count):
-    if count is None:
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:          # only an explicit --threads requires it (checked in _validate)
         return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
-    return threadpool_limits(limits=count, user_api="blas")
+    return threadpool_limits(limits=1 if count is None else count, user_api="blas")
 
 
 def main(argv=None):
