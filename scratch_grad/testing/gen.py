@@ -72,6 +72,14 @@ class RandomGen:
         self.kinks = kinks
         self.layouts = layouts
 
+    def plain(self):
+        """The same stream without kink snapping or layouts (for cotangents: a zero cotangent
+        entry would hide the gradient it weighs)."""
+        other = RandomGen.__new__(RandomGen)
+        other.rng, other.dtype, other.max_side, other.kinks, other.layouts = \
+            self.rng, self.dtype, self.max_side, False, False
+        return other
+
     def integer(self, lo, hi):
         return int(self.rng.integers(lo, hi + 1))
 
@@ -114,8 +122,15 @@ class RandomGen:
         if self.kinks:
             points = kink_points(domain)
             if points:
-                snapped = self.rng.choice(points, size=shape)
-                values = np.where(self.rng.integers(0, 2, size=shape).astype(bool), snapped, values)
+                if self.integer(0, 3) != 0:
+                    # every entry on two points, one of them a kink when the domain names some:
+                    # ties at a maximum, many entries exactly at a kink
+                    kinks = [p for p in domain.avoid if p in points] or points
+                    pair = [self.choice(kinks), self.choice(points)]
+                    values = self.rng.choice(pair, size=shape)
+                else:
+                    chosen = self.rng.integers(0, 2, size=shape) == 1
+                    values = np.where(chosen, self.rng.choice(points, size=shape), values)
         values = np.asarray(values, dtype=self.dtype)
         if self.layouts and self.integer(0, 3) == 0:
             values = with_layout(values, self.choice(LAYOUTS[1:]))

@@ -292,7 +292,8 @@ class GraphBuilder:
         leaves = [self.leaves[k] for k in sorted(live_leaves)]
         constants = [self.constants[k] for k in sorted(live_consts)]
         out_steps = [step_map[k] for k in outputs]
-        cotangents = [np.asarray(self.gen.array(self.steps[k][1].shape), dtype=self.gen.dtype) for k in outputs]
+        plain = self.gen.plain() if hasattr(self.gen, "plain") else self.gen
+        cotangents = [np.asarray(plain.array(self.steps[k][1].shape), dtype=self.gen.dtype) for k in outputs]
         names = sorted({s.spec.name for s in steps})
         return Program(leaves, [True] * len(leaves), constants, steps, out_steps, cotangents,
                        name="graph", meta={"ops": names})

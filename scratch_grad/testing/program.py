@@ -206,7 +206,8 @@ def single_op_program(spec, inputs, params, cotangent_gen=None, rng=None):
     out = np.asarray(spec.forward(*inputs, **params))
     dtype = program.dtype
     if cotangent_gen is not None:
-        cotangent = np.asarray(cotangent_gen.array(out.shape), dtype=dtype)
+        plain = cotangent_gen.plain() if hasattr(cotangent_gen, "plain") else cotangent_gen
+        cotangent = np.asarray(plain.array(out.shape), dtype=dtype)
     else:
         rng = np.random.default_rng(0) if rng is None else rng
         cotangent = rng.uniform(-2, 2, size=out.shape).astype(dtype)

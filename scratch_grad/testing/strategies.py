@@ -9,9 +9,6 @@ Profiles (select with the HYPOTHESIS_PROFILE environment variable; budgets per t
     dev   the default: random, twice the ci budget, failures saved in .hypothesis/ and replayed first
     fuzz  long campaigns (scratch-grad fuzz): many examples, failures saved and replayed first
 """
-import os
-from dataclasses import dataclass
-
 import numpy as np
 from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
@@ -19,20 +16,8 @@ from hypothesis.extra import numpy as hnp
 
 from ..ops.registry import REAL
 from .gen import LAYOUTS, MARGIN, _interval, kink_points, with_layout
+from .profiles import BUDGETS, Budget, budget, current_profile  # noqa: F401 (re-exported)
 
-
-@dataclass(frozen=True)
-class Budget:
-    op_examples: int        # examples per (op, dtype) test
-    graph_examples: int     # random graphs per dtype
-    max_ops: int            # ops per random graph
-
-
-BUDGETS = {"ci": Budget(op_examples=20, graph_examples=150, max_ops=10),
-           "dev": Budget(op_examples=40, graph_examples=300, max_ops=12),
-           "fuzz": Budget(op_examples=500, graph_examples=100_000, max_ops=14)}
-PROFILE_VARIABLE = "HYPOTHESIS_PROFILE"
-DEFAULT_PROFILE = "dev"
 _SLOW_IS_FINE = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
                  HealthCheck.filter_too_much]
 
@@ -48,17 +33,6 @@ def register_profiles():
     name = current_profile()
     settings.load_profile(name)
     return name
-
-
-def current_profile():
-    name = os.environ.get(PROFILE_VARIABLE, DEFAULT_PROFILE)
-    if name not in BUDGETS:
-        raise ValueError(f"{PROFILE_VARIABLE}={name!r}: choose one of {sorted(BUDGETS)}")
-    return name
-
-
-def budget(profile=None):
-    return BUDGETS[profile or current_profile()]
 
 
 # ---- the gen protocol on hypothesis ------------------------------------------------------------------------
@@ -111,6 +85,14 @@ class HypothesisGen:
         self.max_side = max_side
         self.kinks = kinks
         self.layouts = layouts
+        self.cotangents = False
+
+    def plain(self):
+        """The same data drawing cotangents: no kinks, no layouts, and magnitudes in [1/4, 2] (a
+        zero cotangent entry would hide the gradient it weighs, and hypothesis loves zeros)."""
+        gen = HypothesisGen(self.data, self.dtype, self.max_side, kinks=False, layouts=False)
+        gen.cotangents = True
+        return gen
 
     def integer(self, lo, hi):
         return self.data.draw(st.integers(lo, hi))
@@ -144,6 +126,11 @@ class HypothesisGen:
                                          hnp.valid_tuple_axes(ndim, min_size=1)))
 
     def array(self, shape, domain=REAL):
+        if self.cotangents:
+            width = 32 if self.dtype == np.float32 else 64
+            magnitude = st.floats(0.25, 2.0, width=width)
+            elements = st.tuples(st.booleans(), magnitude).map(lambda pair: -pair[1] if pair[0] else pair[1])
+            return self.data.draw(hnp.arrays(self.dtype, tuple(shape), elements=elements, fill=st.nothing()))
         elements = element_strategy(domain, self.dtype, self.kinks)
         # fill=nothing(): every entry drawn on its own (a fill value would make most entries tie)
         values = self.data.draw(hnp.arrays(self.dtype, tuple(shape), elements=elements, fill=st.nothing()))
@@ -187,7 +174,7 @@ def check_op_example(data, spec, dtype, context=None, on_report=None):
     kinks = (not spec.smooth) and data.draw(st.booleans(), label="exactly at kinks and ties")
     gen = HypothesisGen(data, dtype, kinks=kinks)
     inputs, params = sample_inputs(spec, gen)
-    report = check_sample(spec, inputs, params, cotangent_gen=HypothesisGen(data, dtype, layouts=False))
+    report = check_sample(spec, inputs, params, cotangent_gen=gen)
     if on_report is not None:
         on_report(report)
     if not report.passed:
