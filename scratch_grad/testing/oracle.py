@@ -96,12 +96,15 @@ class CheckReport:
     def message(self):
         program = self.program
         ops = program.op_names()
-        what = f"op '{self.label}'" if len(program.steps) == 1 else \
-            f"graph '{self.label}' of {len(program.steps)} ops ({', '.join(ops)})"
+        if self.label in program.op_names() and len(program.steps) == 1:
+            what = f"op '{self.label}'"
+        else:
+            count = f"{len(program.steps)} op{'s' if len(program.steps) != 1 else ''}"
+            what = f"{self.label} of {count} ({', '.join(ops)})"
         lines = [f"gradient check failed: {what}, dtype {program.dtype}"]
         for f in self.failures():
             lines.append(_describe(f, program))
-        if len(program.steps) == 1 and program.steps[0].params:
+        if len(program.steps) == 1 and program.steps[0].params and self.label in program.op_names():
             lines.append(f"  params: {program.steps[0].params}")
         if self.reproducer:
             lines.append(f"  standalone reproducer: {self.reproducer}")

@@ -167,7 +167,7 @@ def fail_with_reproducer(report, context=None, directory=None):
     raise CheckFailure(report)
 
 
-def check_op_example(data, spec, dtype, context=None, on_report=None):
+def check_op_example(data, spec, dtype, context=None, on_report=None, directory=None):
     """One hypothesis example of the per-op check: draw inputs with the op's sampler, check all."""
     from ..ops.sampling import sample_inputs
     from .oracle import check_sample
@@ -178,11 +178,11 @@ def check_op_example(data, spec, dtype, context=None, on_report=None):
     if on_report is not None:
         on_report(report)
     if not report.passed:
-        fail_with_reproducer(report, context)
+        fail_with_reproducer(report, context, directory)
     return report
 
 
-def check_graph_example(data, dtype, require_op=None, max_ops=None, context=None, on_report=None):
+def check_graph_example(data, dtype, require_op=None, max_ops=None, context=None, on_report=None, directory=None):
     """One hypothesis example of graph fuzzing: a random DAG of registry ops, every leaf checked."""
     from hypothesis import assume
     from .graphs import MAX_OPS, build_graph, check_graph
@@ -193,25 +193,37 @@ def check_graph_example(data, dtype, require_op=None, max_ops=None, context=None
     if on_report is not None:
         on_report(report)
     if not report.passed:
-        fail_with_reproducer(report, context)
+        fail_with_reproducer(report, context, directory)
     return report
 
 
-def op_property(spec, dtype, max_examples=None, **settings_kwargs):
+def _database_key(test, key):
+    """Tests built by the same closure share their source: give each its own example-database key."""
+    test.hypothesis.inner_test._hypothesis_internal_add_digest = key.encode()
+
+
+def op_property(spec, dtype, max_examples=None, example_kwargs=None, **settings_kwargs):
     """A runnable hypothesis test (call it) checking one op in one dtype."""
+    example_kwargs = example_kwargs or {}
     @settings(max_examples=max_examples or budget().op_examples, **settings_kwargs)
     @given(data=st.data())
     def op_parity(data):
-        check_op_example(data, spec, dtype)
+        check_op_example(data, spec, dtype, **example_kwargs)
+    _database_key(op_parity, f"op:{spec.name}:{dtype}")
     return op_parity
 
 
-def graph_property(dtype, max_examples=None, require_op=None, **settings_kwargs):
+def graph_property(dtype, max_examples=None, require_op=None, max_ops=None, example_kwargs=None,
+                   **settings_kwargs):
     """A runnable hypothesis test (call it) fuzzing random graphs in one dtype."""
+    example_kwargs = example_kwargs or {}
+    max_ops = max_ops or budget().max_ops
+
     @settings(max_examples=max_examples or budget().graph_examples, **settings_kwargs)
     @given(data=st.data())
     def graph_parity(data):
-        check_graph_example(data, dtype, require_op=require_op, max_ops=budget().max_ops)
+        check_graph_example(data, dtype, require_op=require_op, max_ops=max_ops, **example_kwargs)
+    _database_key(graph_parity, f"graph:{require_op or '*'}:{dtype}")
     return graph_parity
 
 
