@@ -62,13 +62,16 @@ leaky_relu = _unary("leaky_relu", lambda x, negative_slope=0.01: np.where(x > 0,
 
 
 def _elu_vjp(g, out, x, alpha=1.0):
-    # for x <= 0, d/dx alpha*(e^x - 1) = out + alpha; at 0 this gives alpha, as torch
-    return where(_raw(x) > 0, g, g * (out + alpha))
+    # for x < 0, d/dx alpha*(e^x - 1) = out + alpha. At x == 0 torch takes the left derivative alpha
+    # for the gradient but a zero second derivative (its double backward masks x < 0 strictly), so
+    # there the constant alpha is used, which does not depend on x
+    data = _raw(x)
+    return where(data > 0, g, where(data < 0, g * (out + alpha), g * alpha))
 
 
 elu = _unary("elu", lambda x, alpha=1.0: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))), _elu_vjp,
              lambda x, alpha=1.0: torch.nn.functional.elu(x, alpha), KINK_AT_ZERO, smooth=False,
-             kink_rule="elu'(0) = alpha (the left derivative), as torch",
+             kink_rule="elu'(0) = alpha (the left derivative) and elu''(0) = 0, as torch",
              sample=lambda gen: ((gen.array(gen.shape(), KINK_AT_ZERO),), {"alpha": gen.choice([1.0, 0.5])}))
 
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
