@@ -23,8 +23,10 @@ Classes (per op and input where it applies):
     overwrite_fan_out_leaf  the same at leaves only (engine._send)
 
 A mutant is only run on samples where it changes the gradient (first or second order) compared
-with the correct code, bit for bit; a mutant that changes nothing on any sample is reported as
-equivalent, not as a survivor. It is killed when the checker fails on one of its samples.
+with the correct code, bit for bit, and where the correct code passes the checks (a sample that
+already fails, a real bug, would kill every mutant for free); a mutant that changes nothing on
+any sample is reported as equivalent, not as a survivor. It is killed when the checker fails on
+one of its samples.
 """
 import argparse
 import contextlib
@@ -357,6 +359,20 @@ def _graph_programs(require_op, count, seed, dtypes):
                 yield "graph", program, k
 
 
+_BASELINE = {}     # (kind, program name, dtype, k) -> whether the unmutated code passes there
+
+
+def _baseline_passes(where, program, k):
+    """The checks pass on this sample without the mutant (cached: samples recur across mutants)."""
+    from .graphs import check_graph
+    from .oracle import check_program
+    key = (where, program.name, tuple(program.op_names()), str(program.dtype), k)
+    if key not in _BASELINE:
+        report = check_program(program, seed=k, label=program.name) if where == "op" else check_graph(program, seed=k)
+        _BASELINE[key] = report.passed
+    return _BASELINE[key]
+
+
 def run_mutant(mutant, budget, seed=0, dtypes=("float64", "float32")):
     """Run the checks on a mutant until one fails. Returns a result dict (plain data)."""
     from ..ops import REGISTRY
@@ -369,11 +385,14 @@ def run_mutant(mutant, budget, seed=0, dtypes=("float64", "float32")):
         sources.append(_graph_programs(mutant.op, budget.mutant_graphs, seed, dtypes))
     else:
         sources.append(_graph_programs(None, budget.graph_examples, seed, dtypes))
-    distinguishing = checked = 0
+    distinguishing = checked = baseline_failures = 0
     for source in sources:
         for where, program, k in source:
             checked += 1
             if not _changes(program, mutant):
+                continue
+            if not _baseline_passes(where, program, k):
+                baseline_failures += 1      # the correct code already fails here: proves nothing
                 continue
             distinguishing += 1
             with mutant.plant():
@@ -385,12 +404,12 @@ def run_mutant(mutant, budget, seed=0, dtypes=("float64", "float32")):
                 failure = report.failures()[0]
                 return {"mutant": mutant.label, "class": mutant.klass, "op": mutant.op, "input": mutant.input,
                         "status": "killed", "seconds": time.perf_counter() - started, "samples": checked,
-                        "distinguishing": distinguishing, "detected_by": f"{where}: {failure.check}",
-                        "classification": failure.classification}
+                        "distinguishing": distinguishing, "baseline_failures": baseline_failures,
+                        "detected_by": f"{where}: {failure.check}", "classification": failure.classification}
     status = "survived" if distinguishing else "equivalent"
     return {"mutant": mutant.label, "class": mutant.klass, "op": mutant.op, "input": mutant.input, "status": status,
             "seconds": time.perf_counter() - started, "samples": checked, "distinguishing": distinguishing,
-            "detected_by": "", "classification": ""}
+            "baseline_failures": baseline_failures, "detected_by": "", "classification": ""}
 
 
 @dataclass(frozen=True)

@@ -84,9 +84,13 @@ def literal(value):
 # ---- naming ops ------------------------------------------------------------------------------------------
 
 def _fresh_registry_has(spec):
-    """Whether `import scratch_grad` alone provides this exact spec (not a test's or a mutant's)."""
+    """Whether `import scratch_grad` alone provides this exact spec: it is in the registry and was
+    defined inside the scratch_grad package (not by a test or a user's module, not a mutant)."""
     import scratch_grad
-    return scratch_grad.REGISTRY.get(spec.name) is spec
+    if scratch_grad.REGISTRY.get(spec.name) is not spec:
+        return False
+    module, _ = _module_attribute(spec)
+    return module is None or module.split(".")[0] == "scratch_grad"
 
 
 def _module_attribute(spec):
