@@ -66,17 +66,21 @@ var = _reduction("var", lambda x, axis=None, keepdims=False, ddof=0: np.var(x, a
 
 
 def _std_vjp(g, out, x, axis=None, keepdims=False, ddof=0):
-    # d std = d var / (2 std); where std == 0 (all values equal) the subgradient 0 is used, as torch
+    # d std = d var / (2 std). Where std == 0 (all values equal) std is not differentiable; torch
+    # uses the subgradient 0 there, for the gradient and for its derivative, and so do we: the
+    # `where` picks a constant 0 that does not depend on x
     centered = x - mean(x, axis=axis, keepdims=True)
     std_kept = _keep(out, x, axis)
-    safe = where(_raw(std_kept) == 0, 1.0, std_kept)
-    return _expand(g, x, axis) * centered / (safe * (_count(_raw(x).shape, axis) - ddof))
+    flat = _raw(std_kept) == 0
+    safe = where(flat, 1.0, std_kept)
+    return where(flat, 0.0, _expand(g, x, axis) * centered / (safe * (_count(_raw(x).shape, axis) - ddof)))
 
 
 std = _reduction("std", lambda x, axis=None, keepdims=False, ddof=0: np.std(x, axis=axis, keepdims=keepdims, ddof=ddof),
                  _std_vjp,
                  lambda x, axis=None, keepdims=False, ddof=0: torch.std(x, dim=_torch_dims(x, axis), keepdim=keepdims,
-                                                                       correction=ddof))
+                                                                       correction=ddof),
+                 smooth=False, kink_rule="gradient 0 where all reduced values are equal (std == 0), as torch")
 
 
 def _extremum_vjp(g, out, x, axis=None, keepdims=False):
@@ -139,13 +143,16 @@ logsumexp = _reduction("logsumexp", _logsumexp_forward,
 
 
 def _norm_vjp(g, out, x, axis=None, keepdims=False):
-    # x / ||x||; at ||x|| = 0 the subgradient 0 is used, as torch
+    # x / ||x||; at ||x|| = 0 (not differentiable) the subgradient 0 is used, as torch, with a
+    # constant 0 so that its derivative is 0 too
     norm_kept = _keep(out, x, axis)
-    safe = where(_raw(norm_kept) == 0, 1.0, norm_kept)
-    return _expand(g, x, axis) * x / safe
+    zero = _raw(norm_kept) == 0
+    safe = where(zero, 1.0, norm_kept)
+    return where(zero, 0.0, _expand(g, x, axis) * x / safe)
 
 
 norm = _reduction("norm", lambda x, axis=None, keepdims=False: np.sqrt(np.sum(x * x, axis=axis, keepdims=keepdims)),
                   _norm_vjp,
                   lambda x, axis=None, keepdims=False: torch.linalg.vector_norm(x, 2, dim=_torch_dims(x, axis),
-                                                                                keepdim=keepdims))
+                                                                                keepdim=keepdims),
+                  smooth=False, kink_rule="gradient 0 at the zero vector, as torch")
