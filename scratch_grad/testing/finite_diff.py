@@ -52,7 +52,7 @@ def _directional(scalar_fn, points, index, direction, step, base_value, base_sca
     scale = base_scale
     for multiple in (-1.0, -0.5, 0.5, 1.0):
         moved = list(points)
-        moved[index] = points[index] + (multiple * step) * direction
+        moved[index] = np.asarray(points[index] + (multiple * step) * direction)   # 0-d stays an array
         value, absolute = scalar_fn(moved)
         values[multiple] = value
         scale = max(scale, absolute)
@@ -65,11 +65,12 @@ def _directional(scalar_fn, points, index, direction, step, base_value, base_sca
         jump_fine = (values[0.5] - 2 * base_value + values[-0.5]) / (step / 2)
         left = (base_value - values[-0.5]) / (step / 2)
         right = (values[0.5] - base_value) / (step / 2)
-    # noise in J: cancellation of phi values of size `scale`, divided by h/2
-    noise = 64 * np.finfo(np.float64).eps * scale / (step / 2) + tolerance
-    kink = bool(abs(jump_fine) > noise and abs(jump_fine) > KINK_RATIO * abs(jump_coarse))
+    # rounding noise of a difference of phi values of size `scale`, divided by h/2
+    rounding = 64 * np.finfo(np.float64).eps * scale / (step / 2)
+    # a jump of the derivative smaller than the FD's own accuracy does not matter
+    kink = bool(abs(jump_fine) > rounding + tolerance and abs(jump_fine) > KINK_RATIO * abs(jump_coarse))
     # phi itself jumps (a discontinuous gradient, in second order): D(h) ~ c/h, so D(h/2) ~ 2 D(h)
-    if abs(fine - coarse) > noise and abs(fine) > DISCONTINUITY_RATIO * abs(coarse):
+    if abs(fine - coarse) > rounding and abs(fine) > DISCONTINUITY_RATIO * abs(coarse):
         kink = True
     return extrapolated, tolerance, kink, left, right
 

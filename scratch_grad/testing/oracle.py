@@ -305,14 +305,18 @@ def check_program(program, *, second_order=None, finite_differences=True, fd_mod
         findings.append(_raised("vjp_torch", 0, (), dtype, "scratch_grad", exc))
         return report
 
-    # forward: values, shapes, and dtypes as torch gives them in the checked dtype; the floor is
-    # the inputs' magnitude (the terms a forward result is summed from)
-    input_floor = max((float(np.max(np.abs(v))) for v in program.leaves if np.size(v)), default=0.0)
+    # The natural scale of the problem: a cotangent entry times an input value. Terms of that size
+    # are summed into every gradient; when they cancel (softmax's gradient against a constant
+    # cotangent, var of equal values) the result is ~0 but its rounding error is not (see
+    # tolerance.py). Forward results are summed from terms of the inputs' size.
+    largest_leaf = max((float(np.max(np.abs(v))) for v in program.leaves if np.size(v)), default=0.0)
+    largest_cotangent = max((float(np.max(np.abs(c))) for c in program.cotangents if np.size(c)), default=0.0)
+    natural = largest_cotangent * max(1.0, largest_leaf)
     for k, (out, ref) in enumerate(zip(outputs, t_out64)):
         data = getattr(out, "data", out)
         expected = t_out_low[k].dtype if low_precision else ref.dtype
         findings.append(_compare_to_torch("forward", k, data, ref, None if t_out_low is None else t_out_low[k],
-                                          dtype, depth, expected, input_floor))
+                                          dtype, depth, expected, max(1.0, largest_leaf)))
 
     program64 = program.astype(np.float64)
     scalar = objective or program64.scalar_raw
@@ -326,7 +330,7 @@ def check_program(program, *, second_order=None, finite_differences=True, fd_mod
                                                              f"has dtype {analytic.dtype}"))
             continue
         fd = differentiate(scalar, points, k, rng, fd_mode) if finite_differences else None
-        floor = objective_scale / _input_scale(points[k])
+        floor = max(objective_scale / _input_scale(points[k]), natural)
         findings.extend(_leaf_findings("vjp", k, analytic, t_grad64[j], None if t_grad_low is None else t_grad_low[j],
                                        fd, dtype, 2 * depth + 1, floor))
 
@@ -336,19 +340,23 @@ def check_program(program, *, second_order=None, finite_differences=True, fd_mod
         except Exception as exc:  # noqa: BLE001
             findings.append(_raised("second_torch", 0, (), dtype, "scratch_grad (create_graph)", exc))
             return report
+        # S = sum <dL/dx_i, w_i> sums first-derivative terms (natural size) times w
+        direction_size = sum(float(np.sum(np.abs(w))) for w in directions)
+        second_terms = natural * direction_size
 
         def first_gradient_objective(leaves):
             _, g, _ = program64.scratch_gradients(leaves)
             total = sum(float(np.sum(gi * w)) for gi, w in zip(g, directions))
             absolute = sum(float(np.sum(np.abs(gi) * np.abs(w))) for gi, w in zip(g, directions))
-            return total, absolute
+            return total, absolute + second_terms
 
         _, second_scale = first_gradient_objective(points)
         for j, k in enumerate(wanted):
             fd = differentiate(first_gradient_objective, points, k, rng, "projection") if finite_differences else None
+            floor = second_scale / _input_scale(points[k])
             findings.extend(_leaf_findings("second", k, second[j], t_second64[j],
                                            None if t_second_low is None else t_second_low[j], fd, dtype,
-                                           4 * depth + 2, second_scale / _input_scale(points[k])))
+                                           4 * depth + 2, floor))
     return report
 
 
@@ -395,7 +403,7 @@ def check_fn(fn, inputs, *, cotangent=None, second_order=None, seed=0, fd_mode="
         cotangents = list(cotangent) if isinstance(cotangent, (list, tuple)) else [cotangent]
         cotangents = [np.asarray(c, dtype=program.dtype) for c in cotangents]
     program.cotangents = cotangents
-    program.name = name or program.name
+    program.name = f"function '{name or program.name}'"
 
     def objective(leaves):
         with no_grad():

@@ -9,10 +9,13 @@ gets a tolerance built from what can actually go wrong in a correct computation:
    from. Those terms are unknown, so the scale is the entry's own magnitude plus the largest
    magnitude of the whole array (sums whose terms cancel keep an error of the size of the
    terms, not of the result: a normwise floor). When the result is zero or tiny because its
-   terms cancel exactly in exact arithmetic (the second derivative of a linear function), even
-   that floor is zero, so a floor from the terms themselves is added: for a derivative of
-   L = sum <output, cotangent> with respect to x it is |L|_abs / max(|x|, 1), |L|_abs being
-   sum |output| * |cotangent| (a derivative's terms are about L's terms over x's scale)::
+   terms cancel (softmax's gradient against a constant cotangent, var of equal values, the
+   second derivative of a linear function), even that floor is zero, so a floor from the terms
+   themselves is added: for gradients of L = sum <output, cotangent>, the larger of
+   |L|_abs / max(|x|, 1) (|L|_abs = sum |output| |cotangent|) and the problem's natural scale
+   max|cotangent| * max(1, max|x|); for second order, the same times the direction w; for
+   forward values, max(1, max|x|). Below that floor a float32 result is noise, so a relative
+   bug in a value far smaller than the problem's scale is only caught in float64::
 
        rounding_i = ROUNDING_SAFETY * u * depth * (m_i + max_j m_j + floor)
 

@@ -1,0 +1,51 @@
+"""The three commands of the parity suite, run as a user runs them: exit codes, tables, JSON."""
+import json
+
+from scratch_grad.cli import main as cli
+
+
+def test_parity_prints_the_table_and_summary_and_writes_json(tmp_path, capsys):
+    path = tmp_path / "parity.json"
+    code = cli(["parity", "--op", "tanh", "--op", "matmul", "--samples", "3", "--graphs", "40", "--workers", "1",
+                "--json", str(path), "--reproducers", str(tmp_path)])
+    output = capsys.readouterr().out
+    assert code == 0, output
+    header = output.splitlines()[0]
+    for column in ("forward", "VJP vs torch", "VJP vs FD", "2nd order", "random graphs"):
+        assert column in header
+    assert any(line.startswith("tanh ") and "pass" in line for line in output.splitlines())
+    assert "ALL PASS" in output.splitlines()[-1]
+    data = json.loads(path.read_text())
+    assert data["passed"] is True and set(data["ops"]) == {"tanh", "matmul"}
+    assert data["ops"]["matmul"]["cells"]["vjp_torch"]["status"] == "pass"
+    assert data["op_checks"] == 2 * 2 * 3
+
+
+def test_parity_rejects_unknown_ops(capsys):
+    assert cli(["parity", "--op", "no_such_op"]) == 2
+    assert "unknown op" in capsys.readouterr().err
+
+
+def test_mutate_reports_the_kill_rate_per_op_and_class_in_json(tmp_path, capsys):
+    path = tmp_path / "mutate.json"
+    code = cli(["mutate", "--op", "mul", "--op", "relu", "--op", "sum", "--workers", "1", "--json", str(path)])
+    output = capsys.readouterr().out
+    data = json.loads(path.read_text())
+    assert {"planted", "killed", "kill_rate", "survivors"} <= set(data)
+    assert data["planted"] > 0 and data["kill_rate"] == 1.0 and data["survivors"] == []
+    assert set(data["per_op"]) == {"mul", "relu", "sum"}
+    assert data["per_class"]["sign_flip"]["planted"] == 2 + 1 + 1       # mul has two inputs
+    assert all(m["seconds"] >= 0 for m in data["mutants"])
+    assert code == 0 and "kill rate 100.0%" in output
+
+
+def test_fuzz_runs_a_timed_campaign_and_reports_examples_per_second(tmp_path, capsys):
+    code = cli(["fuzz", "--op", "neg", "--minutes", "0.1", "--workers", "1", "--database", str(tmp_path / "db"),
+                "--reproducers", str(tmp_path / "reproducers")])
+    output = capsys.readouterr().out
+    assert "fuzzing graphs containing 'neg' with 1 worker(s)" in output
+    done = [line for line in output.splitlines() if line.startswith("done:")]
+    assert done and "examples/s" in done[0]
+    examples = int(done[0].split()[1])
+    assert examples > 0
+    assert code == (1 if "FAILURE" in output else 0)
