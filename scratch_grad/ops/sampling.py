@@ -16,6 +16,13 @@ and a margin away from its `avoid` points (kinks and poles, where finite differe
     gen.array(shape, domain=REAL) -> ndarray of gen.dtype
     gen.integers(shape, lo, hi) -> int64 ndarray with lo <= v < hi
     gen.mask(shape) -> bool ndarray
+
+Modes of the testing generators that samplers need not know about (scratch_grad/testing/gen.py):
+`gen.array` may return a non-contiguous view (transposed, strided, reversed) with the requested
+shape, and for ops with smooth=False the checker sometimes sets kink mode, in which values sit
+exactly on the domain's `avoid` points and on a coarse grid (ties): there finite differences are
+meaningless and scratch_grad must pick torch's subgradient. Samplers must therefore not assume
+contiguous arrays nor values away from `avoid` for non-smooth ops.
 """
 from .registry import REAL
 

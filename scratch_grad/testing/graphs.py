@@ -44,6 +44,9 @@ class _Node:
         self.value = value
         self.uses = 0
 
+    def __repr__(self):   # hypothesis prints the drawn choices of a failing example
+        return f"<{self.ref.kind} {self.ref.index}, shape {self.value.shape}>"
+
 
 class _WiringGen:
     """The gen protocol, answering with the graph's existing shapes and values when it can."""

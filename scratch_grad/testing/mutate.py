@@ -492,6 +492,12 @@ def format_report(summary):
     for klass, stats in summary["per_class"].items():
         kill_rate = "-" if stats["kill_rate"] is None else f"{100 * stats['kill_rate']:.1f}%"
         lines.append(f"{klass:<24}{stats['planted']:>8}{stats['killed']:>8}{kill_rate:>11}{stats['equivalent']:>12}")
+    lines.append("")
+    lines.append("killed/planted per op:")
+    cells = [f"{op} {s['killed']}/{s['planted']}" for op, s in summary["per_op"].items()]
+    width = max((len(c) for c in cells), default=0) + 2
+    for start in range(0, len(cells), 4):
+        lines.append("  " + "".join(f"{c:<{width}}" for c in cells[start:start + 4]).rstrip())
     weak = {op: s for op, s in summary["per_op"].items() if s["kill_rate"] is not None and s["kill_rate"] < 1}
     if weak:
         lines.append("")

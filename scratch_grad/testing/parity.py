@@ -180,7 +180,7 @@ class ParityResult:
         return not self.failed_ops
 
 
-def run_parity(ops=None, samples=24, graphs=600, dtypes=("float64", "float32"), seed=0, workers=None,
+def run_parity(ops=None, samples=40, graphs=1200, dtypes=("float64", "float32"), seed=0, workers=None,
                max_ops=None, reproducer_dir=None, progress=None):
     """Check `ops` (default: the whole registry) and `graphs` random graphs per dtype."""
     from ..ops import REGISTRY

@@ -14,9 +14,9 @@ def build_parser():
                     "forward values, VJPs, second order where declared, and random graphs containing the op.")
     parser.add_argument("--op", action="append", dest="ops", metavar="NAME",
                         help="check only this op (repeatable); default: the whole registry")
-    parser.add_argument("--samples", type=int, default=24,
-                        help="draws of each op's sampler per dtype (default 24; a third at kinks for non-smooth ops)")
-    parser.add_argument("--graphs", type=int, default=600, help="random graphs per dtype (default 600)")
+    parser.add_argument("--samples", type=int, default=40,
+                        help="draws of each op's sampler per dtype (default 40; a third at kinks for non-smooth ops)")
+    parser.add_argument("--graphs", type=int, default=1200, help="random graphs per dtype (default 1200)")
     parser.add_argument("--dtype", action="append", dest="dtypes", choices=["float64", "float32"],
                         help="dtype to check (repeatable; default both)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every draw (default 0)")
