@@ -1,7 +1,11 @@
 """The three commands of the parity suite, run as a user runs them: exit codes, tables, JSON."""
 import json
+import sys
+
+import pytest
 
 from scratch_grad.cli import main as cli
+from scratch_grad.ops import REGISTRY
 
 
 def test_parity_prints_the_table_and_summary_and_writes_json(tmp_path, capsys):
@@ -49,3 +53,20 @@ def test_fuzz_runs_a_timed_campaign_and_reports_examples_per_second(tmp_path, ca
     examples = int(done[0].split()[1])
     assert examples > 0
     assert code == (1 if "FAILURE" in output else 0)
+
+
+@pytest.fixture
+def unregister_plugin_op():
+    """--import registers the plugin's op in this process too: remove it after the test."""
+    yield
+    REGISTRY.pop("logcosh_extra", None)
+    sys.modules.pop("parity_tests.extra_op_plugin", None)
+
+
+def test_parity_imports_a_module_that_registers_more_ops_in_every_worker(tmp_path, capsys, unregister_plugin_op):
+    # two spawned workers: each imports the plugin module, so the extra op exists there too
+    code = cli(["parity", "--import", "parity_tests.extra_op_plugin", "--op", "logcosh_extra", "--samples", "2",
+                "--graphs", "0", "--workers", "2", "--reproducers", str(tmp_path)])
+    output = capsys.readouterr().out
+    assert code == 0, output
+    assert any(line.startswith("logcosh_extra ") for line in output.splitlines())

@@ -26,6 +26,8 @@ def build_parser():
                         help="hypothesis example database shared by the workers (default .hypothesis/examples)")
     parser.add_argument("--reproducers", default="reproducers", help="where reproducers go (default ./reproducers)")
     parser.add_argument("--max-ops", type=int, default=None, help="ops per graph (default: the fuzz profile's)")
+    parser.add_argument("--import", action="append", dest="imports", default=[], metavar="MODULE",
+                        help="import this module first (in every worker): one that registers your own ops")
     return parser
 
 
@@ -38,8 +40,12 @@ def _limit_shrinking(seconds):
 
 
 def _worker(index, args, deadline, counter, failures):
+    import importlib
+
     import torch
     torch.set_num_threads(1)
+    for module in args.imports:
+        importlib.import_module(module)
     from hypothesis import Phase
     from hypothesis.database import DirectoryBasedExampleDatabase
     from ..ops import REGISTRY
@@ -91,7 +97,11 @@ def main(argv=None):
         print(f"scratch-grad fuzz needs hypothesis and torch ({exc}): pip install 'scratch_grad[test]'",
               file=sys.stderr)
         return 2
+    import importlib
+
     from ..ops import REGISTRY
+    for module in args.imports:
+        importlib.import_module(module)
     if args.op and args.op not in REGISTRY:
         print(f"scratch-grad fuzz: unknown op {args.op!r}; see `scratch-grad ops`", file=sys.stderr)
         return 2

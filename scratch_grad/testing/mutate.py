@@ -543,6 +543,11 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    try:
+        import torch  # noqa: F401 - the reference the checks compare with
+    except ImportError:
+        print("scratch-grad mutate needs torch (the reference): pip install 'scratch_grad[test]'", file=sys.stderr)
+        return 2
     from ..ops import REGISTRY
     if args.ops:
         unknown = [n for n in args.ops if n not in REGISTRY]

@@ -152,9 +152,13 @@ def _graph_task(dtype, start, stop, seed, max_ops, reproducer_dir):
 
 
 def _run_task(task):
+    import importlib
+
     import torch
     torch.set_num_threads(1)
-    kind, args = task
+    kind, args, imports = task
+    for module in imports:          # modules that register more ops (a fresh worker has only ours)
+        importlib.import_module(module)
     return _op_task(*args) if kind == "op" else _graph_task(*args)
 
 
@@ -181,21 +185,27 @@ class ParityResult:
 
 
 def run_parity(ops=None, samples=40, graphs=1200, dtypes=("float64", "float32"), seed=0, workers=None,
-               max_ops=None, reproducer_dir=None, progress=None):
-    """Check `ops` (default: the whole registry) and `graphs` random graphs per dtype."""
+               max_ops=None, reproducer_dir=None, progress=None, imports=()):
+    """Check `ops` (default: the whole registry) and `graphs` random graphs per dtype. `imports`:
+    modules that register more ops, imported here and in every worker process."""
+    import importlib
+
     from ..ops import REGISTRY
     from .graphs import MAX_OPS
+    for module in imports:
+        importlib.import_module(module)
     names = sorted(REGISTRY) if ops is None else list(ops)
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
         raise KeyError(f"not in the registry: {', '.join(unknown)}")
     workers = workers or min(2, os.cpu_count() or 1)
-    tasks = [("op", (name, dtype, samples, seed, reproducer_dir)) for name in names for dtype in dtypes]
+    imports = tuple(imports)
+    tasks = [("op", (name, dtype, samples, seed, reproducer_dir), imports) for name in names for dtype in dtypes]
     chunk = 25
     for dtype in dtypes:
         for start in range(0, graphs, chunk):
             tasks.append(("graphs", (dtype, start, min(start + chunk, graphs), seed, max_ops or MAX_OPS,
-                                     reproducer_dir)))
+                                     reproducer_dir), imports))
     # graph batches are the longest tasks: start them first so the pool finishes evenly
     tasks.sort(key=lambda t: t[0] != "graphs")
     started = time.perf_counter()

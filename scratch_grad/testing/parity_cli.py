@@ -24,6 +24,8 @@ def build_parser():
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--reproducers", metavar="DIR", default="reproducers",
                         help="where failing checks write standalone reproducer scripts (default ./reproducers)")
+    parser.add_argument("--import", action="append", dest="imports", default=[], metavar="MODULE",
+                        help="import this module first (and in every worker): one that registers your own ops")
     parser.add_argument("--quiet", action="store_true", help="print only the summary line and failures")
     return parser
 
@@ -35,8 +37,12 @@ def main(argv=None):
     except ImportError:
         print("scratch-grad parity needs torch (the reference): pip install 'scratch_grad[test]'", file=sys.stderr)
         return 2
+    import importlib
+
     from ..ops import REGISTRY
     from .parity import format_table, run_parity, summary_line, to_json
+    for module in args.imports:
+        importlib.import_module(module)
     if args.ops:
         unknown = [n for n in args.ops if n not in REGISTRY]
         if unknown:
@@ -49,7 +55,8 @@ def main(argv=None):
 
     result = run_parity(ops=args.ops, samples=args.samples, graphs=args.graphs,
                         dtypes=tuple(args.dtypes or ("float64", "float32")), seed=args.seed, workers=args.workers,
-                        reproducer_dir=args.reproducers, progress=None if args.quiet else progress)
+                        reproducer_dir=args.reproducers, progress=None if args.quiet else progress,
+                        imports=args.imports)
     if sys.stderr.isatty() and not args.quiet:
         print("\r", end="", file=sys.stderr)
     if not args.quiet:
