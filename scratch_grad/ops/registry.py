@@ -116,6 +116,10 @@ def register(spec: OpSpec):
 
 
 _FIRST, _SECOND, _BOTH = (0,), (1,), (0, 1)   # the edges of a one- or two-input node
+# shared by every node that has them (never mutated): on a chain of a million ops each saves a
+# small object per node, about a fifth of the graph's memory
+_VERSION_ZERO = (0,)
+_NO_PARAMS = {}
 
 
 def make_function(spec):
@@ -166,7 +170,8 @@ def make_function(spec):
         if x.requires_grad and _GradMode.enabled:
             vjps = spec.vjps
             if vjps[0] is not None:
-                return _new_variable(out, Node(spec, vjps, (x,), (data,), params, _FIRST, (x._version,)))
+                return _new_variable(out, Node(spec, vjps, (x,), (data,), params or _NO_PARAMS, _FIRST,
+                                                 (x._version,) if x._version else _VERSION_ZERO))
         return _new_variable(out, None)
 
     def binary_op(x, y, *rest, **params):
@@ -202,7 +207,8 @@ def make_function(spec):
                         x_data = x.copy()
                     if not y_var and type(y) is ndarray and y.flags.writeable:
                         y_data = y.copy()
-                return _new_variable(out, Node(spec, vjps, (x, y), (x_data, y_data), params, edges, versions))
+                return _new_variable(out, Node(spec, vjps, (x, y), (x_data, y_data), params or _NO_PARAMS, edges,
+                                               versions))
         return _new_variable(out, None)
 
     chosen = {1: unary_op, 2: binary_op}.get(spec.arity, op)
