@@ -1,9 +1,9 @@
 """The parity suite's setup: hypothesis profiles and one torch thread per process.
 
-Choose the budget with HYPOTHESIS_PROFILE=ci|dev|fuzz (default dev; see scratch_grad/testing/profiles.py):
+Choose the budget with HYPOTHESIS_PROFILE=ci|dev|fuzz (default ci; see scratch_grad/testing/profiles.py):
 
-    HYPOTHESIS_PROFILE=ci pytest parity_tests -n auto      # bounded, deterministic
-    pytest parity_tests                                    # dev: random, failures replayed first
+    pytest parity_tests -n auto                            # ci: bounded, deterministic
+    HYPOTHESIS_PROFILE=dev pytest parity_tests             # random, failures saved and replayed first
 
 Failures print and save a standalone reproducer (./reproducers, or $SCRATCH_GRAD_REPRODUCERS).
 """

@@ -3,10 +3,10 @@
 Importing this module imports hypothesis (a test-time dependency); nothing in `scratch_grad` or
 the rest of `scratch_grad.testing` does.
 
-Profiles (select with the HYPOTHESIS_PROFILE environment variable; budgets per test below):
-    ci    bounded and deterministic (derandomized, so no example database): the whole suite runs in
-          a few minutes on 2 cores
-    dev   the default: random, twice the ci budget, failures saved in .hypothesis/ and replayed first
+Profiles (select with the HYPOTHESIS_PROFILE environment variable; budgets in profiles.py):
+    ci    the default: bounded and deterministic (derandomized, so no example database needed: the
+          same examples run every time); the whole suite in about a minute on 2 cores
+    dev   random, twice the ci budget, failures saved in .hypothesis/ and replayed first
     fuzz  long campaigns (scratch-grad fuzz): many examples, failures saved and replayed first
 """
 import numpy as np

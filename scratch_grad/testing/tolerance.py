@@ -23,12 +23,14 @@ gets a tolerance built from what can actually go wrong in a correct computation:
    (torch's second derivative of x^y at y = 0 is 0) does not shrink the tolerance of a result
    that is right; a gradient scaled by 2 only doubles it, far from hiding the error.
 
-2. Conditioning, measured rather than modelled. In float32 the reference is evaluated twice:
-   in float64 (the value compared against) and in float32 by torch. Their difference is the
-   rounding error a competent implementation of the *same* computation actually makes here,
-   with all the ill-conditioning of this particular graph and these inputs included::
+2. Conditioning, measured rather than modelled. The reference is evaluated twice: in float64
+   (the value compared against) and in float32 by torch. Their difference is the rounding error
+   a competent implementation of the *same* computation actually makes here, with all the
+   ill-conditioning of this particular graph and these inputs included (1/std near zero
+   variance, a long chain of exp). For a float32 result it is used as is; for a float64 result
+   it is scaled by the ratio of the unit roundoffs, u64 / u32 = 2^-29::
 
-       calibration_i = CALIBRATION_SAFETY * |torch_float32_i - torch_float64_i|
+       calibration_i = CALIBRATION_SAFETY * (u / u32) * |torch_float32_i - torch_float64_i|
 
 3. Finite-difference error (only when comparing against finite differences). Central
    differences at steps h and h/2 are combined by Richardson extrapolation; the difference of
@@ -76,15 +78,17 @@ def calibration_tolerance(low_precision, reference):
 
 
 def result_tolerance(reference, dtype, depth, low_precision_reference=None, floor=0.0, analytic=None):
-    """Tolerance for a result computed in `dtype` against a float64 reference (terms 1 and 2)."""
+    """Tolerance for a result computed in `dtype` against a float64 reference (terms 1 and 2);
+    low_precision_reference is torch's float32 result of the same computation."""
     magnitude = np.abs(np.asarray(reference, dtype=np.float64))
     if analytic is not None and np.shape(analytic) == magnitude.shape:
         with np.errstate(invalid="ignore"):
             analytic = np.abs(np.asarray(analytic, dtype=np.float64))
         magnitude = np.maximum(magnitude, np.where(np.isfinite(analytic), analytic, 0.0))
     tolerance = rounding_tolerance(magnitude, dtype, depth, floor)
-    if low_precision_reference is not None and np.dtype(dtype) != np.float64:
-        tolerance = tolerance + calibration_tolerance(low_precision_reference, reference)
+    if low_precision_reference is not None and np.shape(low_precision_reference) == magnitude.shape:
+        scale = unit_roundoff(dtype) / unit_roundoff(np.float32)
+        tolerance = tolerance + scale * calibration_tolerance(low_precision_reference, reference)
     return tolerance
 
 
