@@ -145,7 +145,16 @@ def _pow_vjp_exponent(g, out, x, y):
     return g * out * log(where(_raw(x) > 0, x, 1.0))
 
 
-power = _binary("pow", np.power, lambda g, out, x, y: g * y * x ** (y - 1), _pow_vjp_exponent, torch.pow,
+def _pow_vjp_base(g, out, x, y):
+    # y x^(y-1), set to 0 where y == 0 as torch does (at x == 0 the formula is 0 * inf = NaN). The
+    # mask also makes the cross derivative d/dy there 0, like torch's, though the exact value is 1/x
+    if isinstance(y, (int, float)):               # x ** 2 and friends: no mask needed
+        return g * 0.0 if y == 0 else g * y * x ** (y - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return where(_raw(y) == 0, 0.0, g * y * x ** (y - 1))
+
+
+power = _binary("pow", np.power, _pow_vjp_base, _pow_vjp_exponent, torch.pow,
                 (POSITIVE, REAL))
 
 
