@@ -2,28 +2,9 @@
 
 Pure NumPy; deliberately independent of the autograd engine.
 """
-
-from .mnist import (
-    EMBEDDED_MD5,
-    MNIST_FILES,
-    DataError,
-    MNISTSplits,
-    embedded_mnist_dir,
-    load_mnist,
-    read_idx,
-    write_idx,
-)
+from . import mnist, toy
+from .mnist import (EMBEDDED_MD5, MNIST_FILES, DataError, MNISTSplits, embedded_mnist_dir, load_mnist, read_idx,
+                    write_idx)
 from .toy import linear_regression, random_classification
 
-__all__ = [
-    "DataError",
-    "MNISTSplits",
-    "read_idx",
-    "write_idx",
-    "load_mnist",
-    "embedded_mnist_dir",
-    "EMBEDDED_MD5",
-    "MNIST_FILES",
-    "random_classification",
-    "linear_regression",
-]
+__all__ = mnist.__all__ + toy.__all__
