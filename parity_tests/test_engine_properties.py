@@ -172,6 +172,24 @@ def test_a_saved_input_mutated_in_place_is_detected_at_backward(mutate):
         y.backward()
 
 
+def test_the_version_check_covers_every_node_recorded_before_the_latest_in_place_change():
+    # backward skips the version check of nodes recorded after the latest in-place change anywhere;
+    # interleave changes and recording so that a stale node sits between fresh ones
+    w = sg.Variable([3.0, 4.0])
+    x = sg.Variable([1.0, 2.0], requires_grad=True)
+    w.add_(1.0)                               # before recording: fine, mul saves version 1
+    fresh = (x * w).sum()
+    other = sg.Variable([0.0, 0.0])
+    other.add_(1.0)                           # an unrelated change: fresh is still valid
+    fresh.backward()
+    np.testing.assert_array_equal(x.grad, [4.0, 5.0])
+    stale = x * w                             # recorded at w's version 1
+    w.mul_(2.0)
+    later = sg.sin(stale).sum()               # recorded after the change, on top of the stale node
+    with pytest.raises(GraphError, match=r"op 'mul': input 1 .* \(version 1 -> 2\)"):
+        later.backward()
+
+
 def test_replacing_data_is_detected_and_data_is_read_only():
     x = sg.Variable([1.0, 2.0], requires_grad=True)
     y = sg.sin(x).sum()

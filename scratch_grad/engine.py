@@ -7,6 +7,9 @@ speed; called on Variables they record a Node. Backprop hands VJPs raw arrays, o
 """
 from __future__ import annotations
 
+import heapq
+import itertools
+
 import numpy as np
 
 from .errors import DTypeError, GraphError, ScratchGradError, ShapeError, describe
@@ -52,16 +55,18 @@ def is_grad_enabled():
 class Node:
     """What an op recorded: its spec, inputs as given, their raw data and params.
 
+    `seq` is the node's creation number: a node is always made after its inputs' nodes, so
+    creation order is a topological order of the graph and backprop runs nodes in reverse `seq`.
     `edges` lists the indices of the inputs a gradient flows to; `versions` the data version of
     each input (None for constants), checked at backward. Both hold only ints, so the cyclic GC
     stops tracking them: a long graph costs the collector two objects per op, which keeps
-    forward time per node flat on chains of a million ops. `pending` counts consumers
-    not yet processed during a backward pass; `grad` is the in-flowing gradient summed so far and
-    `grad_owned` says whether that buffer may be accumulated into in place (it is neither a view
-    of nor identical to another gradient). `visit` marks the pass that last reached the node.
+    forward time per node flat on chains of a million ops. During a backward pass, `grad` is the
+    in-flowing gradient summed so far and `grad_owned` says whether that buffer may be
+    accumulated into in place (it is neither a view of nor identical to another gradient);
+    `visit` marks the pass that last reached the node (grad is stale if it is not this pass).
     """
 
-    __slots__ = ("spec", "vjps", "inputs", "datas", "params", "edges", "versions", "pending", "grad",
+    __slots__ = ("spec", "vjps", "inputs", "datas", "params", "edges", "versions", "seq", "grad",
                  "grad_owned", "visit")
 
     def __init__(self, spec, vjps, inputs, datas, params, edges, versions):
@@ -72,7 +77,14 @@ class Node:
         self.params = params
         self.edges = edges
         self.versions = versions
-        self.visit = 0          # pending, grad and grad_owned are set when a backward pass reaches it
+        self.seq = _next_seq()
+        self.visit = 0          # grad and grad_owned are set when a backward pass reaches it
+
+
+_next_seq = itertools.count(1).__next__
+# the seq drawn by the latest in-place change of any Variable's data: a node with a larger seq was
+# recorded after it, so its inputs still hold the versions it saved and backward skips its check
+_last_change = [0]
 
 
 class Variable:
@@ -119,6 +131,7 @@ class Variable:
         array.flags.writeable = False
         self._data = array
         self._version += 1
+        _last_change[0] = _next_seq()
 
     def _modify_in_place(self, fn):
         """Apply fn(writable_array) and bump the version so stale graphs fail at backward."""
@@ -131,6 +144,7 @@ class Variable:
         array.flags.writeable = False
         self._data = array
         self._version += 1
+        _last_change[0] = _next_seq()
         return self
 
     def add_(self, other):
@@ -281,68 +295,59 @@ def _seed_gradient(output, gradient, create_graph, where):
     return seed
 
 
-_pass_counter = [0]
+_pass_counter = itertools.count(1).__next__
 
 
 def _backprop(roots, seeds, retain_graph, create_graph, targets):
-    """Run every VJP once, in a topological order of the reversed graph (Kahn's algorithm).
+    """Run every VJP once, each with its gradient summed over all consumers, in one pass.
 
-    Pass 1 walks the graph iteratively (no recursion: a chain of 1e6 ops is fine) and counts, for
-    each node, the edges to its consumers. Pass 2 pops a node only when all its consumers have sent
-    their gradient, so each node's in-flowing gradient is the complete sum over its fan-out. A
-    processed node releases its saved arrays at once (unless retain_graph): memory stays bounded.
+    Nodes are run in reverse creation order (`Node.seq`; torch's engine orders its ready queue the
+    same way). A node is created after its inputs, so every consumer of a node has a larger seq:
+    when a max-heap of the nodes that have received some gradient pops a node, every consumer that
+    can reach it from the roots has already run and sent its share. That is a topological order
+    of the reversed graph with no recursion (a chain of 1e6 ops is fine) and no separate pass to
+    count consumers. A node releases its saved arrays as soon as it has run (unless retain_graph):
+    memory stays bounded.
 
     Returns {id(leaf): [leaf, grad, owned]} for the leaves reached, plus, when `targets` is a
     set of ids, the complete gradients of non-leaf targets under the same keys.
     """
-    _pass_counter[0] += 1
-    this_pass = _pass_counter[0]
-    stack = []
-    for root in roots:
-        node = root._node
-        if node is not None and node.visit != this_pass:
-            node.visit, node.pending, node.grad, node.grad_owned = this_pass, 0, None, False
-            stack.append(node)
-    while stack:
-        node = stack.pop()
-        if node.inputs is None:
-            raise GraphError(f"backward through op '{node.spec.name}' whose graph was already freed by an "
-                             "earlier backward; pass retain_graph=True to the first backward to go twice")
-        inputs = node.inputs
-        for i in node.edges:
-            child = inputs[i]._node
-            if child is not None:
-                if child.visit != this_pass:
-                    child.visit, child.pending, child.grad, child.grad_owned = this_pass, 0, None, False
-                    stack.append(child)
-                child.pending += 1
-
+    this_pass = _pass_counter()
+    last_change = _last_change[0]
     results = {}
-    ready = []
+    heap = []
     for root, seed in zip(roots, seeds):
-        _send(root, seed, False, results, ready, create_graph, count=False)
-    for root in roots:
         node = root._node
-        if node is not None and node.pending == 0 and node.grad is not None and all(r is not root for r in ready):
-            ready.append(root)
+        if node is None:
+            _send(root, seed, False, results, create_graph)
+        elif node.visit != this_pass:
+            node.visit, node.grad, node.grad_owned = this_pass, seed, False
+            heap.append((-node.seq, root))
+        else:
+            node.grad, node.grad_owned = _accumulate(node.grad, node.grad_owned, seed, create_graph)
+    heapq.heapify(heap)
 
     previous_checking = _GradMode.checking
     _GradMode.checking = False
     try:
         with (enable_grad() if create_graph else no_grad()):
             ndarray = np.ndarray
-            pop, push = ready.pop, ready.append
-            while ready:
-                var = pop()
+            pop, push = heapq.heappop, heapq.heappush
+            while heap:
+                var = pop(heap)[1]
                 node = var._node
+                inputs = node.inputs
+                if inputs is None:
+                    raise GraphError(f"backward through op '{node.spec.name}' whose graph was already freed by "
+                                     "an earlier backward; pass retain_graph=True to the first backward to go twice")
                 g = node.grad
                 node.grad = None
                 if targets is not None and id(var) in targets:
                     results[id(var)] = [var, g, node.grad_owned]
-                inputs = node.inputs
-                for inp, version in zip(inputs, node.versions):
-                    if version is not None and inp._version != version:
-                        _raise_stale(node, inp, version)
+                if node.seq < last_change:               # recorded before an in-place change
+                    for inp, version in zip(inputs, node.versions):
+                        if version is not None and inp._version != version:
+                            _raise_stale(node, inp, version)
                 if create_graph:
                     args, out = inputs, var
                 else:
@@ -356,20 +361,16 @@ def _backprop(roots, seeds, retain_graph, create_graph, targets):
                     if (create_graph or type(gi) is not ndarray or gi.shape != data.shape
                             or (gi.dtype is not data.dtype and gi.dtype != data.dtype)):
                         gi = _fit_gradient(gi, inp, node, i, create_graph)
+                    # a fresh buffer (not g itself, not a view) may later be accumulated into in place
+                    owned = not create_graph and gi is not g and gi.base is None
                     child = inp._node
                     if child is None:
-                        _send(inp, gi, not create_graph and gi is not g and gi.base is None, results, ready,
-                              create_graph, True)
-                        continue
-                    if child.grad is None:
-                        child.grad = gi
-                        # a fresh buffer (not g itself, not a view) may later be accumulated into in place
-                        child.grad_owned = not create_graph and gi is not g and gi.base is None
+                        _send(inp, gi, owned, results, create_graph)
+                    elif child.visit != this_pass:
+                        child.visit, child.grad, child.grad_owned = this_pass, gi, owned
+                        push(heap, (-child.seq, inp))
                     else:
                         child.grad, child.grad_owned = _accumulate(child.grad, child.grad_owned, gi, create_graph)
-                    child.pending -= 1
-                    if child.pending == 0:
-                        push(inp)
                 if not retain_graph:
                     node.inputs = node.datas = node.edges = node.versions = None
     finally:
@@ -377,24 +378,13 @@ def _backprop(roots, seeds, retain_graph, create_graph, targets):
     return results
 
 
-def _send(var, g, owned, results, ready, create_graph, count):
-    """Add gradient g into var: a leaf collects it in `results`, a node in its pending sum."""
-    node = var._node
-    if node is None:
-        entry = results.get(id(var))
-        if entry is None:
-            results[id(var)] = [var, g, owned]
-        else:
-            entry[1], entry[2] = _accumulate(entry[1], entry[2], g, create_graph)
-        return
-    if node.grad is None:
-        node.grad, node.grad_owned = g, owned
+def _send(leaf, g, owned, results, create_graph):
+    """Add gradient g into a leaf's entry in `results` (summed over the leaf's consumers)."""
+    entry = results.get(id(leaf))
+    if entry is None:
+        results[id(leaf)] = [leaf, g, owned]
     else:
-        node.grad, node.grad_owned = _accumulate(node.grad, node.grad_owned, g, create_graph)
-    if count:
-        node.pending -= 1
-        if node.pending == 0:
-            ready.append(var)
+        entry[1], entry[2] = _accumulate(entry[1], entry[2], g, create_graph)
 
 
 def _accumulate(total, total_owned, g, create_graph):

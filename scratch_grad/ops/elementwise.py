@@ -154,7 +154,13 @@ def _pow_vjp_base(g, out, x, y):
         return where(_raw(y) == 0, 0.0, g * y * x ** (y - 1))
 
 
-power = _binary("pow", np.power, _pow_vjp_base, _pow_vjp_exponent, torch.pow,
+def _pow_forward(x, y):
+    # ndarray ** scalar takes NumPy's fast paths (x ** 2 is a square, x ** 0.5 a sqrt); np.power
+    # does not. Two Python scalars go through np.power (Python's ** gives a complex for (-8) ** (1/3))
+    return x ** y if type(x) is np.ndarray else np.power(x, y)
+
+
+power = _binary("pow", _pow_forward, _pow_vjp_base, _pow_vjp_exponent, torch.pow,
                 (POSITIVE, REAL))
 
 

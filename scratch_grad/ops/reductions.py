@@ -4,7 +4,7 @@ from .lazy_torch import torch
 
 from .elementwise import _raw, exp, sqrt, where
 from .registry import NONZERO, REAL, OpSpec, register
-from .shape import broadcast_to, reshape
+from .shape import _broadcast_forward, broadcast_to, reshape
 
 
 def _axes(ndim, axis):
@@ -29,6 +29,8 @@ def _count(shape, axis):
 def _expand(g, x, axis):
     """Broadcast a reduction's gradient (kept dims or not) back to the shape of x."""
     shape = _raw(x).shape
+    if type(g) is np.ndarray:                     # a plain backward: skip the ops' dispatch
+        return _broadcast_forward(g if axis is None else g.reshape(_kept_shape(shape, axis)), shape)
     return broadcast_to(reshape(g, _kept_shape(shape, axis)), shape)
 
 
@@ -45,7 +47,7 @@ def _reduction(name, forward, vjp, reference, domain=REAL, **flags):
     return register(OpSpec(name, forward, (vjp,), reference, (domain,), "reduction", **flags))
 
 
-sum = _reduction("sum", lambda x, axis=None, keepdims=False: np.sum(x, axis=axis, keepdims=keepdims),
+sum = _reduction("sum", lambda x, axis=None, keepdims=False: np.add.reduce(np.asarray(x), axis=axis, keepdims=keepdims),
                  lambda g, out, x, axis=None, keepdims=False: _expand(g, x, axis),
                  lambda x, axis=None, keepdims=False: torch.sum(x, dim=_torch_dims(x, axis), keepdim=keepdims))
 

@@ -84,7 +84,9 @@ class OpSpec:
 
     def check_domain(self, datas, out):
         """Raise DomainError when a restricted-domain op turned non-NaN inputs into NaN."""
-        if out.dtype.kind != "f" or not np.isnan(out).any():
+        # a sum is NaN if any element is (one reduction, cheaper than isnan().any()); it is also NaN
+        # for +inf + -inf with no NaN, so a NaN sum is confirmed elementwise
+        if out.dtype.kind != "f" or not math.isnan(np.add.reduce(out, axis=None)) or not np.isnan(out).any():
             return
         for i, (d, dom) in enumerate(zip(datas, self.domain)):
             d = np.asarray(d)

@@ -1,4 +1,6 @@
 """Shape ops: the VJP of each is another shape op applied to g (so all are twice differentiable)."""
+import math
+
 import numpy as np
 from .lazy_torch import torch
 
@@ -56,7 +58,7 @@ def _broadcast_forward(x, shape):
     # in Python; large ones stay zero-copy views
     x = np.asarray(x)
     shape = tuple(shape)
-    if int(np.prod(shape)) > 65536:
+    if math.prod(shape) > 65536:
         return np.broadcast_to(x, shape)
     if x.ndim > len(shape):
         raise ValueError(f"cannot broadcast shape {x.shape} to the smaller rank shape {shape}")

@@ -238,11 +238,11 @@ def _accumulate_overwrite(total, total_owned, g, create_graph):
 def _send_overwrite_at_leaves():
     original = engine._send
 
-    def send(var, g, owned, results, ready, create_graph, count):
-        if var._node is None and id(var) in results:
-            results[id(var)] = [var, g, False]       # overwrite the leaf's gradient gathered so far
+    def send(leaf, g, owned, results, create_graph):
+        if id(leaf) in results:
+            results[id(leaf)] = [leaf, g, False]     # overwrite the leaf's gradient gathered so far
             return
-        original(var, g, owned, results, ready, create_graph, count)
+        original(leaf, g, owned, results, create_graph)
     return send
 
 
