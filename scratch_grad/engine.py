@@ -92,10 +92,12 @@ class Variable:
 
     `data` is read-only: arrays saved for backward can never change silently. Replace it with
     `x.data = new` or change it with the in-place methods (`sub_`, `add_`, `mul_`, `zero_`,
-    `x[i] = v`); both bump a version counter that backward checks, like torch.
+    `x[i] = v`); both bump a version counter that backward checks, like torch. A Variable that
+    allocated its own array (a leaf: parameters) keeps it writable as `_base` and shows a
+    read-only view as `data`, so in-place updates write straight into it.
     """
 
-    __slots__ = ("_data", "grad", "requires_grad", "_node", "_version", "__weakref__")
+    __slots__ = ("_data", "_base", "grad", "requires_grad", "_node", "_version", "__weakref__")
     __array_ufunc__ = None  # make `ndarray * Variable` call Variable.__rmul__, not a ufunc loop
 
     def __init__(self, data, requires_grad=False, dtype=None):
@@ -111,8 +113,8 @@ class Variable:
         if requires_grad and array.dtype.kind != "f":
             raise DTypeError(f"Variable: only floating-point data can require grad, got {array.dtype} "
                              f"array of shape {array.shape}; pass floats or dtype=np.float64")
-        array.flags.writeable = False
-        self._data = array
+        self._base = array
+        self._data = _read_only_view(array)
         self.grad = None
         self.requires_grad = bool(requires_grad)
         self._node = None
@@ -128,47 +130,54 @@ class Variable:
         array = np.array(value._data if isinstance(value, Variable) else value, copy=True)
         if self.requires_grad and array.dtype.kind != "f":
             raise DTypeError(f"Variable.data: a Variable that requires grad needs float data, got {array.dtype}")
-        array.flags.writeable = False
-        self._data = array
+        self._base = array
+        self._data = _read_only_view(array)
         self._version += 1
         _last_change[0] = _next_seq()
 
-    def _modify_in_place(self, fn):
-        """Apply fn(writable_array) and bump the version so stale graphs fail at backward."""
-        array = self._data
-        try:
-            array.flags.writeable = True          # fails on views of read-only bases: copy those
-        except ValueError:
-            array = array.copy()
-        fn(array)
-        array.flags.writeable = False
-        self._data = array
+    def _writable(self):
+        """The writable array behind `data` (made once: a copy for an op's output, which may share
+        memory with its inputs). In-place methods write into it and then call `_changed`."""
+        if self._base is None:
+            self._base = self._data.copy()
+            self._data = _read_only_view(self._base)
+        return self._base
+
+    def _changed(self):
+        """Bump the version so graphs that saved the old data fail at backward."""
         self._version += 1
         _last_change[0] = _next_seq()
         return self
 
+    def _in_place(self, ufunc, other, name):
+        base = self._base if self._base is not None else self._writable()
+        value = other._data if isinstance(other, Variable) else other
+        try:
+            ufunc(base, value, out=base)
+        except (TypeError, ValueError) as exc:   # numpy's message, with the Variable's shape and dtype
+            error = DTypeError if isinstance(exc, TypeError) else ShapeError
+            raise error(f"{name}: cannot update {describe(self)} in place with {describe(value)}: {exc}") from None
+        return self._changed()
+
     def add_(self, other):
-        other = other._data if isinstance(other, Variable) else other
-        return self._modify_in_place(lambda a: np.add(a, other, out=a))
+        return self._in_place(np.add, other, "add_")
 
     def sub_(self, other):
-        other = other._data if isinstance(other, Variable) else other
-        return self._modify_in_place(lambda a: np.subtract(a, other, out=a))
+        return self._in_place(np.subtract, other, "sub_")
 
     def mul_(self, other):
-        other = other._data if isinstance(other, Variable) else other
-        return self._modify_in_place(lambda a: np.multiply(a, other, out=a))
+        return self._in_place(np.multiply, other, "mul_")
 
     def zero_(self):
-        return self._modify_in_place(lambda a: a.fill(0))
+        self._writable().fill(0)
+        return self._changed()
 
     def __setitem__(self, index, value):
         value = value._data if isinstance(value, Variable) else value
         index = index._data if isinstance(index, Variable) else index
 
-        def assign(a):
-            a[index] = value
-        return self._modify_in_place(assign)
+        self._writable()[index] = value
+        return self._changed()
 
     @property
     def shape(self):
@@ -281,7 +290,9 @@ def _seed_gradient(output, gradient, create_graph, where):
         if data.size != 1:
             raise GraphError(f"{where}: the output has {describe(output)}; a gradient can be implied only "
                              "for a single-element output. Pass gradient=<array of the output's shape>")
-        seed = np.ones_like(data)
+        seed = _ONES.get((data.shape, data.dtype))
+        if seed is None:
+            seed = _ONES[data.shape, data.dtype] = _read_only_view(np.ones(data.shape, data.dtype))
     else:
         seed = gradient._data if isinstance(gradient, Variable) else np.asarray(gradient)
         if seed.shape != data.shape:
@@ -296,6 +307,7 @@ def _seed_gradient(output, gradient, create_graph, where):
 
 
 _pass_counter = itertools.count(1).__next__
+_ONES = {}   # the implied seed of a single-element output, per (shape, dtype); read-only, never owned
 
 
 def _backprop(roots, seeds, retain_graph, create_graph, targets):
@@ -418,7 +430,7 @@ def _fit_gradient(gi, inp, node, i, create_graph):
     target = inp._data
     if shape != target.shape:
         try:
-            gi = sum_to(gi, target.shape)
+            gi = sum_to(gi, target.shape) if create_graph else _sum_to_array(gi, target.shape)
         except ShapeError:
             raise ShapeError(f"VJP of op '{node.spec.name}' for input {i} returned a gradient of shape {shape}, "
                              f"which does not reduce to the input's shape {target.shape}") from None
@@ -503,6 +515,7 @@ def apply(spec, args, params):
 def _new_variable(array, node):
     out = _object_new(Variable)
     out._data = array
+    out._base = None
     out.grad = None
     out.requires_grad = node is not None
     out._node = node
@@ -511,6 +524,12 @@ def _new_variable(array, node):
 
 
 _object_new = object.__new__
+
+
+def _read_only_view(array):
+    view = array.view()
+    view.flags.writeable = False
+    return view
 
 
 def _forward_error(spec, args, params, exc):

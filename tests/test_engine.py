@@ -138,6 +138,28 @@ def test_in_place_change_of_a_saved_input_is_detected():
         z.backward()
 
 
+def test_in_place_updates_write_through_and_never_touch_another_variables_data():
+    w = sg.Variable([1.0, 2.0, 3.0], requires_grad=True)
+    seen = w.data                                   # read-only view of the parameter's own buffer
+    w.sub_(np.array([1.0, 1.0, 1.0])).mul_(2.0).add_(sg.Variable([0.5, 0.5, 0.5]))
+    np.testing.assert_array_equal(seen, [0.5, 2.5, 4.5])
+    assert not w.data.flags.writeable and w._version == 3
+    view = w.reshape(3)                             # an op output sharing w's memory
+    view.zero_()
+    np.testing.assert_array_equal(w.data, [0.5, 2.5, 4.5])
+    np.testing.assert_array_equal(view.data, [0.0, 0.0, 0.0])
+
+
+def test_bad_in_place_updates_name_the_method_shapes_and_dtypes():
+    w = sg.Variable([1.0, 2.0, 3.0], requires_grad=True)
+    with pytest.raises(sg.ShapeError, match=r"sub_: cannot update shape \(3,\) float64 in place with shape \(2,\)"):
+        w.sub_(np.ones(2))
+    counts = sg.Variable(np.array([1, 2]))
+    with pytest.raises(sg.DTypeError, match=r"add_: cannot update shape \(2,\) int64 in place with shape \(2,\) float64"):
+        counts.add_(np.array([0.5, 0.5]))
+    assert w._version == 0 and counts._version == 0   # a failed update changes nothing
+
+
 def test_raw_writable_arrays_are_saved_by_value():
     w = sg.Variable(rand(3), requires_grad=True)
     constant = np.array([1.0, 2.0, 3.0])
