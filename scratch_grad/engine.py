@@ -339,54 +339,54 @@ def _backprop(roots, seeds, retain_graph, create_graph, targets):
             node.grad, node.grad_owned = _accumulate(node.grad, node.grad_owned, seed, create_graph)
     heapq.heapify(heap)
 
-    previous_checking = _GradMode.checking
+    previous_checking, previous_enabled = _GradMode.checking, _GradMode.enabled
     _GradMode.checking = False
+    _GradMode.enabled = create_graph     # VJPs record a graph only for create_graph
     try:
-        with (enable_grad() if create_graph else no_grad()):
-            ndarray = np.ndarray
-            pop, push = heapq.heappop, heapq.heappush
-            while heap:
-                var = pop(heap)[1]
-                node = var._node
-                inputs = node.inputs
-                if inputs is None:
-                    raise GraphError(f"backward through op '{node.spec.name}' whose graph was already freed by "
-                                     "an earlier backward; pass retain_graph=True to the first backward to go twice")
-                g = node.grad
-                node.grad = None
-                if targets is not None and id(var) in targets:
-                    results[id(var)] = [var, g, node.grad_owned]
-                if node.seq < last_change:               # recorded before an in-place change
-                    for inp, version in zip(inputs, node.versions):
-                        if version is not None and inp._version != version:
-                            _raise_stale(node, inp, version)
-                if create_graph:
-                    args, out = inputs, var
+        ndarray = np.ndarray
+        pop, push = heapq.heappop, heapq.heappush
+        while heap:
+            var = pop(heap)[1]
+            node = var._node
+            inputs = node.inputs
+            if inputs is None:
+                raise GraphError(f"backward through op '{node.spec.name}' whose graph was already freed by "
+                                 "an earlier backward; pass retain_graph=True to the first backward to go twice")
+            g = node.grad
+            node.grad = None
+            if targets is not None and id(var) in targets:
+                results[id(var)] = [var, g, node.grad_owned]
+            if node.seq < last_change:               # recorded before an in-place change
+                for inp, version in zip(inputs, node.versions):
+                    if version is not None and inp._version != version:
+                        _raise_stale(node, inp, version)
+            if create_graph:
+                args, out = inputs, var
+            else:
+                args, out = node.datas, var._data
+            params = node.params
+            vjps = node.vjps
+            for i in node.edges:
+                inp = inputs[i]
+                gi = vjps[i](g, out, *args, **params) if params else vjps[i](g, out, *args)
+                data = inp._data
+                if (create_graph or type(gi) is not ndarray or gi.shape != data.shape
+                        or (gi.dtype is not data.dtype and gi.dtype != data.dtype)):
+                    gi = _fit_gradient(gi, inp, node, i, create_graph)
+                # a fresh buffer (not g itself, not a view) may later be accumulated into in place
+                owned = not create_graph and gi is not g and gi.base is None
+                child = inp._node
+                if child is None:
+                    _send(inp, gi, owned, results, create_graph)
+                elif child.visit != this_pass:
+                    child.visit, child.grad, child.grad_owned = this_pass, gi, owned
+                    push(heap, (-child.seq, inp))
                 else:
-                    args, out = node.datas, var._data
-                params = node.params
-                vjps = node.vjps
-                for i in node.edges:
-                    inp = inputs[i]
-                    gi = vjps[i](g, out, *args, **params) if params else vjps[i](g, out, *args)
-                    data = inp._data
-                    if (create_graph or type(gi) is not ndarray or gi.shape != data.shape
-                            or (gi.dtype is not data.dtype and gi.dtype != data.dtype)):
-                        gi = _fit_gradient(gi, inp, node, i, create_graph)
-                    # a fresh buffer (not g itself, not a view) may later be accumulated into in place
-                    owned = not create_graph and gi is not g and gi.base is None
-                    child = inp._node
-                    if child is None:
-                        _send(inp, gi, owned, results, create_graph)
-                    elif child.visit != this_pass:
-                        child.visit, child.grad, child.grad_owned = this_pass, gi, owned
-                        push(heap, (-child.seq, inp))
-                    else:
-                        child.grad, child.grad_owned = _accumulate(child.grad, child.grad_owned, gi, create_graph)
-                if not retain_graph:
-                    node.inputs = node.datas = node.edges = node.versions = None
+                    child.grad, child.grad_owned = _accumulate(child.grad, child.grad_owned, gi, create_graph)
+            if not retain_graph:
+                node.inputs = node.datas = node.edges = node.versions = None
     finally:
-        _GradMode.checking = previous_checking
+        _GradMode.checking, _GradMode.enabled = previous_checking, previous_enabled
     return results
 
 

@@ -351,3 +351,21 @@ def test_vjp_returning_a_wrong_shape_is_reported_with_the_op():
     with pytest.raises(sg.ShapeError, match=r"VJP of op 'bad_shape_op' for input 0 .*\(7,\).*\(3,\)"):
         bad(x).sum().backward()
 
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigmoid_on_large_arrays_matches_expit_to_a_few_ulps_with_no_overflow_warning(dtype):
+    # arrays of 512+ elements take the vectorized 1/(1+e^-x) path (the parity suite samples small ones)
+    import warnings
+    import scipy.special
+    x = np.concatenate([np.linspace(-800, 800, 4001), [-np.inf, np.inf, 0.0]]).astype(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = sg.sigmoid(sg.Variable(x, requires_grad=True))
+    expected = scipy.special.expit(x)
+    tiny = np.finfo(dtype).tiny                      # below it expit gives subnormals, the formula 0
+    normal = expected >= tiny
+    np.testing.assert_array_max_ulp(out.data[normal], expected[normal], maxulp=4)
+    assert np.all(out.data[~normal] <= tiny) and out.dtype == dtype
+    reference = torch.sigmoid(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(out.data[normal], reference[normal], rtol=4 * np.finfo(dtype).eps)

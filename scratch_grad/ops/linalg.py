@@ -55,7 +55,7 @@ def _matmul_vjp_y(g, out, x, y):
 
 
 def _matmul_forward(x, y):
-    if np.ndim(x) == 0 or np.ndim(y) == 0:
+    if getattr(x, "ndim", 0) == 0 or getattr(y, "ndim", 0) == 0:
         raise ValueError("matmul needs arrays of at least 1 dimension (use mul for scalars)")
     return np.matmul(x, y)
 
