@@ -33,6 +33,8 @@ def _transpose_method(self, *axes):
 
 def _reduction_method(fn):
     def method(self, axis=None, keepdims=False, **params):
+        if axis is None and not keepdims and not params:
+            return fn(self)                   # the defaults: no params to record or unpack
         return fn(self, axis=axis, keepdims=keepdims, **params)
     method.__name__ = fn.__name__
     return method
