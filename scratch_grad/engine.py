@@ -2,7 +2,7 @@
 
 Design (HIPS autograd's): every op is one registry entry whose forward and VJPs are written with
 NumPy operators and scratch_grad functions. Called on raw ndarrays those functions run NumPy at full
-speed; called on Variables they record a Node. Backprop hands VJPs raw arrays, or Variables when
+speed; called on Variables they record the op on their result. Backprop hands VJPs raw arrays, or Variables when
 `create_graph=True`, so the gradient is itself differentiable (grad-of-grad) with no extra code.
 """
 from __future__ import annotations
@@ -52,35 +52,6 @@ def is_grad_enabled():
     return _GradMode.enabled
 
 
-class Node:
-    """What an op recorded: its spec, inputs as given, their raw data and params.
-
-    `seq` is the node's creation number: a node is always made after its inputs' nodes, so
-    creation order is a topological order of the graph and backprop runs nodes in reverse `seq`.
-    `edges` lists the indices of the inputs a gradient flows to; `versions` the data version of
-    each input (None for constants), checked at backward. Both hold only ints, so the cyclic GC
-    stops tracking them: a long graph costs the collector two objects per op, which keeps
-    forward time per node flat on chains of a million ops. During a backward pass, `grad` is the
-    in-flowing gradient summed so far and `grad_owned` says whether that buffer may be
-    accumulated into in place (it is neither a view of nor identical to another gradient);
-    `visit` marks the pass that last reached the node (grad is stale if it is not this pass).
-    """
-
-    __slots__ = ("spec", "vjps", "inputs", "datas", "params", "edges", "versions", "seq", "grad",
-                 "grad_owned", "visit")
-
-    def __init__(self, spec, vjps, inputs, datas, params, edges, versions):
-        self.spec = spec
-        self.vjps = vjps
-        self.inputs = inputs
-        self.datas = datas
-        self.params = params
-        self.edges = edges
-        self.versions = versions
-        self.seq = _next_seq()
-        self.visit = 0          # grad and grad_owned are set when a backward pass reaches it
-
-
 _next_seq = itertools.count(1).__next__
 # the seq drawn by the latest in-place change of any Variable's data: a node with a larger seq was
 # recorded after it, so its inputs still hold the versions it saved and backward skips its check
@@ -95,9 +66,21 @@ class Variable:
     `x[i] = v`); both bump a version counter that backward checks, like torch. A Variable that
     allocated its own array (a leaf: parameters) keeps it writable as `_base` and shows a
     read-only view as `data`, so in-place updates write straight into it.
+
+    The result of an op is also its graph node (one object per op, not two: less to allocate,
+    and half the objects for the cyclic GC to track on long graphs). It records `_spec` (None
+    for a leaf), `_vjps`, `_inputs` as given, their raw `_datas`, `_params`, `_edges` (indices
+    of the inputs a gradient flows to) and `_versions` (each input's data version, None for
+    constants, checked at backward); edges and versions hold only ints, which the GC does not
+    track. `_seq` is the creation number: an op's result is always made after its inputs, so
+    creation order is topological and backprop runs nodes in reverse `_seq`. During a backward
+    pass `_g` is the in-flowing gradient summed so far, `_g_owned` says whether that buffer may
+    be accumulated into in place (it is neither a view of nor identical to another gradient),
+    and `_visit` marks the pass that last reached the node (`_g` is stale otherwise).
     """
 
-    __slots__ = ("_data", "_base", "grad", "requires_grad", "_node", "_version", "__weakref__")
+    __slots__ = ("_data", "_base", "grad", "requires_grad", "_version", "_spec", "_vjps", "_inputs", "_datas",
+                 "_params", "_edges", "_versions", "_seq", "_g", "_g_owned", "_visit", "__weakref__")
     __array_ufunc__ = None  # make `ndarray * Variable` call Variable.__rmul__, not a ufunc loop
 
     def __init__(self, data, requires_grad=False, dtype=None):
@@ -117,7 +100,7 @@ class Variable:
         self._data = _read_only_view(array)
         self.grad = None
         self.requires_grad = bool(requires_grad)
-        self._node = None
+        self._spec = None
         self._version = 0
 
     # ---- data access ------------------------------------------------------------------------
@@ -197,7 +180,7 @@ class Variable:
 
     @property
     def is_leaf(self):
-        return self._node is None
+        return self._spec is None
 
     def numpy(self):
         return self._data
@@ -248,18 +231,18 @@ class Variable:
     def __repr__(self):
         body = np.array2string(self._data, prefix="Variable(")
         flag = ", requires_grad=True" if self.requires_grad else ""
-        op = f", op={self._node.spec.name}" if self._node is not None else ""
+        op = f", op={self._spec.name}" if self._spec is not None else ""
         return f"Variable({body}{flag}{op})"
 
     # ---- graph --------------------------------------------------------------------------------
     def detach(self):
         """The same data (shared, read-only) with no history and no grad."""
-        return _new_variable(self._data, None)
+        return _new_variable(self._data)
 
     def requires_grad_(self, flag=True):
         if flag and self._data.dtype.kind != "f":
             raise DTypeError(f"requires_grad_: only floating-point data can require grad, got {self._data.dtype}")
-        if not flag and self._node is not None:
+        if not flag and self._spec is not None:
             raise GraphError("requires_grad_(False) on a non-leaf Variable; use detach()")
         self.requires_grad = bool(flag)
         return self
@@ -302,7 +285,7 @@ def _seed_gradient(output, gradient, create_graph, where):
         if seed.dtype != data.dtype:
             seed = seed.astype(data.dtype)
     if create_graph:
-        return gradient if isinstance(gradient, Variable) else _new_variable(seed, None)
+        return gradient if isinstance(gradient, Variable) else _new_variable(seed)
     return seed
 
 
@@ -313,7 +296,7 @@ _ONES = {}   # the implied seed of a single-element output, per (shape, dtype); 
 def _backprop(roots, seeds, retain_graph, create_graph, targets):
     """Run every VJP once, each with its gradient summed over all consumers, in one pass.
 
-    Nodes are run in reverse creation order (`Node.seq`; torch's engine orders its ready queue the
+    Nodes are run in reverse creation order (`Variable._seq`; torch's engine orders its ready queue the
     same way). A node is created after its inputs, so every consumer of a node has a larger seq:
     when a max-heap of the nodes that have received some gradient pops a node, every consumer that
     can reach it from the roots has already run and sent its share. That is a topological order
@@ -329,14 +312,13 @@ def _backprop(roots, seeds, retain_graph, create_graph, targets):
     results = {}
     heap = []
     for root, seed in zip(roots, seeds):
-        node = root._node
-        if node is None:
+        if root._spec is None:
             _send(root, seed, False, results, create_graph)
-        elif node.visit != this_pass:
-            node.visit, node.grad, node.grad_owned = this_pass, seed, False
-            heap.append((-node.seq, root))
+        elif root._visit != this_pass:
+            root._visit, root._g, root._g_owned = this_pass, seed, False
+            heap.append((-root._seq, root))
         else:
-            node.grad, node.grad_owned = _accumulate(node.grad, node.grad_owned, seed, create_graph)
+            root._g, root._g_owned = _accumulate(root._g, root._g_owned, seed, create_graph)
     heapq.heapify(heap)
 
     previous_checking, previous_enabled = _GradMode.checking, _GradMode.enabled
@@ -346,27 +328,26 @@ def _backprop(roots, seeds, retain_graph, create_graph, targets):
         ndarray = np.ndarray
         pop, push = heapq.heappop, heapq.heappush
         while heap:
-            var = pop(heap)[1]
-            node = var._node
-            inputs = node.inputs
+            node = pop(heap)[1]
+            inputs = node._inputs
             if inputs is None:
-                raise GraphError(f"backward through op '{node.spec.name}' whose graph was already freed by "
+                raise GraphError(f"backward through op '{node._spec.name}' whose graph was already freed by "
                                  "an earlier backward; pass retain_graph=True to the first backward to go twice")
-            g = node.grad
-            node.grad = None
-            if targets is not None and id(var) in targets:
-                results[id(var)] = [var, g, node.grad_owned]
-            if node.seq < last_change:               # recorded before an in-place change
-                for inp, version in zip(inputs, node.versions):
+            g = node._g
+            node._g = None
+            if targets is not None and id(node) in targets:
+                results[id(node)] = [node, g, node._g_owned]
+            if node._seq < last_change:              # recorded before an in-place change
+                for inp, version in zip(inputs, node._versions):
                     if version is not None and inp._version != version:
                         _raise_stale(node, inp, version)
             if create_graph:
-                args, out = inputs, var
+                args, out = inputs, node
             else:
-                args, out = node.datas, var._data
-            params = node.params
-            vjps = node.vjps
-            for i in node.edges:
+                args, out = node._datas, node._data
+            params = node._params
+            vjps = node._vjps
+            for i in node._edges:
                 inp = inputs[i]
                 gi = vjps[i](g, out, *args, **params) if params else vjps[i](g, out, *args)
                 data = inp._data
@@ -375,16 +356,15 @@ def _backprop(roots, seeds, retain_graph, create_graph, targets):
                     gi = _fit_gradient(gi, inp, node, i, create_graph)
                 # a fresh buffer (not g itself, not a view) may later be accumulated into in place
                 owned = not create_graph and gi is not g and gi.base is None
-                child = inp._node
-                if child is None:
+                if inp._spec is None:
                     _send(inp, gi, owned, results, create_graph)
-                elif child.visit != this_pass:
-                    child.visit, child.grad, child.grad_owned = this_pass, gi, owned
-                    push(heap, (-child.seq, inp))
+                elif inp._visit != this_pass:
+                    inp._visit, inp._g, inp._g_owned = this_pass, gi, owned
+                    push(heap, (-inp._seq, inp))
                 else:
-                    child.grad, child.grad_owned = _accumulate(child.grad, child.grad_owned, gi, create_graph)
+                    inp._g, inp._g_owned = _accumulate(inp._g, inp._g_owned, gi, create_graph)
             if not retain_graph:
-                node.inputs = node.datas = node.edges = node.versions = None
+                node._inputs = node._datas = node._edges = node._versions = None
     finally:
         _GradMode.checking, _GradMode.enabled = previous_checking, previous_enabled
     return results
@@ -409,9 +389,9 @@ def _accumulate(total, total_owned, g, create_graph):
 
 
 def _raise_stale(node, inp, version):
-    index = next(i for i, a in enumerate(node.inputs) if a is inp)
+    index = next(i for i, a in enumerate(node._inputs) if a is inp)
     raise GraphError(
-        f"op '{node.spec.name}': input {index} ({describe(inp)}) was modified in place after it was "
+        f"op '{node._spec.name}': input {index} ({describe(inp)}) was modified in place after it was "
         f"used (version {version} -> {inp._version}); its saved value is stale and the gradient "
         "would be wrong. Modify it after backward, or use a copy")
 
@@ -421,7 +401,7 @@ def _fit_gradient(gi, inp, node, i, create_graph):
     for every op (the one place broadcasting is undone)."""
     if create_graph:
         if not isinstance(gi, Variable):
-            gi = _new_variable(np.asarray(gi), None)
+            gi = _new_variable(np.asarray(gi))
         shape, dtype = gi._data.shape, gi._data.dtype
     else:
         if type(gi) is not np.ndarray:
@@ -432,7 +412,7 @@ def _fit_gradient(gi, inp, node, i, create_graph):
         try:
             gi = sum_to(gi, target.shape) if create_graph else _sum_to_array(gi, target.shape)
         except ShapeError:
-            raise ShapeError(f"VJP of op '{node.spec.name}' for input {i} returned a gradient of shape {shape}, "
+            raise ShapeError(f"VJP of op '{node._spec.name}' for input {i} returned a gradient of shape {shape}, "
                              f"which does not reduce to the input's shape {target.shape}") from None
     if dtype != target.dtype:
         gi = _cast(gi, target.dtype)
@@ -471,7 +451,7 @@ def _cast(x, dtype):
 # ---- applying an op ------------------------------------------------------------------------------
 
 def apply(spec, args, params):
-    """Run spec's forward on args (Variables, arrays, scalars) and record a Node if a grad is needed."""
+    """Run spec's forward on args (Variables, arrays, scalars) and record the op if a grad is needed."""
     datas = []
     versions = []
     edges = []
@@ -508,18 +488,39 @@ def apply(spec, args, params):
                     datas[k] = d.copy()
         if spec.variadic:
             vjps = spec.vjps_for(len(args))
-        return _new_variable(out, Node(spec, vjps, args, tuple(datas), params, tuple(edges), tuple(versions)))
-    return _new_variable(out, None)
+        return _record(out, spec, vjps, args, tuple(datas), params, tuple(edges), tuple(versions))
+    return _new_variable(out)
 
 
-def _new_variable(array, node):
+def _new_variable(array):
+    """A Variable with no history (a result that needs no gradient)."""
     out = _object_new(Variable)
     out._data = array
     out._base = None
     out.grad = None
-    out.requires_grad = node is not None
-    out._node = node
+    out.requires_grad = False
+    out._spec = None
     out._version = 0
+    return out
+
+
+def _record(array, spec, vjps, inputs, datas, params, edges, versions):
+    """The result of an op that needs a gradient: a Variable that is also the op's graph node."""
+    out = _object_new(Variable)
+    out._data = array
+    out._base = None
+    out.grad = None
+    out.requires_grad = True
+    out._version = 0
+    out._spec = spec
+    out._vjps = vjps
+    out._inputs = inputs
+    out._datas = datas
+    out._params = params
+    out._edges = edges
+    out._versions = versions
+    out._seq = _next_seq()
+    out._visit = 0
     return out
 
 

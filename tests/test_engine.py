@@ -218,7 +218,7 @@ def test_no_grad_detach_and_requires_grad_propagation():
         y = x * 2.0
         with sg.enable_grad():
             assert (x * 2.0).requires_grad
-    assert not y.requires_grad and y._node is None
+    assert not y.requires_grad and y.is_leaf
     d = x.detach()
     assert not d.requires_grad and np.shares_memory(d.data, x.data)
     (x * d).sum().backward()

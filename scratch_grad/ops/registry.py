@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..engine import Node, Variable, _forward_error, _GradMode, _new_variable, apply
+from ..engine import Variable, _forward_error, _GradMode, _new_variable, _record, apply
 from ..errors import DomainError, ScratchGradError
 
 KINDS = ("elementwise", "binary", "reduction", "matmul", "shape", "indexing", "nn")
@@ -172,9 +172,9 @@ def make_function(spec):
         if x.requires_grad and _GradMode.enabled:
             vjps = spec.vjps
             if vjps[0] is not None:
-                return _new_variable(out, Node(spec, vjps, (x,), (data,), params or _NO_PARAMS, _FIRST,
-                                                 (x._version,) if x._version else _VERSION_ZERO))
-        return _new_variable(out, None)
+                return _record(out, spec, vjps, (x,), (data,), params or _NO_PARAMS, _FIRST,
+                               (x._version,) if x._version else _VERSION_ZERO)
+        return _new_variable(out)
 
     def binary_op(x, y, *rest, **params):
         if rest:
@@ -209,9 +209,8 @@ def make_function(spec):
                         x_data = x.copy()
                     if not y_var and type(y) is ndarray and y.flags.writeable:
                         y_data = y.copy()
-                return _new_variable(out, Node(spec, vjps, (x, y), (x_data, y_data), params or _NO_PARAMS, edges,
-                                               versions))
-        return _new_variable(out, None)
+                return _record(out, spec, vjps, (x, y), (x_data, y_data), params or _NO_PARAMS, edges, versions)
+        return _new_variable(out)
 
     chosen = {1: unary_op, 2: binary_op}.get(spec.arity, op)
     chosen.__name__ = chosen.__qualname__ = spec.name

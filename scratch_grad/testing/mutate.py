@@ -225,7 +225,7 @@ def _fit_gradient_mutant(op, reduce):
 
     def fit(gi, inp, node, i, create_graph):
         target = inp._data.shape
-        if node.spec.name == op and np.shape(_raw(gi)) != target:
+        if node._spec.name == op and np.shape(_raw(gi)) != target:
             gi = reduce(gi, target)
         return original(gi, inp, node, i, create_graph)
     return fit

@@ -250,19 +250,18 @@ def trace(fn, inputs):
     stack = [(out, False) for out in reversed(outputs)]
     while stack:
         var, expanded = stack.pop()
-        if id(var) in step_index or id(var) in leaf_index or var._node is None:
+        if id(var) in step_index or id(var) in leaf_index or var.is_leaf:
             continue
-        node = var._node
-        if node.inputs is None:
+        if var._inputs is None:
             raise GraphError("check_fn: the function's graph was already freed (it called backward itself)")
         if not expanded:
             stack.append((var, True))
-            for inp in reversed(node.inputs):
-                if isinstance(inp, Variable) and inp._node is not None and id(inp) not in step_index:
+            for inp in reversed(var._inputs):
+                if isinstance(inp, Variable) and not inp.is_leaf and id(inp) not in step_index:
                     stack.append((inp, False))
             continue
-        args = tuple(argument(inp) for inp in node.inputs)
-        steps.append(Step(node.spec, args, dict(node.params)))
+        args = tuple(argument(inp) for inp in var._inputs)
+        steps.append(Step(var._spec, args, dict(var._params)))
         step_index[id(var)] = len(steps) - 1
     output_steps = []
     for out in outputs:
