@@ -31,7 +31,7 @@ class Settings:
                    chain_budget_seconds=chain_budget_seconds or (1.0 if quick else 15.0))
 
     def chain_repeats(self, length):
-        default = 3 if self.quick else (7 if length <= 10_000 else 5 if length <= 100_000 else 3)
+        default = 3 if self.quick else (7 if length <= 10_000 else 5)
         return min(default, self.repeats)
 
 
