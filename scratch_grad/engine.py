@@ -2,8 +2,9 @@
 
 Design (HIPS autograd's): every op is one registry entry whose forward and VJPs are written with
 NumPy operators and scratch_grad functions. Called on raw ndarrays those functions run NumPy at full
-speed; called on Variables they record the op on their result. Backprop hands VJPs raw arrays, or Variables when
-`create_graph=True`, so the gradient is itself differentiable (grad-of-grad) with no extra code.
+speed; called on Variables they record the op on their result. Backprop hands VJPs raw arrays, or
+Variables when `create_graph=True`, so the gradient is itself differentiable (grad-of-grad) with no
+extra code.
 """
 from __future__ import annotations
 
@@ -115,8 +116,7 @@ class Variable:
             raise DTypeError(f"Variable.data: a Variable that requires grad needs float data, got {array.dtype}")
         self._base = array
         self._data = _read_only_view(array)
-        self._version += 1
-        _last_change[0] = _next_seq()
+        self._changed()
 
     def _writable(self):
         """The writable array behind `data` (made once: a copy for an op's output, which may share
