@@ -163,7 +163,7 @@ def _pow_vjp_base(g, out, x, y):
     # mask also makes the cross derivative d/dy there 0, like torch's, though the exact value is 1/x
     if isinstance(y, (int, float)):               # x ** 2 and friends: no mask needed
         if y == 2:
-            return g * 2 * x                      # the square: skip x ** 1
+            return (x + x) * g                    # the square: skip x ** 1 (and x * 2's scalar conversion)
         return g * 0.0 if y == 0 else g * y * x ** (y - 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         return where(_raw(y) == 0, 0.0, g * y * x ** (y - 1))

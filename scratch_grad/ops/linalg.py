@@ -35,8 +35,8 @@ def _as_matrices(g, x, y):
 
 
 def _matmul_vjp_x(g, out, x, y):
-    if _raw(x).ndim == 2 and _raw(y).ndim == 2:
-        return g @ y.T                            # the common case; .T works on arrays and Variables
+    if x.ndim == 2 and y.ndim == 2:
+        return g @ y.T                            # the common case; .ndim and .T work on arrays and Variables
     g2, x2, y2 = _as_matrices(g, x, y)
     gx = g2 @ _swap_last(y2)                      # (..., n, k); the engine sums broadcast batch dims
     if _raw(x).ndim == 1:
@@ -45,7 +45,7 @@ def _matmul_vjp_x(g, out, x, y):
 
 
 def _matmul_vjp_y(g, out, x, y):
-    if _raw(x).ndim == 2 and _raw(y).ndim == 2:
+    if x.ndim == 2 and y.ndim == 2:
         return x.T @ g
     g2, x2, y2 = _as_matrices(g, x, y)
     gy = _swap_last(x2) @ g2                      # (..., k, m)

@@ -28,9 +28,10 @@ def _count(shape, axis):
 
 def _expand(g, x, axis):
     """Broadcast a reduction's gradient (kept dims or not) back to the shape of x."""
-    shape = _raw(x).shape
-    if type(g) is np.ndarray:                     # a plain backward: skip the ops' dispatch
+    if type(g) is np.ndarray:                     # a plain backward (x is raw too): skip the ops' dispatch
+        shape = x.shape
         return _broadcast_forward(g if axis is None else g.reshape(_kept_shape(shape, axis)), shape)
+    shape = _raw(x).shape
     return broadcast_to(reshape(g, _kept_shape(shape, axis)), shape)
 
 

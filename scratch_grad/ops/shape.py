@@ -56,8 +56,10 @@ def _broadcast_sample(gen):
 def _broadcast_forward(x, shape):
     # small results are cheaper to materialize (~0.5 us) than to view: np.broadcast_to spends ~3 us
     # in Python; large ones stay zero-copy views
-    x = np.asarray(x)
-    shape = tuple(shape)
+    if type(x) is not np.ndarray:
+        x = np.asarray(x)
+    if type(shape) is not tuple:
+        shape = tuple(shape)
     if math.prod(shape) > 65536:
         return np.broadcast_to(x, shape)
     if x.ndim > len(shape):
