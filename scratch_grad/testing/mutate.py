@@ -236,13 +236,8 @@ def _accumulate_overwrite(total, total_owned, g, create_graph):
 
 
 def _send_overwrite_at_leaves():
-    original = engine._send
-
-    def send(leaf, g, owned, results, create_graph):
-        if id(leaf) in results:
-            results[id(leaf)] = [leaf, g, False]     # overwrite the leaf's gradient gathered so far
-            return
-        original(leaf, g, owned, results, create_graph)
+    def send(leaf, g, owned, create_graph):
+        leaf._g, leaf._g_owned = g, False            # overwrite the leaf's gradient gathered so far
     return send
 
 
