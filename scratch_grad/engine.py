@@ -301,7 +301,7 @@ def _backprop(roots, seeds, retain_graph, create_graph, targets):
 
     Nodes are run in reverse creation order (`Variable._seq`; torch's engine orders its ready queue the
     same way). A node is created after its inputs, so every consumer of a node has a larger seq:
-    when a max-heap of the nodes that have received some gradient pops a node, every consumer that
+    when a max-heap of the nodes that have received some gradient yields a node, every consumer that
     can reach it from the roots has already run and sent its share. That is a topological order
     of the reversed graph with no recursion (a chain of 1e6 ops is fine) and no separate pass to
     count consumers. A node releases its saved arrays as soon as it has run (unless retain_graph):
@@ -328,6 +328,10 @@ def _backprop(roots, seeds, retain_graph, create_graph, targets):
         else:
             root._g, root._g_owned = _accumulate(root._g, root._g_owned, seed, create_graph)
     heapq.heapify(heap)
+    # the pending node with the largest seq is kept out of the heap, in `top`: on a chain (each node
+    # hands its gradient to one node input, as in an MLP) every node goes straight from its consumer
+    # to the front with no heap push or pop
+    top = heapq.heappop(heap)[1] if heap else None
 
     previous_checking, previous_enabled = _GradMode.checking, _GradMode.enabled
     _GradMode.checking = False
@@ -335,8 +339,9 @@ def _backprop(roots, seeds, retain_graph, create_graph, targets):
     try:
         ndarray = np.ndarray
         pop, push = heapq.heappop, heapq.heappush
-        while heap:
-            node = pop(heap)[1]
+        while top is not None:
+            node = top
+            top = pop(heap)[1] if heap else None
             inputs = node._inputs
             if inputs is None:
                 raise GraphError(f"backward through op '{node._spec.name}' whose graph was already freed by "
@@ -368,6 +373,11 @@ def _backprop(roots, seeds, retain_graph, create_graph, targets):
                     inp._visit, inp._g, inp._g_owned = this_pass, gi, owned
                     if inp._spec is None:
                         leaves.append(inp)
+                    elif top is None:
+                        top = inp
+                    elif inp._seq > top._seq:
+                        push(heap, (-top._seq, top))
+                        top = inp
                     else:
                         push(heap, (-inp._seq, inp))
                 elif inp._spec is None:
