@@ -122,6 +122,9 @@ _FIRST, _SECOND, _BOTH = (0,), (1,), (0, 1)   # the edges of a one- or two-input
 # shared by every node that has them (never mutated): on a chain of a million ops each saves a
 # small object per node, about a fifth of the graph's memory
 _VERSION_ZERO = (0,)
+_VERSIONS_ZERO_ZERO = (0, 0)
+_VERSIONS_ZERO_CONSTANT = (0, None)   # x op constant, x unmodified (x * 1.5 in a chain)
+_VERSIONS_CONSTANT_ZERO = (None, 0)
 _NO_PARAMS = {}
 
 
@@ -202,9 +205,12 @@ def make_function(spec):
             if x_edge or y_edge:
                 edges = _BOTH if x_edge and y_edge else (_FIRST if x_edge else _SECOND)
                 if x_var and y_var:
-                    versions = (x._version, y._version)
+                    versions = (x._version, y._version) if x._version or y._version else _VERSIONS_ZERO_ZERO
                 else:
-                    versions = (x._version, None) if x_var else (None, y._version)
+                    if x_var:
+                        versions = (x._version, None) if x._version else _VERSIONS_ZERO_CONSTANT
+                    else:
+                        versions = (None, y._version) if y._version else _VERSIONS_CONSTANT_ZERO
                     # a writable raw ndarray could be changed by the caller before backward: save a copy
                     if not x_var and type(x) is ndarray and x.flags.writeable:
                         x_data = x.copy()
