@@ -59,8 +59,11 @@ def child_main(argv=None):
     from benchmarks.implementations import load_all
     from benchmarks.workloads import CHAIN_OPS, make_chain_input
 
+    from benchmarks.baseline import load_baseline, ref_of
+
     results = {}
-    (implementation,) = load_all([args.implementation])
+    ref = ref_of(args.implementation)
+    (implementation,) = [load_baseline(ref)] if ref else load_all([args.implementation])
     with limited_threads(args.threads):
         x0 = make_chain_input()
         implementation.make_chain(CHAIN_OPS, min(args.lengths), x0)()  # warm-up: lazy imports, first-use caches

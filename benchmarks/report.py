@@ -25,17 +25,18 @@ def format_bytes(value):
 
 def workload_table(workload):
     has_memory = workload["kind"] == "chain"
-    header = f"{'implementation':<16}{'median':>10}  {'min-max':<19}{'vs numpy':>9}{'vs torch':>9}"
+    width = max([16] + [len(label) + 2 for label in workload["results"]])   # scratch_grad@REF can be long
+    header = f"{'implementation':<{width}}{'median':>10}  {'min-max':<19}{'vs numpy':>9}{'vs torch':>9}"
     header += f"{'peak mem':>12}" if has_memory else ""
     header += "  check (max norm. error)"
     lines = [f"== {workload['name']}: {workload['description']}  [{UNIT_TITLES[workload['unit']]}; "
              f"checked and timed in {workload['seconds']:.1f} s]", header]
     for label, result in workload["results"].items():
         if result["status"] != "ok":
-            lines.append(f"{label:<16}{result['status']}: {result.get('detail', '')}")
+            lines.append(f"{label:<{width}}{result['status']}: {result.get('detail', '')}")
             continue
         spread = f"{format_number(result['min'])}-{format_number(result['max'])}"
-        line = (f"{label:<16}{format_number(result['median']):>10}  {spread:<19}"
+        line = (f"{label:<{width}}{format_number(result['median']):>10}  {spread:<19}"
                 f"{format_ratio(result.get('ratio_to_numpy')):>9}{format_ratio(result.get('ratio_to_torch')):>9}")
         if has_memory:
             memory = result.get("peak_memory_bytes")
@@ -44,7 +45,7 @@ def workload_table(workload):
         line += "  reference" if agreement.get("reference") else f"  ok ({agreement['max_error']:.1e})"
         lines.append(line)
         if "memory_error" in result:
-            lines.append(f"{'':<16}memory probe: {result['memory_error']}")
+            lines.append(f"{'':<{width}}memory probe: {result['memory_error']}")
     return "\n".join(lines)
 
 

@@ -47,6 +47,9 @@ def build_parser():
                         help=f"comma-separated subset of {','.join(WORKLOAD_GROUPS)} (default: all)")
     parser.add_argument("--implementations", type=comma_list, metavar="LIST",
                         help="comma-separated implementation labels (numpy, the reference, is always kept)")
+    parser.add_argument("--baseline", action="append", metavar="REF", default=[],
+                        help="also time scratch_grad as committed at git REF (e.g. HEAD, main~3), labelled "
+                             "scratch_grad@REF: a change to the engine measured side by side in one run")
     return parser
 
 
@@ -108,6 +111,9 @@ def run(args):
     wanted = None if args.implementations is None else set(args.implementations) | {implementations.REFERENCE}
     phase_started = time.perf_counter()
     loaded = implementations.load_all(wanted)
+    if args.baseline:
+        from benchmarks.baseline import load_baseline
+        loaded += [load_baseline(ref) for ref in args.baseline]
     phase_seconds = {"imports": time.perf_counter() - phase_started}
     workloads = []
     with limited_threads(args.threads) as pool_notes, frozen_imports():
