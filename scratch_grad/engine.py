@@ -256,11 +256,9 @@ class Variable:
         seed = _seed_gradient(self, gradient, create_graph, "backward")
         if retain_graph is None:
             retain_graph = create_graph
-        leaves, _ = _backprop([self], [seed], retain_graph, create_graph, targets=None)
-        for leaf in leaves:
-            g = leaf._g
-            leaf._g = None
-            if not create_graph and not leaf._g_owned:
+        leaf_grads, _ = _backprop([self], [seed], retain_graph, create_graph, targets=None)
+        for leaf, g, owned in leaf_grads:
+            if not create_graph and not owned:
                 g = g.copy()             # never hand out a buffer that aliases another gradient
             leaf.grad = g if leaf.grad is None else leaf.grad + g
 
@@ -307,9 +305,9 @@ def _backprop(roots, seeds, retain_graph, create_graph, targets):
     count consumers. A node releases its saved arrays as soon as it has run (unless retain_graph):
     memory stays bounded.
 
-    Leaves gather their gradient the same way, in `_g` and `_g_owned`. Returns (the leaves reached,
-    which the caller must clear of `_g`, and, when `targets` is a set of ids, {id: [node, grad,
-    owned]} with the complete gradients of the non-leaf targets).
+    Leaves gather their gradient the same way, in `_g` and `_g_owned`. Returns ([(leaf, grad, owned)]
+    for the leaves reached, and, when `targets` is a set of ids, {id: [node, grad, owned]} with the
+    complete gradients of the non-leaf targets).
     """
     this_pass = _pass_counter()
     last_change = _last_change[0]
@@ -386,13 +384,12 @@ def _backprop(roots, seeds, retain_graph, create_graph, targets):
                     inp._g, inp._g_owned = _accumulate(inp._g, inp._g_owned, gi, create_graph)
             if not retain_graph:
                 node._inputs = node._datas = node._edges = node._versions = None
-    except BaseException:
-        for leaf in leaves:
-            leaf._g = None
-        raise
     finally:
         _GradMode.checking, _GradMode.enabled = previous_checking, previous_enabled
-    return leaves, results
+        leaf_grads = [(leaf, leaf._g, leaf._g_owned) for leaf in leaves]
+        for leaf in leaves:
+            leaf._g = None                       # a leaf outlives the pass: do not keep its gradient alive
+    return leaf_grads, results
 
 
 def _send(leaf, g, owned, create_graph):
@@ -586,10 +583,9 @@ def grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=No
     seeds = [_seed_gradient(o, g, create_graph, "grad") for o, g in zip(outputs, grad_outputs)]
     if retain_graph is None:
         retain_graph = create_graph
-    leaves, found = _backprop(outputs, seeds, retain_graph, create_graph, targets={id(x) for x in inputs})
-    for leaf in leaves:
-        found[id(leaf)] = [leaf, leaf._g, leaf._g_owned]
-        leaf._g = None
+    leaf_grads, found = _backprop(outputs, seeds, retain_graph, create_graph, targets={id(x) for x in inputs})
+    for leaf, g, owned in leaf_grads:
+        found[id(leaf)] = [leaf, g, owned]
     grads = []
     for k, x in enumerate(inputs):
         entry = found.get(id(x))
