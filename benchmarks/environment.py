@@ -16,6 +16,7 @@ is already set, the runner leaves it alone. ``--malloc-mmap-threshold 0`` keeps 
 """
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 from contextlib import contextmanager
@@ -92,7 +93,9 @@ def limited_threads(threads):
             torch.set_num_threads(previous_torch_threads)
 
 
+@functools.lru_cache(maxsize=None)
 def libc():
+    """glibc through ctypes, or None (found once: find_library runs a subprocess, ~2 ms)."""
     path = ctypes.util.find_library("c")
     try:
         library = ctypes.CDLL(path)
@@ -125,7 +128,8 @@ def configure_malloc(requested_threshold=None):
 
 
 def release_free_memory():
-    """malloc_trim(0): hand freed heap pages back so the next RSS reading starts from live memory."""
+    """malloc_trim(0): hand freed heap pages back, so the next RSS reading starts from live memory and the next
+    timed sample does not pay for consolidating another implementation's freed chunks."""
     library = libc()
     if library is not None:
         library.malloc_trim(0)

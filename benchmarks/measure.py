@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from benchmarks.environment import release_free_memory
+
 # Normalised max error, max|observed - expected| / max|expected|, allowed per dtype.
 TOLERANCE = {"float64": 1e-9, "float32": 2e-4}
 
@@ -69,7 +71,7 @@ def time_call(function):
     return time.perf_counter() - start
 
 
-def time_interleaved(functions, repeats, target_sample_seconds, estimated_seconds=None):
+def time_interleaved(functions, repeats, target_sample_seconds, estimated_seconds=None, release_memory=False):
     """Time every function ``repeats`` times, round-robin, rotating the order each round.
 
     Each sample runs a function enough times back to back to last about ``target_sample_seconds``
@@ -78,6 +80,12 @@ def time_interleaved(functions, repeats, target_sample_seconds, estimated_second
     Like timeit, the cyclic garbage collector is off while a sample runs (and a collection runs
     before it): otherwise CPython's full collections, which rescan every live object each time
     the heap grows by 25%, dominate long chains in every Python engine alike.
+
+    ``release_memory`` (long chains) also calls malloc_trim(0) before each sample, untimed. A chain of
+    1e6 ops frees up to ~1 GB of small chunks when it ends, and glibc sorts and merges them during the
+    *next* implementation's mallocs: measured, scratch_grad's forward went from 1.2 to 1.6-2.1 us/node
+    when it followed torch's 1e6 chain, and back to 1.2 with a trim in between. Each sample then starts
+    from the heap a fresh process would have, whichever implementation ran before it.
     """
     timings = {label: Timing() for label in functions}
     active = []
@@ -101,6 +109,8 @@ def time_interleaved(functions, repeats, target_sample_seconds, estimated_second
                 continue
             function, calls = functions[label], timings[label].calls_per_sample
             gc.collect()
+            if release_memory:
+                release_free_memory()
             gc.disable()
             try:
                 start = time.perf_counter()

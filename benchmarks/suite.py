@@ -40,7 +40,7 @@ def error_text(error):
 
 
 def check_then_time(implementations, build, snapshot, agreement, units_per_call, repeats, settings,
-                    use_check_time_as_estimate=False, skip=None):
+                    use_check_time_as_estimate=False, skip=None, release_memory=False):
     """The shared protocol. ``build(impl) -> (timed_function, snapshot_args)``; the reference goes first."""
     results, timed, estimates, expected = {}, {}, {}, None
     skip = skip or {}
@@ -79,7 +79,7 @@ def check_then_time(implementations, build, snapshot, agreement, units_per_call,
         estimates[label] = check_seconds
 
     timings = time_interleaved(timed, repeats, settings.target_sample_seconds,
-                               estimates if use_check_time_as_estimate else None)
+                               estimates if use_check_time_as_estimate else None, release_memory)
     for label, timing in timings.items():
         if timing.error:
             results[label].update(status="error", detail=f"while timing: {timing.error}")
@@ -115,7 +115,8 @@ def run_mlp_workload(config, implementations, settings):
             "unit": "us/step", "results": results, "seconds": time.perf_counter() - started}
 
 
-def chain_check_and_time(length, implementations, settings, repeats, use_check_time_as_estimate, skip=None):
+def chain_check_and_time(length, implementations, settings, repeats, use_check_time_as_estimate, skip=None,
+                         release_memory=False):
     x0 = make_chain_input()
 
     def build(implementation):
@@ -130,7 +131,8 @@ def chain_check_and_time(length, implementations, settings, repeats, use_check_t
         return compare(*observed, *expected, CHAIN_DTYPE)
 
     return check_then_time(implementations, build, snapshot, agreement, units_per_call=length, repeats=repeats,
-                           settings=settings, use_check_time_as_estimate=use_check_time_as_estimate, skip=skip)
+                           settings=settings, use_check_time_as_estimate=use_check_time_as_estimate, skip=skip,
+                           release_memory=release_memory)
 
 
 def chain_description(length):
@@ -161,8 +163,9 @@ def run_scaling_workloads(implementations, settings):
                 skip[label] = (f"projected {projected:.1f} s per run > chain budget "
                                f"{settings.chain_budget_seconds:g} s (--chain-budget)")
         started = time.perf_counter()
+        # each sample starts from a trimmed heap: see measure.time_interleaved
         results = chain_check_and_time(length, implementations, settings, settings.chain_repeats(length),
-                                       use_check_time_as_estimate=True, skip=skip)
+                                       use_check_time_as_estimate=True, skip=skip, release_memory=True)
         for label, result in results.items():
             if result["status"] == "ok":
                 last_us_per_node[label] = result["median"]

@@ -157,3 +157,32 @@ def test_missing_optional_library_is_reported_as_not_installed():
     ghost = implementations.Implementation("ghost", "benchmarks.impl_ghost", "no_such_library_for_bench", True)
     loaded = implementations.load(ghost)
     assert (loaded.status, loaded.available) == ("not installed", False)
+
+
+def test_chain_samples_start_from_a_trimmed_heap_and_other_samples_do_not(monkeypatch):
+    """Long chains free ~1 GB that glibc would otherwise consolidate inside the next implementation's sample."""
+    from benchmarks import measure
+
+    events = []
+    monkeypatch.setattr(measure, "release_free_memory", lambda: events.append("trim"))
+    functions = {"a": lambda: events.append("a"), "b": lambda: events.append("b")}
+    estimates = {"a": 1.0, "b": 1.0}           # one call per sample
+    measure.time_interleaved(functions, repeats=2, target_sample_seconds=0.0, estimated_seconds=estimates,
+                             release_memory=True)
+    assert events == ["trim", "a", "trim", "b", "trim", "b", "trim", "a"]
+    events.clear()
+    measure.time_interleaved(functions, repeats=2, target_sample_seconds=0.0, estimated_seconds=estimates)
+    assert "trim" not in events and events.count("a") == events.count("b") == 2
+
+    calls = []
+
+    def record(functions, *args, **kwargs):
+        calls.append((args, kwargs))
+        return {label: measure.Timing([1e-3]) for label in functions}
+
+    monkeypatch.setattr(suite, "time_interleaved", record)
+    settings = suite.Settings.make(quick=True, repeats=1)
+    reference = [spec for spec in implementations.load_all() if spec.label == implementations.REFERENCE]
+    suite.run_scaling_workloads(reference, settings)
+    suite.run_per_op_workload(reference, settings)
+    assert [args[-1] for args, _ in calls] == [True] * len(settings.scaling_lengths) + [False]
