@@ -67,6 +67,26 @@ def test_operators_and_methods_match_torch():
     np.testing.assert_allclose(y.grad, gy, rtol=1e-12, atol=1e-12)
 
 
+def test_power_operator_records_square_for_a_float_square_and_pow_otherwise():
+    a = rand(5, seed=3)
+    x = sg.Variable(a, requires_grad=True)
+    for exponent in (2, 2.0):
+        y = x ** exponent
+        assert y._spec.name == "square"
+        np.testing.assert_array_equal(y.data, a ** 2)
+        y.sum().backward()
+        np.testing.assert_array_equal(x.grad, 2 * a)     # exact: 2x is x + x, then one product with g = 1
+        x.grad = None
+    assert (x ** 3)._spec.name == "pow" and (abs(x) ** 0.5)._spec.name == "pow"
+    assert (x ** sg.Variable(np.float64(2.0)))._spec.name == "pow"   # a Variable exponent may need its gradient
+    assert (x ** np.full(5, 2.0))._spec.name == "pow" and (x ** sg.Variable(np.full(5, 2.0)))._spec.name == "pow"
+    for raw in (np.array([True, False]), np.array([-3, 4], dtype=np.int32), np.float32(1.5)):
+        for exponent in (2, 2.0):
+            expected = raw ** exponent              # NumPy's own dtype rules (a float exponent promotes ints)
+            result = sg.Variable(raw) ** exponent
+            assert result.dtype == expected.dtype and np.array_equal(result.data, expected), (raw, exponent)
+
+
 def test_numpy_array_on_the_left_defers_to_the_variable():
     x = sg.Variable(rand(3), requires_grad=True)
     y = np.full(3, 2.0) * x - np.ones(3) / (x * x + 1)

@@ -21,6 +21,16 @@ def _reflected(fn):
     return method
 
 
+def _power_operator(self, y, *rest):
+    """x ** y. A Python exponent of 2 records `square`, as NumPy's own ** computes x ** 2 with np.square
+    (same values and dtypes; 2.0 only for float data, as a float exponent promotes integers): the same
+    gradients, without pow's NaN domain check (only a fractional power of a negative base is NaN, never a
+    square) or its exponent bookkeeping."""
+    if (type(y) is int or type(y) is float and self._data.dtype.kind == "f") and y == 2 and not rest:
+        return square(self)
+    return power(self, y, *rest)
+
+
 def _reshape_method(self, *shape):
     return reshape(self, shape=shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
 
@@ -43,7 +53,7 @@ def _reduction_method(fn):
 _OPERATORS = {
     "__add__": add, "__radd__": _reflected(add), "__sub__": sub, "__rsub__": _reflected(sub),
     "__mul__": mul, "__rmul__": _reflected(mul), "__truediv__": div, "__rtruediv__": _reflected(div),
-    "__pow__": power, "__rpow__": _reflected(power), "__matmul__": matmul, "__rmatmul__": _reflected(matmul),
+    "__pow__": _power_operator, "__rpow__": _reflected(power), "__matmul__": matmul, "__rmatmul__": _reflected(matmul),
     "__neg__": neg, "__abs__": abs, "__pos__": lambda self: self,
     "__getitem__": take,
 }

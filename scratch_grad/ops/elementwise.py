@@ -37,7 +37,7 @@ cos = _unary("cos", np.cos, lambda g, out, x: -g * sin(x), torch.cos)
 tan = _unary("tan", np.tan, lambda g, out, x: g * (1 + out * out), torch.tan, Domain(-1.4, 1.4, description="|x| < 1.4"))
 tanh = _unary("tanh", np.tanh, lambda g, out, x: g * (1 - out * out), torch.tanh)
 erf = _unary("erf", scipy.special.erf, lambda g, out, x: g * (2 / math.sqrt(math.pi)) * exp(-x * x), torch.erf)
-square = _unary("square", np.square, lambda g, out, x: g * 2 * x, torch.square)
+square = _unary("square", np.square, lambda g, out, x: (x + x) * g, torch.square)  # x + x: no scalar 2 to convert
 reciprocal = _unary("reciprocal", np.reciprocal, lambda g, out, x: -g * out * out, torch.reciprocal, NONZERO)
 
 
