@@ -85,7 +85,8 @@ def text_report(report):
         f"malloc: mmap threshold {malloc['mmap_threshold'] or 'default'}, trim threshold "
         f"{malloc['trim_threshold'] or 'default'} -- {malloc['applied_by']}",
         f"memory: {settings['memory_method']}",
-        "garbage collector: collected before and disabled during each timed sample, as timeit does",
+        "garbage collector: collected before and disabled during each timed sample, as timeit does; chain samples "
+        "also start from a trimmed heap (malloc_trim(0), untimed)",
         "implementations: " + ", ".join(
             f"{label} {info['version']}" if info["status"] == "available" else f"{label} ({info['status']})"
             for label, info in report["implementations"].items()),
