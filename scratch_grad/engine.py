@@ -18,9 +18,18 @@ from .errors import DTypeError, GraphError, ScratchGradError, ShapeError, descri
 __all__ = ["Variable", "grad", "no_grad", "enable_grad", "is_grad_enabled", "apply", "sum_to"]
 
 
-class _GradMode:
-    enabled = True        # record graphs (False inside no_grad)
-    checking = True       # domain checks on user calls (off while VJPs run)
+class _Mode:
+    """The engine's global switches. One instance, not class attributes: every backward writes them,
+    and writing a class attribute invalidates CPython's cached lookups of that class's attributes at
+    every place that reads them (each op reads them), which measurably slowed every step."""
+    __slots__ = ("enabled", "checking")
+
+    def __init__(self):
+        self.enabled = True       # record graphs (False inside no_grad)
+        self.checking = True      # domain checks on user calls (off while VJPs run)
+
+
+_GradMode = _Mode()
 
 
 class no_grad:
@@ -134,14 +143,18 @@ class Variable:
         return self
 
     def _in_place(self, ufunc, other, name):
-        base = self._base if self._base is not None else self._writable()
-        value = other._data if isinstance(other, Variable) else other
+        base = self._base
+        if base is None:
+            base = self._writable()
         try:
-            ufunc(base, value, base)              # out given positionally: 75 ns less than out=
+            ufunc(base, other._data if isinstance(other, Variable) else other, base)   # out positionally: 75 ns less
         except (TypeError, ValueError) as exc:   # numpy's message, with the Variable's shape and dtype
             error = DTypeError if isinstance(exc, TypeError) else ShapeError
+            value = other._data if isinstance(other, Variable) else other
             raise error(f"{name}: cannot update {describe(self)} in place with {describe(value)}: {exc}") from None
-        return self._changed()
+        self._version += 1                        # _changed(), inlined: the update step's hot path
+        _last_change[0] = _next_seq()
+        return self
 
     def add_(self, other):
         return self._in_place(np.add, other, "add_")
@@ -256,10 +269,11 @@ class Variable:
         seed = _seed_gradient(self, gradient, create_graph, "backward")
         if retain_graph is None:
             retain_graph = create_graph
-        leaf_grads, _ = _backprop([self], [seed], retain_graph, create_graph, targets=None)
-        for leaf, g, owned in leaf_grads:
-            if not create_graph and not owned:
-                g = g.copy()             # never hand out a buffer that aliases another gradient
+        for leaf in _backprop((self,), (seed,), retain_graph, create_graph, None)[0]:
+            g = leaf._g
+            leaf._g = None                   # a leaf outlives the pass: do not keep its gradient alive
+            if not (create_graph or leaf._g_owned):
+                g = g.copy()                 # never hand out a buffer that aliases another gradient
             leaf.grad = g if leaf.grad is None else leaf.grad + g
 
 
@@ -305,8 +319,9 @@ def _backprop(roots, seeds, retain_graph, create_graph, targets):
     count consumers. A node releases its saved arrays as soon as it has run (unless retain_graph):
     memory stays bounded.
 
-    Leaves gather their gradient the same way, in `_g` and `_g_owned`. Returns ([(leaf, grad, owned)]
-    for the leaves reached, and, when `targets` is a set of ids, {id: [node, grad, owned]} with the
+    Leaves gather their gradient the same way, in `_g` and `_g_owned`. Returns (the leaves reached,
+    holding their complete gradient in `_g` and `_g_owned`: the caller takes it and clears `_g`, as a
+    leaf outlives the pass; and, when `targets` is a set of ids, {id: [node, grad, owned]} with the
     complete gradients of the non-leaf targets).
     """
     this_pass = _pass_counter()
@@ -314,22 +329,27 @@ def _backprop(roots, seeds, retain_graph, create_graph, targets):
     results = {}
     leaves = []
     heap = []
+    # the pending node with the largest seq is kept out of the heap, in `top`: on a chain (each node
+    # hands its gradient to one node input, as in an MLP) every node goes straight from its consumer
+    # to the front with no heap push or pop
+    top = None
     for root, seed in zip(roots, seeds):
         if root._visit != this_pass:
             root._visit, root._g, root._g_owned = this_pass, seed, False
             if root._spec is None:
                 leaves.append(root)
+            elif top is None:
+                top = root
             else:
                 heap.append((-root._seq, root))
         elif root._spec is None:
             _send(root, seed, False, create_graph)
         else:
             root._g, root._g_owned = _accumulate(root._g, root._g_owned, seed, create_graph)
-    heapq.heapify(heap)
-    # the pending node with the largest seq is kept out of the heap, in `top`: on a chain (each node
-    # hands its gradient to one node input, as in an MLP) every node goes straight from its consumer
-    # to the front with no heap push or pop
-    top = heapq.heappop(heap)[1] if heap else None
+    if heap:
+        heap.append((-top._seq, top))
+        heapq.heapify(heap)
+        top = heapq.heappop(heap)[1]
 
     previous_checking, previous_enabled = _GradMode.checking, _GradMode.enabled
     _GradMode.checking = False
@@ -384,12 +404,13 @@ def _backprop(roots, seeds, retain_graph, create_graph, targets):
                     inp._g, inp._g_owned = _accumulate(inp._g, inp._g_owned, gi, create_graph)
             if not retain_graph:
                 node._inputs = node._datas = node._edges = node._versions = None
-    finally:
-        _GradMode.checking, _GradMode.enabled = previous_checking, previous_enabled
-        leaf_grads = [(leaf, leaf._g, leaf._g_owned) for leaf in leaves]
+    except BaseException:
         for leaf in leaves:
             leaf._g = None                       # a leaf outlives the pass: do not keep its gradient alive
-    return leaf_grads, results
+        raise
+    finally:
+        _GradMode.checking, _GradMode.enabled = previous_checking, previous_enabled
+    return leaves, results
 
 
 def _send(leaf, g, owned, create_graph):
@@ -583,9 +604,10 @@ def grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=No
     seeds = [_seed_gradient(o, g, create_graph, "grad") for o, g in zip(outputs, grad_outputs)]
     if retain_graph is None:
         retain_graph = create_graph
-    leaf_grads, found = _backprop(outputs, seeds, retain_graph, create_graph, targets={id(x) for x in inputs})
-    for leaf, g, owned in leaf_grads:
-        found[id(leaf)] = [leaf, g, owned]
+    leaves, found = _backprop(outputs, seeds, retain_graph, create_graph, targets={id(x) for x in inputs})
+    for leaf in leaves:
+        found[id(leaf)] = [leaf, leaf._g, leaf._g_owned]
+        leaf._g = None
     grads = []
     for k, x in enumerate(inputs):
         entry = found.get(id(x))

@@ -55,9 +55,12 @@ def _matmul_vjp_y(g, out, x, y):
 
 
 def _matmul_forward(x, y):
-    if getattr(x, "ndim", 0) == 0 or getattr(y, "ndim", 0) == 0:
-        raise ValueError("matmul needs arrays of at least 1 dimension (use mul for scalars)")
-    return np.matmul(x, y)
+    try:
+        return np.matmul(x, y)
+    except ValueError:   # checked only on failure: the hot path is the bare matmul
+        if getattr(x, "ndim", 0) == 0 or getattr(y, "ndim", 0) == 0:
+            raise ValueError("matmul needs arrays of at least 1 dimension (use mul for scalars)") from None
+        raise
 
 
 def _matmul_sample(gen):
