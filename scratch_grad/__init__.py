@@ -6,6 +6,7 @@
     loss.backward()          # x.grad is an ndarray of x's shape and dtype
 """
 from .engine import Variable, apply, enable_grad, grad, is_grad_enabled, no_grad
+from .compiler import CompiledFunction, compile  # noqa: A004  (sg.compile, like torch.compile)
 from .errors import AxisError, DomainError, DTypeError, GraphError, ScratchGradError, ShapeError
 from .ops import *  # noqa: F401,F403  (every op's public function)
 from .ops import REGISTRY, Domain, OpSpec, register

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import operator
 
 import numpy as np
 
@@ -22,11 +23,12 @@ class _Mode:
     """The engine's global switches. One instance, not class attributes: every backward writes them,
     and writing a class attribute invalidates CPython's cached lookups of that class's attributes at
     every place that reads them (each op reads them), which measurably slowed every step."""
-    __slots__ = ("enabled", "checking")
+    __slots__ = ("enabled", "checking", "tracing")
 
     def __init__(self):
         self.enabled = True       # record graphs (False inside no_grad)
         self.checking = True      # domain checks on user calls (off while VJPs run)
+        self.tracing = None       # the active sg.compile tracer (compiler.py), or None
 
 
 _GradMode = _Mode()
@@ -95,6 +97,8 @@ class Variable:
 
     def __init__(self, data, requires_grad=False, dtype=None):
         if isinstance(data, Variable):
+            if _GradMode.tracing is not None:
+                _traced_read(data, "Variable(x)")
             data = data._data
         try:
             array = np.array(data, dtype=dtype, copy=True)
@@ -117,10 +121,14 @@ class Variable:
     # ---- data access ------------------------------------------------------------------------
     @property
     def data(self):
+        if _GradMode.tracing is not None:
+            _traced_read(self, ".data")
         return self._data
 
     @data.setter
     def data(self, value):
+        if _GradMode.tracing is not None:
+            _traced_write(self, "x.data = ...")
         array = np.array(value._data if isinstance(value, Variable) else value, copy=True)
         if self.requires_grad and array.dtype.kind != "f":
             raise DTypeError(f"Variable.data: a Variable that requires grad needs float data, got {array.dtype}")
@@ -143,6 +151,8 @@ class Variable:
         return self
 
     def _in_place(self, ufunc, other, name):
+        if _GradMode.tracing is not None:
+            _traced_write(self, name)
         base = self._base
         if base is None:
             base = self._writable()
@@ -166,10 +176,14 @@ class Variable:
         return self._in_place(np.multiply, other, "mul_")
 
     def zero_(self):
+        if _GradMode.tracing is not None:
+            _traced_write(self, "zero_")
         self._writable().fill(0)
         return self._changed()
 
     def __setitem__(self, index, value):
+        if _GradMode.tracing is not None:
+            _traced_write(self, "x[...] = value")
         value = value._data if isinstance(value, Variable) else value
         index = index._data if isinstance(index, Variable) else index
 
@@ -197,15 +211,23 @@ class Variable:
         return self._spec is None
 
     def numpy(self):
+        if _GradMode.tracing is not None:
+            _traced_read(self, "numpy()")
         return self._data
 
     def item(self):
+        if _GradMode.tracing is not None:
+            _traced_read(self, "item()")
         return self._data.item()
 
     def tolist(self):
+        if _GradMode.tracing is not None:
+            _traced_read(self, "tolist()")
         return self._data.tolist()
 
     def __array__(self, dtype=None, copy=None):
+        if _GradMode.tracing is not None:
+            _traced_read(self, "a NumPy conversion (np.asarray, a NumPy function)")
         return self._data if dtype is None else self._data.astype(dtype)
 
     def __len__(self):
@@ -216,31 +238,41 @@ class Variable:
             yield self[i]
 
     def __float__(self):
+        if _GradMode.tracing is not None:
+            _traced_read(self, "float()")
         return float(self._data)
 
     def __bool__(self):
+        if _GradMode.tracing is not None:
+            _traced_read(self, "bool() (an if, and, or, not)")
         return bool(self._data)
 
     __hash__ = object.__hash__
 
-    # comparisons give plain boolean arrays: they have no gradient
+    # comparisons give plain boolean arrays: they have no gradient (and, while sg.compile traces,
+    # a mask computed from values would be frozen into the trace: refused like any value read)
+    def _compare(self, other, compare, symbol):
+        if _GradMode.tracing is not None:
+            _traced_read(self, f"a comparison ({symbol})")
+        return compare(self._data, getattr(other, "_data", other))
+
     def __eq__(self, other):
-        return self._data == getattr(other, "_data", other)
+        return self._compare(other, operator.eq, "==")
 
     def __ne__(self, other):
-        return self._data != getattr(other, "_data", other)
+        return self._compare(other, operator.ne, "!=")
 
     def __lt__(self, other):
-        return self._data < getattr(other, "_data", other)
+        return self._compare(other, operator.lt, "<")
 
     def __le__(self, other):
-        return self._data <= getattr(other, "_data", other)
+        return self._compare(other, operator.le, "<=")
 
     def __gt__(self, other):
-        return self._data > getattr(other, "_data", other)
+        return self._compare(other, operator.gt, ">")
 
     def __ge__(self, other):
-        return self._data >= getattr(other, "_data", other)
+        return self._compare(other, operator.ge, ">=")
 
     def __repr__(self):
         body = np.array2string(self._data, prefix="Variable(")
@@ -251,6 +283,8 @@ class Variable:
     # ---- graph --------------------------------------------------------------------------------
     def detach(self):
         """The same data (shared, read-only) with no history and no grad."""
+        if _GradMode.tracing is not None:
+            return _GradMode.tracing.detach(self)
         return _new_variable(self._data)
 
     def requires_grad_(self, flag=True):
@@ -278,6 +312,9 @@ class Variable:
 
 
 def _seed_gradient(output, gradient, create_graph, where):
+    if _GradMode.tracing is not None:
+        raise GraphError(f"sg.compile: {where}() called inside a compiled function while it was traced; compile the "
+                         "function that computes the loss and call backward() on its result, outside it")
     if not isinstance(output, Variable):
         raise GraphError(f"{where}: outputs must be Variables, got {type(output).__name__}")
     if not output.requires_grad:
@@ -438,24 +475,42 @@ def _raise_stale(node, inp, version):
 def _fit_gradient(gi, inp, node, i, create_graph):
     """Reduce a broadcast gradient to the input's shape and cast it to the input's dtype, once,
     for every op (the one place broadcasting is undone)."""
-    if create_graph:
-        if not isinstance(gi, Variable):
-            gi = _new_variable(np.asarray(gi))
-        shape, dtype = gi._data.shape, gi._data.dtype
-    else:
-        if type(gi) is not np.ndarray:
-            gi = np.asarray(gi)
-        shape, dtype = gi.shape, gi.dtype
     target = inp._data
-    if shape != target.shape:
+    fit = _fit_variable if create_graph else _fit_array
+    return fit(gi, target.shape, target.dtype, node._spec.name, i)
+
+
+def _fit_variable(gi, shape, dtype, op_name, i):
+    """`_fit_gradient` under create_graph: with ops, so the reduction and the cast are differentiable."""
+    if not isinstance(gi, Variable):
+        gi = _new_variable(np.asarray(gi))
+    if gi._data.shape != shape:
         try:
-            gi = sum_to(gi, target.shape) if create_graph else _sum_to_array(gi, target.shape)
+            gi = sum_to(gi, shape)
         except ShapeError:
-            raise ShapeError(f"VJP of op '{node._spec.name}' for input {i} returned a gradient of shape {shape}, "
-                             f"which does not reduce to the input's shape {target.shape}") from None
-    if dtype != target.dtype:
-        gi = _cast(gi, target.dtype)
+            raise _unfit_error(op_name, i, gi._data.shape, shape) from None
+    if gi._data.dtype != dtype:
+        gi = _cast(gi, dtype)
     return gi
+
+
+def _fit_array(gi, shape, dtype, op_name, i):
+    """`_fit_gradient` on raw arrays: what a plain backward, and a compiled one, apply to a VJP's result."""
+    if type(gi) is not np.ndarray:
+        gi = np.asarray(gi)
+    if gi.shape != shape:
+        try:
+            gi = _sum_to_array(gi, shape)
+        except ShapeError:
+            raise _unfit_error(op_name, i, gi.shape, shape) from None
+    if gi.dtype != dtype:
+        gi = gi.astype(dtype)
+    return gi
+
+
+def _unfit_error(op_name, i, shape, target_shape):
+    return ShapeError(f"VJP of op '{op_name}' for input {i} returned a gradient of shape {shape}, "
+                      f"which does not reduce to the input's shape {target_shape}")
 
 
 def sum_to(x, shape):
@@ -524,10 +579,12 @@ def apply(spec, args, params):
             for k, d in enumerate(datas):
                 # a writable raw ndarray could be changed by the caller before backward: save a copy
                 if type(d) is np.ndarray and d.flags.writeable and type(args[k]) is np.ndarray:
-                    datas[k] = d.copy()
+                    datas[k] = _saved_copy(d)
         if spec.variadic:
             vjps = spec.vjps_for(len(args))
         return _record(out, spec, vjps, args, tuple(datas), params, tuple(edges), tuple(versions))
+    if _GradMode.tracing is not None:
+        return _GradMode.tracing.constant_node(out, spec, args, datas, params)
     return _new_variable(out)
 
 
@@ -571,6 +628,32 @@ def _read_only_view(array):
     view = array.view()
     view.flags.writeable = False
     return view
+
+
+def _saved_copy(array):
+    """A copy of a raw array an op saves for backward (its owner may change it later), in the same
+    memory layout: the same axis order and stride signs, so BLAS and NumPy's loops sum in the same
+    order over it as over the original (on a C-order copy of a reversed view a dot product can
+    differ in the last bit, and a compiled replay, which runs on the copy, would not be bitwise)."""
+    if array.ndim == 0:
+        return array.copy()
+    flips = tuple(slice(None, None, -1) if stride < 0 else slice(None) for stride in array.strides)
+    return array[flips].copy(order="K")[flips]
+
+
+def _traced_read(var, what):
+    raise GraphError(
+        f"sg.compile: the function read the values of a Variable ({describe(var)}) through {what} while it was "
+        "traced. A compiled function is replayed without running its Python code, so a value read there (a "
+        "Python number, a branch, a mask, a NumPy computation) would stay frozen at its traced value. Compute it "
+        "with ops on Variables (sg.where, sg.maximum, ...), pass it in as an argument, or call the function "
+        "without sg.compile")
+
+
+def _traced_write(var, what):
+    raise GraphError(
+        f"sg.compile: the function changed a Variable ({describe(var)}) in place ({what}) while it was traced; "
+        "a replay does not repeat in-place changes. Update parameters outside the compiled function")
 
 
 def _forward_error(spec, args, params, exc):

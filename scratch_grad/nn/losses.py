@@ -37,8 +37,8 @@ def binary_cross_entropy_with_logits(logits, targets, reduction="mean"):
 def quadratic_cost(output, target):
     """The quadratic cost of Nielsen's MNIST network: sum over the batch of ||output - target||^2 / 2,
     divided by the batch size n. Its gradient with respect to the output is (output - target) / n."""
-    data = output.data if isinstance(output, Variable) else output
-    n = data.shape[0] if data.ndim else 1
+    shape = output.shape if isinstance(output, Variable) else getattr(output, "shape", ())   # no value read
+    n = shape[0] if shape else 1
     return ops.mse_loss(output, target, reduction="sum") * (0.5 / n)
 
 

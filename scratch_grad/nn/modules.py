@@ -16,6 +16,7 @@ import numpy as np
 from .. import ops
 from ..engine import Variable
 from ..errors import DTypeError, ScratchGradError, ShapeError
+from ..ops.nn import refuse_random_mask_in_trace
 
 __all__ = ["Parameter", "Module", "Linear", "Sequential", "MLP", "Identity", "Sigmoid", "Tanh", "ReLU", "GELU",
            "LeakyReLU", "ELU", "Softplus", "Dropout", "ACTIVATIONS", "activation", "manual_seed", "default_rng",
@@ -369,6 +370,7 @@ class Dropout(Module):
     def forward(self, x):
         if not self.training or self.p == 0:
             return x
+        refuse_random_mask_in_trace("Dropout")
         rng = default_rng() if self.rng is None else self.rng
         keep = rng.random(x.shape) >= self.p
         return ops.dropout(x, p=self.p, mask=keep)

@@ -15,8 +15,8 @@ from .linalg import _swap_last
 from .reductions import sum as reduce_sum
 from .registry import NOT_DIFFERENTIABLE, REAL, Domain, OpSpec, register
 from .shape import reshape, transpose
-from ..engine import Variable
-from ..errors import DomainError, DTypeError, ShapeError, describe
+from ..engine import Variable, _GradMode
+from ..errors import DomainError, DTypeError, GraphError, ShapeError, describe
 
 __all__ = ["softmax", "log_softmax", "cross_entropy", "mse_loss", "binary_cross_entropy_with_logits", "conv2d",
            "im2col", "col2im", "max_pool2d", "dropout"]
@@ -523,6 +523,14 @@ def _keep_mask(shape, p, seed=None, mask=None):
     return mask.astype(bool)
 
 
+def refuse_random_mask_in_trace(where):
+    """A mask drawn while sg.compile traces would be replayed, the same, at every call: refused."""
+    if _GradMode.tracing is not None:
+        raise GraphError(f"sg.compile: {where} in training mode draws a new random mask at every call, and a "
+                         "compiled function would replay the traced mask at every call. Compile the model in "
+                         "eval mode, or call it without sg.compile")
+
+
 def _check_p(p):
     if not 0.0 <= p <= 1.0:
         raise DomainError(f"op 'dropout': p is the probability of dropping an element, in [0, 1]; got {p!r}")
@@ -573,6 +581,7 @@ def dropout(x, p=0.5, seed=None, mask=None, training=True):
     np.random.default_rng(seed) (fresh entropy when seed is None). The mask is drawn once here and
     kept with the graph node, so the VJP uses exactly the forward's mask."""
     if training and mask is None:
+        refuse_random_mask_in_trace("dropout")
         _check_p(p)
         mask = _keep_mask(np.shape(_raw(x)), p, seed)
         seed = None

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..engine import Variable, _forward_error, _GradMode, _new_variable, _record, apply
+from ..engine import Variable, _forward_error, _GradMode, _new_variable, _record, _saved_copy, apply
 from ..errors import DomainError, ScratchGradError
 
 KINDS = ("elementwise", "binary", "reduction", "matmul", "shape", "indexing", "nn")
@@ -178,6 +178,8 @@ def make_function(spec):
             if vjps[0] is not None:
                 return _record(out, spec, vjps, (x,), (data,), params or _NO_PARAMS, _FIRST,
                                (x._version,) if x._version else _VERSION_ZERO)
+        if _GradMode.tracing is not None:
+            return _GradMode.tracing.constant_node(out, spec, (x,), (data,), params)
         return _new_variable(out)
 
     def binary_op(x, y, *rest, **params):
@@ -213,10 +215,12 @@ def make_function(spec):
                         versions = (None, y._version) if y._version else _VERSIONS_CONSTANT_ZERO
                     # a writable raw ndarray could be changed by the caller before backward: save a copy
                     if not x_var and type(x) is ndarray and x.flags.writeable:
-                        x_data = x.copy()
+                        x_data = _saved_copy(x)
                     if not y_var and type(y) is ndarray and y.flags.writeable:
-                        y_data = y.copy()
+                        y_data = _saved_copy(y)
                 return _record(out, spec, vjps, (x, y), (x_data, y_data), params or _NO_PARAMS, edges, versions)
+        if _GradMode.tracing is not None:
+            return _GradMode.tracing.constant_node(out, spec, (x, y), (x_data, y_data), params)
         return _new_variable(out)
 
     chosen = {1: unary_op, 2: binary_op}.get(spec.arity, op)

@@ -1,0 +1,679 @@
+"""`sg.compile`: trace a function of Variables once, then replay it as straight-line NumPy code.
+
+    loss_fn = sg.compile(lambda x, t: ((model(x) - t) ** 2).mean())
+    loss = loss_fn(x, t)          # a Variable: the output of one graph node
+    loss.backward()               # .grad of every parameter the function used, as in eager mode
+
+The first call runs the function eagerly under a tracer, which records every op it applies (also
+those eager mode would not record: ops on constants, under no_grad, detach). From the trace two
+Python functions are generated (`code()` shows them): the forward calls each op's NumPy forward in
+creation order; the backward calls each VJP in the order the engine's backprop would (reverse
+creation order), reduces broadcast gradients where the engine would and sums fan-out in the same
+order. It is the eager code, in the eager order, minus the per-op cost of recording a graph node:
+values and gradients are bitwise equal to the eager function's (tested on random graphs of every
+registry op).
+
+A call's result is one graph node whose inputs are the function's Variable arguments and the
+Variables it captured (parameters); its VJPs run the generated backward once for all of them. So
+backward(), grad(), the version check of inputs changed in place, retain_graph, and create_graph
+(through an eager re-run of the trace: double backward works) behave as for any op, and the node
+has a torch reference built from the trace, so the three-way checker checks compiled functions too.
+
+Like jax.jit and torch.compile, a trace is reused for arguments of the same kinds, shapes, dtypes and
+requires_grad flags (hashable non-array arguments by value) and grad mode; anything else is traced
+anew. The function's Python code is not re-run, so what would silently freeze in a trace is refused
+while tracing, with a GraphError: reading a Variable's values (float(), item(), .data, comparisons,
+`if` on a Variable, NumPy conversion), in-place changes, backward() inside the function, and dropout's
+random masks. Python values read from elsewhere (a flag, module.training, a coefficient in a closure)
+are frozen at trace time: pass them as arguments or call `reset()`. Captured Variables are held by
+reference and their data is read at every call, so in-place updates of parameters are seen; a
+parameter replaced by another object is not (`reset()`).
+"""
+from __future__ import annotations
+
+import builtins
+import numbers
+
+import numpy as np
+
+from .engine import (Variable, _fit_array, _fit_variable, _GradMode, _new_variable, _next_seq, _record, _saved_copy,
+                     apply, enable_grad, grad)
+from .errors import DTypeError, GraphError, describe
+from .ops.registry import NOT_DIFFERENTIABLE, REAL, OpSpec
+
+__all__ = ["compile", "CompiledFunction"]
+
+# a second gradient for the same value (fan-out) is added, in the order eager backprop adds it (the
+# compiler's own tests plant an overwrite here and require the comparison with eager mode to catch it)
+_ACCUMULATE = "{name} = {name} + t          # fan-out, summed in eager's order"
+MAX_PLANS = 32                    # traces kept per function (argument signatures); the oldest is dropped
+_STATIC_VALUES = (numbers.Number, str, bytes, type(None), np.generic)
+_NO_PARAMS = {}
+
+
+class _Miss:
+    """What a plan's guard returns when the call's arguments do not fit its trace."""
+
+    def __repr__(self):
+        return "MISS"
+
+
+MISS = _Miss()
+
+
+# ---- tracing --------------------------------------------------------------------------------------
+
+class _Tracer:
+    """Installed as `_GradMode.tracing` while a function runs once to be traced. The engine asks it
+    to record what eager mode leaves unrecorded, so the trace holds every value the output depends on."""
+
+    def __init__(self):
+        self.start = _next_seq()          # nodes recorded during the trace have a larger seq
+
+    def constant_node(self, out, spec, args, datas, params):
+        """An op result eager mode would not record (no input requires grad, or no_grad): recorded
+        with no edges, so a replay computes it and no gradient flows through it, as in eager mode."""
+        datas = list(datas)
+        for k, (arg, data) in enumerate(zip(args, datas)):
+            if type(data) is np.ndarray and data.flags.writeable and not isinstance(arg, Variable):
+                datas[k] = _saved_copy(data)   # a raw array its owner may change later: its value now
+        vjps = spec.vjps_for(len(args)) if spec.variadic else spec.vjps
+        node = _record(out, spec, vjps, tuple(args), tuple(datas), params or _NO_PARAMS, (), (None,) * len(args))
+        node.requires_grad = False
+        return node
+
+    def detach(self, var):
+        return self.constant_node(var._data, _DETACH, (var,), (var._data,), _NO_PARAMS)
+
+
+# detach() while tracing: an identity with no gradient (not in the registry: it is not an op users call)
+_DETACH = OpSpec("detach", lambda x: x, (None,), lambda x: x.detach(), (REAL,), "shape")
+
+
+def _is_static(value):
+    """Non-array arguments select a trace by value (numbers, strings, tuples of them) or, when only
+    hashable, by identity (functions, modules); None for those that can do neither (lists, dicts)."""
+    if isinstance(value, _STATIC_VALUES):
+        return "value"
+    if type(value) is tuple:
+        return "value" if all(_is_static(v) == "value" for v in value) else None
+    if isinstance(value, (list, dict, set)):
+        return None
+    try:
+        hash(value)
+    except TypeError:
+        return None
+    return "identity"
+
+
+# ---- the plan: a trace as data, and the code generated from it ------------------------------------
+
+class _Slot:
+    """An input of the compiled node: an argument (a Variable or a raw array) or a captured Variable."""
+    __slots__ = ("kind", "position", "variable", "shape", "dtype", "requires_grad", "data")
+
+    def __init__(self, kind, position, variable, data):
+        self.kind = kind                  # "variable" or "array" (arguments), "captured"
+        self.position = position          # argument position (None for captured)
+        self.variable = variable          # the captured Variable (None for arguments)
+        self.data = data                  # the traced value: what params and constants are matched against
+        self.shape = data.shape
+        self.dtype = data.dtype
+        self.requires_grad = False
+
+
+class _Step:
+    __slots__ = ("spec", "vjps", "args", "params", "edges", "shapes", "dtypes")
+
+    def __init__(self, spec, vjps, args, params, edges, shapes, dtypes):
+        self.spec, self.vjps, self.args, self.params = spec, vjps, args, params
+        self.edges, self.shapes, self.dtypes = edges, shapes, dtypes
+
+
+# refs: ("i", k) slot k, ("v", j) step j's value, ("k", value) a constant, ("t", [refs]) a tuple of refs
+def _ref_of(value, slot_of, step_of, data_names):
+    if isinstance(value, Variable):
+        if id(value) in step_of:
+            return ("v", step_of[id(value)])
+        return ("i", slot_of[id(value)])
+    if type(value) is np.ndarray and id(value) in data_names:
+        return data_names[id(value)]      # the data of an input or of an op result: read at every call
+    if type(value) is tuple and any(type(v) is np.ndarray and id(v) in data_names for v in value):
+        return ("t", [_ref_of(v, slot_of, step_of, data_names) for v in value])
+    return ("k", value)
+
+
+class _Plan:
+    """One trace of a compiled function: its slots and steps, and the Python code generated from them.
+
+    The compiled node keeps `[saved arrays, gradients]` as its one saved value: the engine calls the
+    node's VJPs for its edges in order within one visit, so the first runs the generated backward for
+    every input and the last drops the result."""
+
+    def __init__(self, name, nargs, arg_guards, slots, steps, output, grad_enabled):
+        self.name = name
+        self.nargs = nargs
+        self.arg_guards = arg_guards      # per argument: ("slot", k) | ("alias", j) | ("value"|"identity", v)
+        self.slots = slots
+        self.steps = steps[:output + 1]
+        self.output = output              # the step whose value the function returns
+        self.grad_enabled = grad_enabled
+        self.edges = self._input_edges()  # slots that receive a gradient
+        self._recorded = None             # (g, inputs, gradients) of the latest create_graph backward
+        self.spec = self._make_spec()
+        self.forward = self.backward = self.run = None
+        self.source = ""
+        self._generate(self._observe())
+
+    # -- which values a gradient reaches (eager backprop's nodes and edges, in its order) --
+    def _gradient_edges(self):
+        """(step j, input i, target ref) for every VJP eager backprop would call, in its order."""
+        reached = {self.output}
+        for j in range(self.output, -1, -1):
+            if j not in reached:
+                continue
+            for i in self.steps[j].edges:
+                target = self.steps[j].args[i]
+                if target[0] == "v":
+                    reached.add(target[1])
+                yield j, i, target
+
+    def _input_edges(self):
+        if not self.grad_enabled:
+            return ()
+        return tuple(sorted({target[1] for _, _, target in self._gradient_edges() if target[0] == "i"}))
+
+    def _make_spec(self):
+        """The compiled function as an op: what `apply` and the checker see (the torch reference
+        replays the trace with each op's torch reference)."""
+        vjps = [None] * len(self.slots)
+        for position, k in enumerate(self.edges):
+            vjps[k] = self._generic_vjp(position)
+        domains = tuple(REAL if slot.dtype.kind == "f" else NOT_DIFFERENTIABLE for slot in self.slots)
+        return OpSpec(f"compiled {self.name}", lambda *arrays: self.forward(*arrays)[0], tuple(vjps),
+                      self._torch_reference, domains, "nn",
+                      smooth=all(step.spec.smooth for step in self.steps),
+                      twice_differentiable=all(step.spec.twice_differentiable for step in self.steps))
+
+    def _fast_vjps(self):
+        """The VJPs of the nodes `run` records: their one saved value is `[arrays, gradients]`. The
+        first edge's VJP runs the generated backward for all edges, the last one drops the result."""
+        vjps = [None] * len(self.slots)
+        last = len(self.edges) - 1
+        for position, k in enumerate(self.edges):
+            role = "only" if last == 0 else "first" if position == 0 else "last" if position == last else "middle"
+            vjps[k] = self._fast_vjp(position, role, self.spec.vjps[k])
+        return tuple(vjps)
+
+    def _fast_vjp(self, position, role, generic):
+        def vjp(g, out, state, *rest):
+            if type(state) is not list:          # create_graph: the engine passes the inputs
+                return generic(g, out, state, *rest)
+            if role == "only":
+                return self.backward(g, state[0])[0]
+            if role == "first":
+                grads = state[1] = self.backward(g, state[0])
+                return grads[0]
+            grads = state[1]
+            if role == "last":
+                state[1] = None
+            return grads[position]
+        vjp.__name__ = f"compiled_vjp_input_{self.edges[position]}"
+        return vjp
+
+    def _generic_vjp(self, position):
+        """A VJP on the node's inputs themselves: raw arrays (a node `apply` made, as the checker does)
+        or Variables (create_graph). Arrays of the traced shapes and dtypes run the generated code;
+        other arrays an eager graph of new Variables; Variables the trace's backward with graphs."""
+        k = self.edges[position]
+
+        def vjp(g, out, *inputs):
+            if isinstance(g, Variable):
+                grads = self._recorded_backward(g, inputs)
+                if position == len(self.edges) - 1:
+                    self._recorded = None        # the last edge: do not keep the graph alive
+                return grads[position]
+            if all(type(a) is np.ndarray and a.shape == slot.shape and a.dtype == slot.dtype
+                   for a, slot in zip(inputs, self.slots)):
+                _, state = self.forward(*inputs)
+                return self.backward(g, state[0])[position]
+            with enable_grad():
+                variables = [Variable(a, requires_grad=j in self.edges) if isinstance(a, np.ndarray) else a
+                             for j, a in enumerate(inputs)]
+                return grad([self.run_eagerly(variables)], [variables[k]], grad_outputs=[g])[0]
+        vjp.__name__ = f"compiled_vjp_input_{k}"
+        return vjp
+
+    def _recorded_backward(self, g, inputs):
+        """The gradients of every edge input under create_graph: the trace re-run on the input
+        Variables, then its VJPs called on Variables in eager backprop's order, each recording its
+        graph, as eager create_graph does. Not a nested grad() call: a backward pass keeps its
+        bookkeeping on the Variables it visits, and these inputs are the ones the outer pass is
+        delivering gradients to. Computed at the first edge and reused for the others (the engine
+        calls them in a row with the same g)."""
+        cached = self._recorded
+        if cached is not None and cached[0] is g and all(a is b for a, b in zip(cached[1], inputs)):
+            return cached[2]
+        values = self._forward_values(inputs, lambda step, args, params: apply(step.spec, args, params))
+        gradients = self._backward_values(g, inputs, values, lambda gi, j, i: _fit_variable(
+            gi, self.steps[j].shapes[i], self.steps[j].dtypes[i], self.steps[j].spec.name, i))
+        grads = [gradients[("i", slot)] for slot in self.edges]
+        self._recorded = (g, tuple(inputs), grads)
+        return grads
+
+    # -- running the trace step by step (eager re-run, torch reference, the observing run) --
+    def _resolve(self, ref, slot_values, values):
+        kind, value = ref
+        if kind == "i":
+            return slot_values[value]
+        if kind == "v":
+            return values[value]
+        if kind == "t":
+            return tuple(self._resolve(r, slot_values, values) for r in value)
+        return value
+
+    def _call_args(self, step, slot_values, values, raw):
+        args = [self._resolve(ref, slot_values, values) for ref in step.args]
+        params = {key: raw(self._resolve(ref, slot_values, values)) for key, ref in step.params.items()}
+        return args, params
+
+    def _forward_values(self, slot_values, run_step, raw=None):
+        """Every step's value, each computed by run_step(step, args, params)."""
+        values = []
+        for step in self.steps:
+            args, params = self._call_args(step, slot_values, values, raw or _raw_value)
+            values.append(run_step(step, args, params))
+        return values
+
+    def _backward_values(self, g, slot_values, values, fit):
+        """{ref: gradient} from the trace's VJPs, called in eager backprop's order on `g`, each result
+        brought to its input's shape and dtype by fit(gi, step index, input index); fan-out summed."""
+        gradients = {("v", self.output): g}
+        for j, i, target in self._gradient_edges():
+            step = self.steps[j]
+            args, params = self._call_args(step, slot_values, values, _raw_value)
+            gi = fit(step.vjps[i](gradients[("v", j)], values[j], *args, **params), j, i)
+            gradients[target] = gi if target not in gradients else gradients[target] + gi
+        return gradients
+
+    def run_eagerly(self, inputs):
+        """The trace applied op by op to `inputs` (Variables or arrays, one per slot): the graph eager
+        mode would build."""
+        return self._forward_values(inputs, lambda step, args, params: apply(step.spec, args, params))[self.output]
+
+    def _torch_reference(self, *tensors):
+        import torch
+
+        def run_step(step, args, params):
+            floats = [a.dtype for a in args if isinstance(a, torch.Tensor) and a.dtype.is_floating_point]
+            return step.spec.torch(*[_torch_constant(a, floats[0] if floats else None, torch) for a in args],
+                                   **params)
+        return self._forward_values(tensors, run_step, _numpy_value)[self.output]
+
+    def _observe(self):
+        """Run the trace once on its traced values, forward and backward as the engine would, and note
+        which forwards return something other than an ndarray (a NumPy scalar) and which VJP results
+        need reducing or casting to their input: the generated code converts and reduces exactly there,
+        instead of testing every result at every call. (The shapes, dtypes and types of these results
+        follow from the inputs' shapes and dtypes, which a trace fixes.) Returns (wraps, fits); fits is
+        None if a VJP raises here: then every result is tested at every call, as the engine does."""
+        slot_values = [slot.data for slot in self.slots]
+        returned = []
+
+        def run_step(step, args, params):
+            returned.append(step.spec.forward(*args, **params))
+            return np.asarray(returned[-1])
+        values = self._forward_values(slot_values, run_step)
+        wraps = {j for j, out in enumerate(returned) if type(out) is not np.ndarray}
+        fits = {}
+        if not self.edges:
+            return wraps, fits
+
+        def fit(gi, j, i):
+            step = self.steps[j]
+            shape, dtype = step.shapes[i], step.dtypes[i]
+            if type(gi) is np.ndarray and gi.shape == shape and gi.dtype == dtype:
+                return gi
+            if np.asarray(gi).shape == shape and np.asarray(gi).dtype == dtype:
+                fits[j, i] = "asarray"                   # a NumPy scalar for a 0-d input
+            elif type(gi) is np.ndarray and gi.dtype == dtype and gi.shape[1:] == shape and gi.ndim == len(shape) + 1:
+                fits[j, i] = "lead"                      # _sum_to_array's common case: one leading axis
+            else:
+                fits[j, i] = "fit"
+            return _fit_array(gi, shape, dtype, step.spec.name, i)
+        output = values[self.output]
+        try:
+            with np.errstate(all="ignore"):
+                self._backward_values(np.ones(output.shape, output.dtype), slot_values, values, fit)
+        except Exception:   # noqa: BLE001 - a VJP that fails on these values: test every result instead
+            return wraps, None
+        return wraps, fits
+
+    # -- code generation --
+    def _generate(self, observed):
+        wraps, fits = observed
+        namespace = {"ndarray": np.ndarray, "asarray": np.asarray, "Variable": Variable, "MISS": MISS,
+                     "GM": _GradMode, "record": _record, "new_variable": _new_variable,
+                     "FIT": _fit_array, "add_reduce": np.add.reduce, "saved_copy": _saved_copy, "SPEC": self.spec,
+                     "VJPS": self._fast_vjps(), "NOPARAMS": _NO_PARAMS, "EDGES": self.edges}
+        constants = {}
+
+        def constant(value, name=None):
+            """A name for `value` in the generated code's namespace."""
+            if name is None:
+                if id(value) in constants:
+                    return constants[id(value)]
+                name = constants[id(value)] = f"K{len(constants)}"
+            namespace[name] = value
+            return name
+
+        used = set()                      # the arrays the backward reads: the forward saves them
+
+        def expr(ref):
+            kind, value = ref
+            if kind in "iv":
+                used.add(ref)
+                return f"{kind}{value}"
+            if kind == "t":
+                return "(" + "".join(expr(r) + ", " for r in value) + ")"
+            return constant(value)
+
+        def call(fn_name, leading, step):
+            args = leading + [expr(ref) for ref in step.args]
+            if step.params and all(kind == "k" for kind, _ in step.params.values()):
+                args.append("**" + constant({key: value for key, (_, value) in step.params.items()}))
+            else:
+                args += [f"{key}={expr(ref)}" for key, ref in step.params.items()]
+            return f"{fn_name}({', '.join(args)})"
+
+        # backward first: it says which arrays the forward must save
+        lines, gradient, node = [], {("v", self.output): "g"}, None
+        for j, i, target in self._gradient_edges():
+            step = self.steps[j]
+            if j != node:
+                lines.append(f"    # {step.spec.name}")
+                node = j
+            vjp_call = call(constant(step.vjps[i], f'B{j}_{i}'), [gradient[('v', j)], expr(('v', j))], step)
+            how = "check" if fits is None else fits.get((j, i))
+            if how is None and target not in gradient:      # the common case: the VJP's result as it is
+                name = gradient[target] = f"G{target[1]}" if target[0] == "v" else f"R{target[1]}"
+                lines.append(f"    {name} = {vjp_call}")
+                continue
+            lines.append(f"    t = {vjp_call}")
+            shape, dtype = constant(step.shapes[i]), constant(step.dtypes[i])
+            if how == "check":
+                lines.append(f"    if type(t) is not ndarray or t.shape != {shape} or (t.dtype is not {dtype} "
+                             f"and t.dtype != {dtype}):")
+                lines.append(f"        t = FIT(t, {shape}, {dtype}, {step.spec.name!r}, {i})")
+            elif how == "asarray":
+                lines.append("    t = asarray(t)")
+            elif how == "lead":
+                lines.append("    t = add_reduce(t, 0)        # broadcasting undone over the leading axis")
+            elif how == "fit":
+                lines.append(f"    t = FIT(t, {shape}, {dtype}, {step.spec.name!r}, {i})   # broadcasting undone")
+            name = gradient.get(target)
+            if name is None:
+                name = gradient[target] = f"G{target[1]}" if target[0] == "v" else f"R{target[1]}"
+                lines.append(f"    {name} = t")
+            else:
+                lines.append("    " + _ACCUMULATE.format(name=name))
+        returned = [gradient[("i", k)] for k in self.edges]
+        if len(returned) > 1:   # one array returned for two inputs: the engine could accumulate into it
+            lines.append("    # one buffer returned for two inputs would let the engine add one's gradient into "
+                         "the other's")
+        for p in range(1, len(returned)):
+            for q in range(p):
+                lines.append(f"    if {returned[p]} is {returned[q]}: {returned[p]} = {returned[p]}.copy()")
+        lines.append(f"    return ({''.join(r + ', ' for r in returned)})")
+        body = "\n".join(lines)
+        saved = [f"{kind}{index}" for kind, index in sorted(used)]
+        used = set()                      # the forward and run() below are not the backward
+        backward = ["def backward(g, saved):"]
+        if saved:
+            backward.append(f"    {''.join(n + ', ' for n in saved)}= saved")
+        backward.append(body)
+
+        forward = [f"def forward({', '.join(f'i{k}' for k in range(len(self.slots)))}):"]
+        if any(step.spec.may_produce_nan for step in self.steps):
+            forward.append("    chk = GM.checking")
+        for j, step in enumerate(self.steps):
+            value = call(constant(step.spec.forward, f"F{j}"), [], step)
+            forward.append(f"    v{j} = {f'asarray({value})' if j in wraps else value}   # {step.spec.name}")
+            if step.spec.may_produce_nan:   # the domain check eager mode makes (NaN from valid inputs)
+                arrays = "".join(expr(ref) + ", " for ref in step.args)
+                forward.append("    if chk:")
+                forward.append(f"        {constant(step.spec, f'SP{j}')}.check_domain(({arrays}), v{j})")
+        forward.append(f"    return v{self.output}, [({''.join(n + ', ' for n in saved)}), None]")
+
+        self.source = ("\n".join(forward) + "\n\n\n" + "\n".join(backward) + "\n\n\n" +
+                       self._run_source(constant, saved) + "\n")
+        code = builtins.compile(self.source, f"<sg.compile {self.name}>", "exec")
+        exec(code, namespace)
+        self.forward, self.backward, self.run = namespace["forward"], namespace["backward"], namespace["run"]
+
+    def _run_source(self, constant, saved):
+        """run(*args): the guards (MISS when the arguments do not fit this trace), the forward and
+        the node."""
+        run = ["def run(*args):", f"    if len(args) != {self.nargs}:", "        return MISS"]
+        if self.nargs:
+            run.append(f"    {''.join(f'a{p}, ' for p in range(self.nargs))}= args")
+        node_inputs, versions = [], []
+        for k, slot in enumerate(self.slots):
+            if slot.kind == "array":
+                run += [f"    i{k} = a{slot.position}", f"    if type(i{k}) is not ndarray:",
+                        f"        if not isinstance(i{k}, ndarray):", "            return MISS",
+                        f"        i{k} = asarray(i{k})",
+                        f"    if i{k}.shape != {constant(slot.shape)} or i{k}.dtype != {constant(slot.dtype)}:",
+                        "        return MISS"]
+                if f"i{k}" in saved:
+                    run += [f"    if i{k}.flags.writeable:",
+                            f"        i{k} = saved_copy(i{k})     # saved for backward: the caller may change it"]
+                node_inputs.append(f"i{k}")
+                versions.append("None")
+                continue
+            if slot.kind == "variable":
+                holder = f"a{slot.position}"
+                run += [f"    if not isinstance({holder}, Variable):", "        return MISS"]
+            else:
+                holder = constant(slot.variable, f"C{k}")
+            # an ndarray's shape and dtype are fixed (in-place updates keep `_data`): checked only
+            # when the Variable holds another array than at the previous call
+            shape, dtype, seen = constant(slot.shape), constant(slot.dtype), constant([None], f"SEEN{k}")
+            run += [f"    i{k} = {holder}._data",
+                    f"    if i{k} is not {seen}[0]:",
+                    f"        if i{k}.shape != {shape} or (i{k}.dtype is not {dtype} and i{k}.dtype != {dtype}):",
+                    "            return MISS",
+                    f"        {seen}[0] = i{k}",
+                    f"    if {holder}.requires_grad is not {slot.requires_grad}:",
+                    "        return MISS"]
+            node_inputs.append(holder)
+            versions.append(f"{holder}._version")
+        for p, (kind, value) in enumerate(self.arg_guards):
+            if kind == "alias":
+                run.append(f"    if a{p} is not a{value}:")
+            elif kind == "identity":
+                run.append(f"    if a{p} is not {constant(value)}:")
+            elif kind == "value":
+                run.append(f"    if type(a{p}) is not {constant(type(value))} or a{p} != {constant(value)}:")
+            else:
+                continue
+            run.append("        return MISS")
+        run += [f"    if GM.enabled is not {self.grad_enabled}:", "        return MISS",
+                f"    out, saved = forward({', '.join(f'i{k}' for k in range(len(self.slots)))})"]
+        if self.edges:
+            run.append(f"    return record(out, SPEC, VJPS, ({''.join(n + ', ' for n in node_inputs)}), "
+                       f"(saved,), NOPARAMS, EDGES, ({''.join(v + ', ' for v in versions)}))")
+        else:
+            run.append("    return new_variable(out)")
+        return "\n".join(run)
+
+
+def _raw_value(value):
+    if isinstance(value, Variable):
+        return value._data
+    if type(value) is tuple:
+        return tuple(_raw_value(v) for v in value)
+    return value
+
+
+def _numpy_value(value):
+    if hasattr(value, "detach") and hasattr(value, "numpy"):    # a torch tensor
+        return value.detach().numpy()
+    if type(value) is tuple:
+        return tuple(_numpy_value(v) for v in value)
+    return value
+
+
+def _torch_constant(value, float_dtype, torch):
+    if isinstance(value, np.ndarray):
+        tensor = torch.as_tensor(np.array(value, order="C"))
+        return tensor.to(float_dtype) if value.dtype.kind == "f" and float_dtype is not None else tensor
+    return value
+
+
+def _build_plan(name, args, wrapped, result, tracer):
+    if not isinstance(result, Variable):
+        raise GraphError(f"sg.compile: function '{name}' must return one Variable, got {type(result).__name__}")
+    start = tracer.start
+    # the ops recorded during the trace that the result depends on, and the Variables they read
+    internal, outside = {}, {}
+    stack = [result]
+    while stack:
+        var = stack.pop()
+        if id(var) in internal or id(var) in outside:
+            continue
+        if var._spec is not None and var._seq > start:
+            if var._inputs is None:
+                raise GraphError(f"sg.compile: function '{name}': the graph of op '{var._spec.name}' was freed "
+                                 "while tracing (did the function call backward?)")
+            internal[id(var)] = var
+            stack.extend(a for a in var._inputs if isinstance(a, Variable))
+        else:
+            outside[id(var)] = var
+    if id(result) not in internal:
+        raise GraphError(f"sg.compile: function '{name}' returned a Variable that no op computed inside it "
+                         f"({describe(result)}): an argument or a captured Variable")
+    nodes = sorted(internal.values(), key=lambda node: node._seq)
+    step_of = {id(node): j for j, node in enumerate(nodes)}
+
+    slots, slot_of, arg_guards = [], {}, []
+    for position, (arg, traced) in enumerate(zip(args, wrapped)):
+        if isinstance(traced, Variable):
+            if id(traced) in slot_of:
+                first = slots[slot_of[id(traced)]].position
+                arg_guards.append(("alias", first))
+                continue
+            slot_of[id(traced)] = len(slots)
+            kind = "variable" if isinstance(arg, Variable) else "array"
+            slot = _Slot(kind, position, None, traced._data)
+            slot.requires_grad = traced.requires_grad
+            slots.append(slot)
+            arg_guards.append(("slot", slot_of[id(traced)]))
+        else:
+            arg_guards.append((_is_static(arg), arg))
+    for node in nodes:                                   # captured: in the order the ops first read them
+        for inp in node._inputs:
+            if isinstance(inp, Variable) and id(inp) not in step_of and id(inp) not in slot_of:
+                slot_of[id(inp)] = len(slots)
+                slot = _Slot("captured", None, inp, inp._data)
+                slot.requires_grad = inp.requires_grad
+                slots.append(slot)
+
+    data_names = {id(slot.data): ("i", k) for k, slot in enumerate(slots)}
+    data_names.update({id(node._data): ("v", j) for j, node in enumerate(nodes)})
+    steps = []
+    for node in nodes:
+        refs = tuple(_ref_of(inp if isinstance(inp, Variable) else data, slot_of, step_of, data_names)
+                     for inp, data in zip(node._inputs, node._datas))
+        params = {key: _ref_of(value, slot_of, step_of, data_names) for key, value in node._params.items()}
+        # what the engine fits each VJP result to: the input's shape and dtype
+        shapes = tuple(inp._data.shape if isinstance(inp, Variable) else None for inp in node._inputs)
+        dtypes = tuple(inp._data.dtype if isinstance(inp, Variable) else None for inp in node._inputs)
+        steps.append(_Step(node._spec, node._vjps, refs, params, node._edges, shapes, dtypes))
+    return _Plan(name, len(args), arg_guards, slots, steps, step_of[id(result)], _GradMode.enabled)
+
+
+# ---- the compiled function ------------------------------------------------------------------------
+
+class CompiledFunction:
+    """A function of Variables traced once per argument signature and replayed as generated code."""
+
+    def __init__(self, fn, name=None):
+        if not callable(fn):
+            raise TypeError(f"sg.compile needs a callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.__name__ = name or getattr(fn, "__name__", type(fn).__name__)
+        self.__doc__ = getattr(fn, "__doc__", None)
+        self.__wrapped__ = fn
+        self._plans = []                  # the most recently used first
+        self.trace_count = 0
+
+    def __call__(self, *args, **kwargs):
+        if kwargs:
+            raise TypeError(f"compiled function '{self.__name__}' takes positional arguments only "
+                            f"(got {', '.join(kwargs)})")
+        if _GradMode.tracing is not None:     # called while another function is traced: inline it
+            return self.fn(*args)
+        plans = self._plans
+        for index, plan in enumerate(plans):
+            out = plan.run(*args)
+            if out is not MISS:
+                if index:
+                    plans.insert(0, plans.pop(index))
+                return out
+        plan = self._trace(args)
+        out = plan.run(*args)
+        if out is MISS:
+            raise GraphError(f"sg.compile: function '{self.__name__}' changed the shape, dtype or requires_grad of "
+                             "a Variable it captured while it was traced")
+        return out
+
+    def _trace(self, args):
+        wrapped = []
+        for position, arg in enumerate(args):
+            if isinstance(arg, Variable):
+                wrapped.append(arg)
+            elif isinstance(arg, np.ndarray):
+                if type(arg) is not np.ndarray:
+                    arg = np.asarray(arg)
+                # a raw array runs through the function as a Variable, so NumPy code on it is refused
+                # like any value read instead of being frozen into the trace
+                wrapped.append(Variable(arg))
+            elif _is_static(arg) is not None:
+                wrapped.append(arg)
+            else:
+                raise DTypeError(f"compiled function '{self.__name__}': argument {position} is a "
+                                 f"{type(arg).__name__}; pass Variables, NumPy arrays, or hashable values (numbers, "
+                                 "strings, tuples: a new value is traced anew). Variables inside a list or dict "
+                                 "would be frozen into the trace: pass them as separate arguments")
+        tracer = _Tracer()
+        _GradMode.tracing = tracer
+        try:
+            result = self.fn(*wrapped)
+        finally:
+            _GradMode.tracing = None
+        plan = _build_plan(self.__name__, args, wrapped, result, tracer)
+        self.trace_count += 1
+        self._plans.insert(0, plan)
+        del self._plans[MAX_PLANS:]
+        return plan
+
+    def reset(self):
+        """Forget every trace: the next call traces again (after changing what the function reads
+        from outside its arguments: a flag, a replaced parameter)."""
+        self._plans.clear()
+
+    def code(self):
+        """The generated code of the most recently used trace (None before the first call)."""
+        return self._plans[0].source if self._plans else None
+
+    def __repr__(self):
+        return f"<compiled function {self.__name__}: {len(self._plans)} trace(s)>"
+
+
+def compile(fn=None, *, name=None):
+    """Trace `fn` (a function of Variables returning one Variable) on its first call and replay the
+    trace as generated NumPy code afterwards; see the module docstring. Usable as `@sg.compile`."""
+    if fn is None:
+        return lambda f: CompiledFunction(f, name)
+    return CompiledFunction(fn, name)
