@@ -27,6 +27,8 @@ IMPLEMENTATIONS = (
     Implementation("numpy-prealloc", "benchmarks.impl_numpy", "numpy", optional=False, options={"preallocated": True}),
     Implementation("torch", "benchmarks.impl_torch", "torch", optional=False),
     Implementation("scratch_grad", "benchmarks.impl_scratch_grad", "scratch_grad", optional=False),
+    Implementation("scratch_grad-compiled", "benchmarks.impl_scratch_grad", "scratch_grad", optional=False,
+                   options={"compiled": True}),
     Implementation("autograd", "benchmarks.impl_autograd", "autograd", optional=True),
     Implementation("mygrad", "benchmarks.impl_mygrad", "mygrad", optional=True),
     Implementation("jax-eager", "benchmarks.impl_jax", "jax", optional=True, options={"jit": False}),

@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 METHOD = ("peak RSS increase (VmHWM after a reset via /proc/self/clear_refs minus VmRSS before) during one "
-          "forward+backward, in a fresh subprocess per implementation")
+          "forward+backward after a first one (jit compilation and tracing excluded), in a fresh subprocess per "
+          "implementation")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -39,6 +40,7 @@ def measure_peak_bytes(implementation, length, x0):
     from benchmarks.workloads import CHAIN_OPS
 
     forward_backward = implementation.make_chain(CHAIN_OPS, length, x0)
+    forward_backward()       # a step's memory, not a first call's: jax-jit compiles and sg.compile traces there
     gc.collect()
     release_free_memory()
     baseline = read_status_kib("VmRSS")

@@ -78,14 +78,16 @@ def test_reference_and_torch_run_every_workload(bench):
     assert set(prealloc.values()) == {"n/a"}
 
 
-def test_scratch_grad_agrees_on_every_workload(bench):
-    """Never skipped: while the engine is absent the runner must say so; once present it must agree everywhere."""
+@pytest.mark.parametrize("label", ["scratch_grad", "scratch_grad-compiled"])
+def test_scratch_grad_agrees_on_every_workload(bench, label):
+    """Never skipped: while the engine is absent the runner must say so; once present it must agree everywhere
+    (compiled too: the quick run's chains stay within the compiled chain limit)."""
     if not (REPO_ROOT / "scratch_grad" / "engine.py").exists():
-        assert bench.report["implementations"]["scratch_grad"]["status"] == "unavailable"
+        assert bench.report["implementations"][label]["status"] == "unavailable"
         return
-    assert bench.report["implementations"]["scratch_grad"]["status"] == "available"
-    failures = {workload["name"]: workload["results"]["scratch_grad"] for workload in bench.report["workloads"]
-                if workload["results"]["scratch_grad"]["status"] != "ok"}
+    assert bench.report["implementations"][label]["status"] == "available"
+    failures = {workload["name"]: workload["results"][label] for workload in bench.report["workloads"]
+                if workload["results"][label]["status"] != "ok"}
     assert not failures
 
 
