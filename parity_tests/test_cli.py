@@ -15,14 +15,27 @@ def test_parity_prints_the_table_and_summary_and_writes_json(tmp_path, capsys):
     output = capsys.readouterr().out
     assert code == 0, output
     header = output.splitlines()[0]
-    for column in ("forward", "VJP vs torch", "VJP vs FD", "2nd order", "random graphs"):
+    for column in ("forward", "VJP vs torch", "VJP vs FD", "2nd order", "random graphs", "compiled=eager"):
         assert column in header
     assert any(line.startswith("tanh ") and "pass" in line for line in output.splitlines())
     assert "ALL PASS" in output.splitlines()[-1]
     data = json.loads(path.read_text())
     assert data["passed"] is True and set(data["ops"]) == {"tanh", "matmul"}
     assert data["ops"]["matmul"]["cells"]["vjp_torch"]["status"] == "pass"
+    assert data["ops"]["matmul"]["cells"]["compiled"]["status"] == "pass"
+    assert data["ops"]["matmul"]["cells"]["compiled"]["checks"] > 2      # a sample of each dtype and graphs
     assert data["op_checks"] == 2 * 2 * 3
+
+
+def test_parity_fails_when_compiled_code_differs_from_eager_mode(tmp_path, capsys, monkeypatch):
+    """A compiler bug planted in this process (workers=1): fan-out gradients overwritten, not added."""
+    import scratch_grad.compiler as compiler
+    monkeypatch.setattr(compiler, "_ACCUMULATE", "{name} = t")
+    code = cli(["parity", "--op", "mul", "--samples", "2", "--graphs", "30", "--workers", "1",
+                "--reproducers", str(tmp_path), "--quiet"])
+    output = capsys.readouterr().out
+    assert code == 1
+    assert "sg.compile differs from eager mode on random graph" in output
 
 
 def test_parity_rejects_unknown_ops(capsys):

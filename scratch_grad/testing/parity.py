@@ -15,10 +15,11 @@ import numpy as np
 
 from .oracle import WARNINGS as WARNING_CLASSES
 
-COLUMNS = ("forward", "vjp_torch", "vjp_fd", "second", "graphs")
+COLUMNS = ("forward", "vjp_torch", "vjp_fd", "second", "graphs", "compiled")
 COLUMN_TITLES = {"forward": "forward", "vjp_torch": "VJP vs torch", "vjp_fd": "VJP vs FD",
-                 "second": "2nd order", "graphs": "random graphs"}
+                 "second": "2nd order", "graphs": "random graphs", "compiled": "compiled=eager"}
 ENGINE_ROW = "(engine)"       # graph failures that no op explains on its own
+COMPILED_EVERY = 4            # every 4th sample of each op is also compiled (all random graphs are)
 
 
 @dataclass
@@ -78,6 +79,16 @@ def _record_graph(row, report, guilty):
     row.cell("graphs").add(worst, report.passed or not guilty)
 
 
+def _record_compiled(rows, names, problems, where):
+    """sg.compile against eager mode on one program (testing/compiled.py): bit for bit, so a cell is
+    0 (equal) or inf; a mismatch counts against every op of the program and is reported with it."""
+    for name in names:
+        row = rows.setdefault(name, OpRow()) if isinstance(rows, dict) else rows
+        row.cell("compiled").add(np.inf if problems else 0.0, not problems)
+        if problems and len(row.failures) < 3:
+            row.failures.append(f"sg.compile differs from eager mode on {where}: " + "; ".join(problems[:3]))
+
+
 def _short_note(note):
     for prefix in WARNING_CLASSES:
         if note.startswith(prefix):
@@ -97,8 +108,10 @@ def _reproducer(report, directory):
 def _op_task(name, dtype, samples, seed, reproducer_dir):
     from ..ops import REGISTRY
     from ..ops.sampling import sample_inputs
+    from .compiled import compare_compiled
     from .gen import RandomGen
     from .oracle import check_sample
+    from .program import single_op_program
     spec = REGISTRY[name]
     row = OpRow()
     started = time.perf_counter()
@@ -112,6 +125,11 @@ def _op_task(name, dtype, samples, seed, reproducer_dir):
             break
         report = check_sample(spec, inputs, params, cotangent_gen=gen, seed=k)
         _record(row, report)
+        if k % COMPILED_EVERY:
+            continue
+        program = single_op_program(spec, inputs, params, rng=np.random.default_rng(k))
+        if program.differentiable_leaves():
+            _record_compiled(row, [name], compare_compiled(program, second_order=False), f"sample {k} ({dtype})")
         if not report.passed and len(row.failures) < 3:
             report.reproducer = _reproducer(report, reproducer_dir)
             row.failures.append(report.message())
@@ -120,6 +138,7 @@ def _op_task(name, dtype, samples, seed, reproducer_dir):
 
 
 def _graph_task(dtype, start, stop, seed, max_ops, reproducer_dir):
+    from .compiled import compare_compiled
     from .gen import RandomGen
     from .graphs import build_graph, check_graph, localize
     rows = {}
@@ -141,6 +160,7 @@ def _graph_task(dtype, start, stop, seed, max_ops, reproducer_dir):
             report.reproducer = _reproducer(report, reproducer_dir)
         for name in program.op_names():
             _record_graph(rows.setdefault(name, OpRow()), report, name in culprits)
+        _record_compiled(rows, program.op_names(), compare_compiled(program), f"random graph {k} ({dtype})")
         for name in culprits:
             row = rows.setdefault(name, OpRow())
             if name == ENGINE_ROW:
@@ -288,6 +308,7 @@ def summary_line(result):
             f"+ {result.graphs} random graphs (mean {mean_steps:.1f} ops) in {result.seconds:.1f} s on "
             f"{result.workers} worker(s): ")
     text += "ALL PASS" if not failed else f"{len(failed)} FAILED ({', '.join(failed)})"
+    text += f" (each graph and every {COMPILED_EVERY}th op check also run through sg.compile: bit for bit as eager)"
     if warnings:
         text += "; warnings (not failures): " + ", ".join(f"{k} x{v}" for k, v in sorted(warnings.items()))
     return text
