@@ -206,18 +206,29 @@ class _Plan:
         return tuple(vjps)
 
     def _fast_vjp(self, position, role, generic):
-        def vjp(g, out, state, *rest):
-            if type(state) is not list:          # create_graph: the engine passes the inputs
-                return generic(g, out, state, *rest)
-            if role == "only":
+        # one function per role, so the hot call tests nothing but the create_graph case
+        if role == "only":
+            def vjp(g, out, state, *rest):
+                if type(state) is not list:      # create_graph: the engine passes the inputs
+                    return generic(g, out, state, *rest)
                 return self.backward(g, state[0])[0]
-            if role == "first":
+        elif role == "first":
+            def vjp(g, out, state, *rest):
+                if type(state) is not list:
+                    return generic(g, out, state, *rest)
                 grads = state[1] = self.backward(g, state[0])
                 return grads[0]
-            grads = state[1]
-            if role == "last":
-                state[1] = None
-            return grads[position]
+        elif role == "middle":
+            def vjp(g, out, state, *rest):
+                if type(state) is not list:
+                    return generic(g, out, state, *rest)
+                return state[1][position]
+        else:
+            def vjp(g, out, state, *rest):
+                if type(state) is not list:
+                    return generic(g, out, state, *rest)
+                grads, state[1] = state[1], None
+                return grads[position]
         vjp.__name__ = f"compiled_vjp_input_{self.edges[position]}"
         return vjp
 
