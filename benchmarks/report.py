@@ -26,7 +26,7 @@ def format_bytes(value):
 def workload_table(workload):
     has_memory = workload["kind"] == "chain"
     width = max([16] + [len(label) + 2 for label in workload["results"]])   # scratch_grad@REF can be long
-    header = f"{'implementation':<{width}}{'median':>10}  {'min-max':<19}{'vs numpy':>9}{'vs torch':>9}"
+    header = f"{'implementation':<{width}}{'median':>10}  {'min-max':<19}{'vs numpy':>9}{'paired':>8}{'vs torch':>9}"
     header += f"{'peak mem':>12}" if has_memory else ""
     header += "  check (max norm. error)"
     lines = [f"== {workload['name']}: {workload['description']}  [{UNIT_TITLES[workload['unit']]}; "
@@ -37,7 +37,8 @@ def workload_table(workload):
             continue
         spread = f"{format_number(result['min'])}-{format_number(result['max'])}"
         line = (f"{label:<{width}}{format_number(result['median']):>10}  {spread:<19}"
-                f"{format_ratio(result.get('ratio_to_numpy')):>9}{format_ratio(result.get('ratio_to_torch')):>9}")
+                f"{format_ratio(result.get('ratio_to_numpy')):>9}{format_ratio(result.get('paired_ratio_to_numpy')):>8}"
+                f"{format_ratio(result.get('ratio_to_torch')):>9}")
         if has_memory:
             memory = result.get("peak_memory_bytes")
             line += f"{format_bytes(memory) if 'memory_error' not in result else 'error':>12}"
@@ -80,7 +81,8 @@ def text_report(report):
     lines = [
         f"scratch_grad benchmarks ({'quick' if settings['quick'] else 'full'}), one process, implementations "
         f"interleaved round-robin; median and min-max of {settings['repeats']} rounds "
-        f"(chains: {settings['chain_repeats']})",
+        f"(chains: {settings['chain_repeats']}); 'paired': the median over rounds of the ratio to NumPy by hand's "
+        "sample of the same round (steadier than the ratio of medians when the machine drifts)",
         f"threads: {settings['threads']} -- " + "; ".join(settings["thread_pinning"]),
         f"malloc: mmap threshold {malloc['mmap_threshold'] or 'default'}, trim threshold "
         f"{malloc['trim_threshold'] or 'default'} -- {malloc['applied_by']}",

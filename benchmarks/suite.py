@@ -4,6 +4,7 @@ Each workload returns a plain dict (JSON-ready): name, kind, description, unit, 
 implementation label with a ``status`` of "ok" (agreed, then timed), "disagrees" (excluded from timing),
 "error", "n/a", "skipped" (over the chain budget), "not installed" or "unavailable".
 """
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ class Settings:
 
     @classmethod
     def make(cls, quick, repeats=None, chain_budget_seconds=None):
-        return cls(quick=quick, repeats=repeats or (5 if quick else 15),
+        return cls(quick=quick, repeats=repeats or (5 if quick else 31),
                    target_sample_seconds=0.003 if quick else 0.03,
                    scaling_lengths=QUICK_SCALING_LENGTHS if quick else SCALING_LENGTHS,
                    chain_budget_seconds=chain_budget_seconds or (1.0 if quick else 15.0))
@@ -91,11 +92,19 @@ def check_then_time(implementations, build, snapshot, agreement, units_per_call,
 
 
 def add_ratios(results):
+    """Ratios of medians to NumPy by hand and to torch, and the paired ratio to NumPy by hand: the median
+    over rounds of the ratio of the two samples taken in the same round. On this shared machine a whole
+    run drifts between slower and faster phases (the same NumPy step measured 95-160 us in one run);
+    both samples of a round see the same phase, while a ratio of medians can pair a slow phase of one
+    implementation with a fast phase of the other."""
     for baseline, key in ((REFERENCE, "ratio_to_numpy"), (TORCH, "ratio_to_torch")):
         base = results.get(baseline, {})
         for result in results.values():
             if result["status"] == "ok" and base.get("status") == "ok":
                 result[key] = result["median"] / base["median"]
+                if baseline == REFERENCE:
+                    result["paired_ratio_to_numpy"] = statistics.median(
+                        sample / reference for sample, reference in zip(result["samples"], base["samples"]))
 
 
 def run_mlp_workload(config, implementations, settings):

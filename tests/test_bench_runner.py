@@ -63,6 +63,10 @@ def test_json_structure(bench):
             expected_rounds = ROUNDS if workload["kind"] != "chain" else min(ROUNDS, 3)
             assert len(result["samples"]) == expected_rounds
             assert math.isclose(result["ratio_to_numpy"] * workload["results"]["numpy"]["median"], result["median"])
+            reference = workload["results"]["numpy"]["samples"]
+            paired = sorted(s / r for s, r in zip(result["samples"], reference))
+            assert result["paired_ratio_to_numpy"] == pytest.approx(
+                (paired[(len(paired) - 1) // 2] + paired[len(paired) // 2]) / 2)
             assert "ratio_to_torch" in result
             if workload["kind"] == "chain":
                 assert isinstance(result.get("peak_memory_bytes"), int) or result.get("memory_error")
