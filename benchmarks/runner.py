@@ -37,7 +37,8 @@ def build_parser():
     parser.add_argument("--plot", metavar="PATH", help="write a PNG chart (needs matplotlib)")
     parser.add_argument("--threads", type=int, default=1, metavar="N",
                         help="threads for every library: BLAS/OpenMP env vars, threadpoolctl, torch (default 1)")
-    parser.add_argument("--repeats", type=int, metavar="N", help="timing rounds (default 5 quick, 31 full; chains at most 7)")
+    parser.add_argument("--repeats", type=int, metavar="N",
+                        help="timing rounds (default 5 quick, 31 full; chains at most 7)")
     parser.add_argument("--chain-budget", type=float, metavar="SECONDS",
                         help="skip a chain length whose projected single run is longer (default 1 quick, 15 full)")
     parser.add_argument("--malloc-mmap-threshold", type=int, metavar="BYTES",
