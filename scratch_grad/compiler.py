@@ -24,8 +24,9 @@ requires_grad flags (hashable non-array arguments by value) and grad mode; anyth
 anew. The function's Python code is not re-run, so what would silently freeze in a trace is refused
 while tracing, with a GraphError: reading a Variable's values (float(), item(), .data, comparisons,
 `if` on a Variable, NumPy conversion), in-place changes, backward() inside the function, and dropout's
-random masks. Python values read from elsewhere (a flag, module.training, a coefficient in a closure)
-are frozen at trace time: pass them as arguments or call `reset()`. Captured Variables are held by
+random masks. Python values computed outside ops (a flag, module.training, a coefficient in a closure,
+an np.random draw, a Variable made from fresh NumPy data) are frozen at trace time: pass them as
+arguments or call `reset()`. Captured Variables are held by
 reference and their data is read at every call, so in-place updates of parameters are seen; a
 parameter replaced by another object is not (`reset()`).
 """
