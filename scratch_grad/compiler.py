@@ -266,7 +266,7 @@ class _Plan:
         cached = self._recorded
         if cached is not None and cached[0] is g and all(a is b for a, b in zip(cached[1], inputs)):
             return cached[2]
-        values = self._forward_values(inputs, lambda step, args, params: apply(step.spec, args, params))
+        values = self._eager_values(inputs)
         gradients = self._backward_values(g, inputs, values, lambda gi, j, i: _fit_variable(
             gi, self.steps[j].shapes[i], self.steps[j].dtypes[i], self.steps[j].spec.name, i))
         grads = [gradients[("i", slot)] for slot in self.edges]
@@ -308,17 +308,22 @@ class _Plan:
             gradients[target] = gi if target not in gradients else gradients[target] + gi
         return gradients
 
-    def run_eagerly(self, inputs):
-        """The trace applied op by op to `inputs` (Variables or arrays, one per slot): the graph eager
+    def _eager_values(self, inputs):
+        """Every step applied op by op to `inputs` (Variables or arrays, one per slot): the graph eager
         mode would build."""
-        return self._forward_values(inputs, lambda step, args, params: apply(step.spec, args, params))[self.output]
+        return self._forward_values(inputs, lambda step, args, params: apply(step.spec, args, params))
+
+    def run_eagerly(self, inputs):
+        return self._eager_values(inputs)[self.output]
 
     def _torch_reference(self, *tensors):
         import torch
 
+        from .testing.program import _torch_constant     # the checker's own conversion of constants
+
         def run_step(step, args, params):
             floats = [a.dtype for a in args if isinstance(a, torch.Tensor) and a.dtype.is_floating_point]
-            return step.spec.torch(*[_torch_constant(a, floats[0] if floats else None, torch) for a in args],
+            return step.spec.torch(*[_torch_constant(a, floats[0] if floats else None) for a in args],
                                    **params)
         return self._forward_values(tensors, run_step, _numpy_value)[self.output]
 
@@ -535,12 +540,6 @@ def _numpy_value(value):
         return tuple(_numpy_value(v) for v in value)
     return value
 
-
-def _torch_constant(value, float_dtype, torch):
-    if isinstance(value, np.ndarray):
-        tensor = torch.as_tensor(np.array(value, order="C"))
-        return tensor.to(float_dtype) if value.dtype.kind == "f" and float_dtype is not None else tensor
-    return value
 
 
 def _build_plan(name, args, wrapped, result, tracer):

@@ -180,10 +180,11 @@ def _cast_float(value, dtype):
 
 
 def _torch_constant(value, torch_dtype):
+    """An array constant as a tensor, floats cast to torch_dtype (kept as they are when it is None)."""
     import torch
     if isinstance(value, np.ndarray):
         tensor = torch.as_tensor(np.array(value, order="C"))
-        return tensor.to(torch_dtype) if value.dtype.kind == "f" else tensor
+        return tensor.to(torch_dtype) if value.dtype.kind == "f" and torch_dtype is not None else tensor
     return value
 
 
