@@ -33,7 +33,10 @@ parameter replaced by another object is not (`reset()`).
 from __future__ import annotations
 
 import builtins
+import dis
+import inspect
 import numbers
+import types
 
 import numpy as np
 
@@ -178,6 +181,28 @@ class _Plan:
                 if target[0] == "v":
                     reached.add(target[1])
                 yield j, i, target
+
+    def _dead_after(self, saved):
+        """{step j: [values last read by step j]} for the values the backward does not read (and
+        that are not the output), so the forward frees them as soon as it can."""
+        last_read = {}
+
+        def mark(ref, j):
+            kind, value = ref
+            if kind == "v":
+                last_read[value] = j
+            elif kind == "t":
+                for r in value:
+                    mark(r, j)
+        for j, step in enumerate(self.steps):
+            last_read.setdefault(j, j)         # a value nothing reads dies where it is made
+            for ref in list(step.args) + list(step.params.values()):
+                mark(ref, j)
+        dead_after = {}
+        for k, j in sorted(last_read.items()):
+            if k != self.output and f"v{k}" not in saved:
+                dead_after.setdefault(j, []).append(k)
+        return dead_after
 
     def _input_edges(self):
         if not self.grad_enabled:
@@ -395,22 +420,36 @@ class _Plan:
                 return "(" + "".join(expr(r) + ", " for r in value) + ")"
             return constant(value)
 
-        def call(fn_name, leading, step):
-            args = leading + [expr(ref) for ref in step.args]
+        def call(fn_name, leading, step, reads=None):
+            """fn(*leading, *step's args, **step's params); positions `reads` marks False get None,
+            so the arrays there are not saved for them."""
+            args = leading + [expr(ref) if reads is None or reads[len(leading) + k] else "None"
+                              for k, ref in enumerate(step.args)]
             if step.params and all(kind == "k" for kind, _ in step.params.values()):
                 args.append("**" + constant({key: value for key, (_, value) in step.params.items()}))
             else:
                 args += [f"{key}={expr(ref)}" for key, ref in step.params.items()]
             return f"{fn_name}({', '.join(args)})"
 
+        def release_gradient(j):
+            """Free a value's gradient once its node's VJPs have run (eager backprop drops it there too):
+            the backward's peak memory is then a few gradients, not all of them."""
+            name = gradient[("v", j)]
+            if name != "g":
+                lines.append(f"    del {name}")
+
         # backward first: it says which arrays the forward must save
         lines, gradient, node = [], {("v", self.output): "g"}, None
         for j, i, target in self._gradient_edges():
             step = self.steps[j]
             if j != node:
+                if node is not None:
+                    release_gradient(node)
                 lines.append(f"    # {step.spec.name}")
                 node = j
-            vjp_call = call(constant(step.vjps[i], f'B{j}_{i}'), [gradient[('v', j)], expr(('v', j))], step)
+            reads = _reads(step.vjps[i], 2 + len(step.args))
+            vjp_call = call(constant(step.vjps[i], f'B{j}_{i}'),
+                            [gradient[('v', j)], expr(('v', j)) if reads[1] else "None"], step, reads)
             how = "check" if fits is None else fits.get((j, i))
             if how is None and target not in gradient:      # the common case: the VJP's result as it is
                 name = gradient[target] = f"G{target[1]}" if target[0] == "v" else f"R{target[1]}"
@@ -434,6 +473,8 @@ class _Plan:
                 lines.append(f"    {name} = t")
             else:
                 lines.append("    " + _ACCUMULATE.format(name=name))
+        if node is not None:
+            release_gradient(node)
         returned = [gradient[("i", k)] for k in self.edges]
         if len(returned) > 1:   # one array returned for two inputs: the engine could accumulate into it
             lines.append("    # one buffer returned for two inputs would let the engine add one's gradient into "
@@ -453,6 +494,7 @@ class _Plan:
         forward = [f"def forward({', '.join(f'i{k}' for k in range(len(self.slots)))}):"]
         if any(step.spec.may_produce_nan for step in self.steps):
             forward.append("    chk = GM.checking")
+        dead_after = self._dead_after(set(saved))
         for j, step in enumerate(self.steps):
             value = call(constant(step.spec.forward, f"F{j}"), [], step)
             forward.append(f"    v{j} = {f'asarray({value})' if j in wraps else value}   # {step.spec.name}")
@@ -460,6 +502,8 @@ class _Plan:
                 arrays = "".join(expr(ref) + ", " for ref in step.args)
                 forward.append("    if chk:")
                 forward.append(f"        {constant(step.spec, f'SP{j}')}.check_domain(({arrays}), v{j})")
+            if dead_after.get(j):   # values neither saved nor read again: freed now, as NumPy code would
+                forward.append(f"    del {', '.join(f'v{k}' for k in dead_after[j])}")
         forward.append(f"    return v{self.output}, [({''.join(n + ', ' for n in saved)}), None]")
 
         self.source = ("\n".join(forward) + "\n\n\n" + "\n".join(backward) + "\n\n\n" +
@@ -523,6 +567,36 @@ class _Plan:
         else:
             run.append("    return new_variable(out)")
         return "\n".join(run)
+
+
+_READS = {}
+
+
+def _reads(fn, count):
+    """Which of fn's first `count` positional parameters its code reads (a VJP's g, out and inputs),
+    found in its bytecode: the generated backward passes None for the others, so the forward does not
+    keep those arrays alive for it (PyTorch's saved tensors, found instead of declared). Anything but
+    a plain function, or one that could read its arguments indirectly (*args, closures, locals()),
+    reads them all."""
+    key = (fn, count)
+    if key not in _READS:
+        _READS[key] = _find_reads(fn, count)
+    return _READS[key]
+
+
+def _find_reads(fn, count):
+    every = (True,) * count
+    code = getattr(fn, "__code__", None)
+    if code is None or not isinstance(fn, types.FunctionType) or code.co_argcount < count:
+        return every
+    if code.co_flags & inspect.CO_VARARGS or {"locals", "vars", "eval", "exec"} & set(code.co_names):
+        return every
+    loaded = set(code.co_cellvars)            # captured by an inner function: treated as read
+    for instruction in dis.get_instructions(code):
+        if "FAST" in instruction.opname and not instruction.opname.startswith("STORE_FAST"):
+            argval = instruction.argval
+            loaded.update(argval if isinstance(argval, tuple) else (argval,))
+    return tuple(name in loaded for name in code.co_varnames[:count])
 
 
 def _raw_value(value):

@@ -1,6 +1,8 @@
 """sg.compile: replays equal eager mode as parameters change, new signatures trace again, what would
 freeze in a trace is refused while tracing, and the compiled node behaves as any op for the engine
 (version checks, retain_graph, create_graph, no_grad, the three-way checker)."""
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -265,3 +267,65 @@ def test_code_shows_the_generated_forward_backward_and_guards():
     code = compiled.code()
     for part in ("def forward(", "# matmul", "# tanh", "def backward(g, saved):", "def run(*args):", "return MISS"):
         assert part in code
+
+
+def _chain(x, steps=8):
+    y = x
+    for _ in range(steps):
+        y = y * 1.5 + 0.5          # mul's and add's VJPs read neither their input nor their output
+    return y.sum()
+
+
+def _retained_and_backward_peak(fn, x):
+    """Bytes NumPy still holds after fn(x) (what the graph keeps for backward), and the peak above
+    that during backward(). NumPy reports its allocations to tracemalloc."""
+    fn(x).backward()                               # a compiled function traces here
+    x.grad = None
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        out = fn(x)
+        retained = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.reset_peak()
+        during = tracemalloc.get_traced_memory()[0]
+        out.backward()
+        backward_peak = tracemalloc.get_traced_memory()[1] - during
+    finally:
+        tracemalloc.stop()
+    return retained, backward_peak
+
+
+def test_a_compiled_function_keeps_only_what_its_backward_reads():
+    """16 ops on a 1 MB array: eager mode's graph holds every value (its Variables are its nodes);
+    the compiled forward frees each value no VJP reads, and the backward frees each gradient once its
+    node has run, as NumPy code by hand would."""
+    megabyte = 2 ** 20
+    x = sg.Variable(np.random.default_rng(0).standard_normal(megabyte // 8), requires_grad=True)
+    eager_retained, eager_peak = _retained_and_backward_peak(_chain, x)
+    retained, backward_peak = _retained_and_backward_peak(sg.compile(_chain), x)
+    assert eager_retained > 15 * megabyte         # the probe sees NumPy's arrays
+    # one array: sum's input, whose shape its VJP reads
+    assert retained < 1.5 * megabyte, f"the compiled forward kept {retained / megabyte:.1f} MB for backward"
+    # the seed broadcast to x's shape, two gradients in flight, x.grad: not one per op
+    assert backward_peak < 4.5 * megabyte, f"the compiled backward peaked at {backward_peak / megabyte:.1f} MB"
+    assert eager_peak < 4.5 * megabyte
+
+
+def test_reads_finds_the_parameters_a_vjp_reads_and_assumes_all_when_unsure():
+    from functools import partial
+
+    from scratch_grad.compiler import _reads
+    assert _reads(lambda g, out, x: g * out, 3) == (True, True, False)
+    assert _reads(lambda g, out, x, y: g, 4) == (True, False, False, False)
+
+    def captured(g, out, x):
+        return (lambda: g * x)()                   # read inside an inner function
+    assert _reads(captured, 3) == (True, False, True)
+
+    def rebound(g, out, x):
+        x = 2.0                                    # a read of the new value counts too: erring on keeping
+        return g * x
+    assert _reads(rebound, 3) == (True, False, True)
+    for unsure in (lambda g, *rest: g, lambda g, out, x: locals()["x"], partial(lambda g, out, x: g),
+                   lambda g, out: g):              # fewer parameters than arguments: *args or an error
+        assert _reads(unsure, 3) == (True, True, True)

@@ -60,7 +60,9 @@ def _sigmoid_forward(x):
 sigmoid = _unary("sigmoid", _sigmoid_forward, lambda g, out, x: g * out * (1 - out), torch.sigmoid)
 
 
-relu = _unary("relu", lambda x: np.maximum(x, 0), lambda g, out, x: g * (_raw(x) > 0), torch.relu, KINK_AT_ZERO,
+# the mask is read from the output (out > 0 exactly where x > 0, NaN included), as torch's
+# threshold_backward does: relu's input then need not be kept alive for the backward
+relu = _unary("relu", lambda x: np.maximum(x, 0), lambda g, out, x: g * (_raw(out) > 0), torch.relu, KINK_AT_ZERO,
               smooth=False, kink_rule="relu'(0) = 0, as torch")
 
 
