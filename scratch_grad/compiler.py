@@ -154,13 +154,16 @@ class _Plan:
     node's VJPs for its edges in order within one visit, so the first runs the generated backward for
     every input and the last drops the result."""
 
-    def __init__(self, name, nargs, arg_guards, slots, steps, output, grad_enabled):
+    def __init__(self, name, nargs, arg_guards, slots, steps, output, grad_enabled, aux=None):
         self.name = name
         self.nargs = nargs
         self.arg_guards = arg_guards      # per argument: ("slot", k) | ("alias", j) | ("value"|"identity", v)
         self.slots = slots
-        self.steps = steps[:output + 1]
         self.output = output              # the step whose value the function returns
+        # has_aux: (structure, refs) of the values returned beside the output, without gradient
+        self.aux = aux
+        last = max([output] + [value for kind, value in (aux[1] if aux else ()) if kind == "v"])
+        self.steps = steps[:last + 1]
         self.grad_enabled = grad_enabled
         self.edges = self._input_edges()  # slots that receive a gradient
         self._recorded = None             # (g, inputs, gradients) of the latest create_graph backward
@@ -186,6 +189,7 @@ class _Plan:
         """{step j: [values last read by step j]} for the values the backward does not read (and
         that are not the output), so the forward frees them as soon as it can."""
         last_read = {}
+        kept = set(self.aux[1]) if self.aux else set()   # returned beside the output
 
         def mark(ref, j):
             kind, value = ref
@@ -200,7 +204,7 @@ class _Plan:
                 mark(ref, j)
         dead_after = {}
         for k, j in sorted(last_read.items()):
-            if k != self.output and f"v{k}" not in saved:
+            if k != self.output and f"v{k}" not in saved and ("v", k) not in kept:
                 dead_after.setdefault(j, []).append(k)
         return dead_after
 
@@ -272,7 +276,7 @@ class _Plan:
                 return grads[position]
             if all(type(a) is np.ndarray and a.shape == slot.shape and a.dtype == slot.dtype
                    for a, slot in zip(inputs, self.slots)):
-                _, state = self.forward(*inputs)
+                state = self.forward(*inputs)[1]
                 return self.backward(g, state[0])[position]
             with enable_grad():
                 variables = [Variable(a, requires_grad=j in self.edges) if isinstance(a, np.ndarray) else a
@@ -504,7 +508,10 @@ class _Plan:
                 forward.append(f"        {constant(step.spec, f'SP{j}')}.check_domain(({arrays}), v{j})")
             if dead_after.get(j):   # values neither saved nor read again: freed now, as NumPy code would
                 forward.append(f"    del {', '.join(f'v{k}' for k in dead_after[j])}")
-        forward.append(f"    return v{self.output}, [({''.join(n + ', ' for n in saved)}), None]")
+        returned = f"    return v{self.output}, [({''.join(n + ', ' for n in saved)}), None]"
+        if self.aux:                      # the aux values, after the output and the node's state
+            returned += f", ({''.join(expr(ref) + ', ' for ref in self.aux[1])})"
+        forward.append(returned)
 
         self.source = ("\n".join(forward) + "\n\n\n" + "\n".join(backward) + "\n\n\n" +
                        self._run_source(constant, saved) + "\n")
@@ -559,13 +566,18 @@ class _Plan:
             else:
                 continue
             run.append("        return MISS")
+        results = "out, saved, aux" if self.aux else "out, saved"
         run += [f"    if GM.enabled is not {self.grad_enabled}:", "        return MISS",
-                f"    out, saved = forward({', '.join(f'i{k}' for k in range(len(self.slots)))})"]
+                f"    {results} = forward({', '.join(f'i{k}' for k in range(len(self.slots)))})"]
         if self.edges:
-            run.append(f"    return record(out, SPEC, VJPS, ({''.join(n + ', ' for n in node_inputs)}), "
-                       f"(saved,), NOPARAMS, EDGES, ({''.join(v + ', ' for v in versions)}))")
+            node = (f"record(out, SPEC, VJPS, ({''.join(n + ', ' for n in node_inputs)}), "
+                    f"(saved,), NOPARAMS, EDGES, ({''.join(v + ', ' for v in versions)}))")
         else:
-            run.append("    return new_variable(out)")
+            node = "new_variable(out)"
+        if self.aux:                      # Variables with no history, in the structure the function returned
+            run.append(f"    return {node}, {constant(self.aux[0], 'AUX')}(aux)")
+        else:
+            run.append(f"    return {node}")
         return "\n".join(run)
 
 
@@ -616,13 +628,48 @@ def _numpy_value(value):
 
 
 
-def _build_plan(name, args, wrapped, result, tracer):
+def _split_result(name, result, has_aux):
+    """(output, aux Variables, rebuild(arrays) -> the aux structure of no-grad Variables) of what the
+    traced function returned."""
+    if not has_aux:
+        if isinstance(result, (tuple, list)):
+            raise GraphError(f"sg.compile: function '{name}' returned a {type(result).__name__}; a compiled function "
+                             "returns one Variable, or with has_aux=True a pair (output, aux) whose aux Variables "
+                             "come back with no gradient (logits for an accuracy beside the loss)")
+        return result, (), None
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        got = f"a {type(result).__name__} of {len(result)}" if isinstance(result, (tuple, list)) else \
+            type(result).__name__
+        raise GraphError(f"sg.compile(has_aux=True): function '{name}' must return a pair (output, aux), got {got}")
+    output, aux = result
+    if isinstance(aux, Variable):
+        return output, (aux,), _rebuild_one
+    if isinstance(aux, (tuple, list)) and all(isinstance(a, Variable) for a in aux):
+        return output, tuple(aux), _rebuild_tuple if type(aux) is tuple else _rebuild_list
+    raise GraphError(f"sg.compile(has_aux=True): function '{name}' returned an aux of {type(aux).__name__}; it must "
+                     "be a Variable or a tuple or list of Variables")
+
+
+def _rebuild_one(arrays):
+    return _new_variable(arrays[0])
+
+
+def _rebuild_tuple(arrays):
+    return tuple(_new_variable(a) for a in arrays)
+
+
+def _rebuild_list(arrays):
+    return [_new_variable(a) for a in arrays]
+
+
+def _build_plan(name, args, wrapped, result, tracer, has_aux=False):
+    result, aux, rebuild = _split_result(name, result, has_aux)
     if not isinstance(result, Variable):
         raise GraphError(f"sg.compile: function '{name}' must return one Variable, got {type(result).__name__}")
     start = tracer.start
-    # the ops recorded during the trace that the result depends on, and the Variables they read
+    # the ops recorded during the trace that the result (and aux) depend on, and the Variables they read
     internal, outside = {}, {}
-    stack = [result]
+    stack = [result, *aux]
     while stack:
         var = stack.pop()
         if id(var) in internal or id(var) in outside:
@@ -675,7 +722,17 @@ def _build_plan(name, args, wrapped, result, tracer):
         shapes = tuple(inp._data.shape if isinstance(inp, Variable) else None for inp in node._inputs)
         dtypes = tuple(inp._data.dtype if isinstance(inp, Variable) else None for inp in node._inputs)
         steps.append(_Step(node._spec, node._vjps, refs, params, node._edges, shapes, dtypes))
-    return _Plan(name, len(args), arg_guards, slots, steps, step_of[id(result)], _GradMode.enabled)
+    aux_refs = []
+    for k, value in enumerate(aux):
+        if id(value) in step_of:
+            aux_refs.append(("v", step_of[id(value)]))
+        elif id(value) in slot_of:
+            aux_refs.append(("i", slot_of[id(value)]))
+        else:
+            raise GraphError(f"sg.compile: function '{name}': aux value {k} ({describe(value)}) was neither computed "
+                             "by its ops nor read by them (an argument or parameter): its value would be frozen")
+    return _Plan(name, len(args), arg_guards, slots, steps, step_of[id(result)], _GradMode.enabled,
+                 (rebuild, tuple(aux_refs)) if has_aux else None)
 
 
 # ---- the compiled function ------------------------------------------------------------------------
@@ -683,10 +740,11 @@ def _build_plan(name, args, wrapped, result, tracer):
 class CompiledFunction:
     """A function of Variables traced once per argument signature and replayed as generated code."""
 
-    def __init__(self, fn, name=None):
+    def __init__(self, fn, name=None, has_aux=False):
         if not callable(fn):
             raise TypeError(f"sg.compile needs a callable, got {type(fn).__name__}")
         self.fn = fn
+        self.has_aux = bool(has_aux)
         self.__name__ = name or getattr(fn, "__name__", type(fn).__name__)
         self.__doc__ = getattr(fn, "__doc__", None)
         self.__wrapped__ = fn
@@ -698,7 +756,12 @@ class CompiledFunction:
             raise TypeError(f"compiled function '{self.__name__}' takes positional arguments only "
                             f"(got {', '.join(kwargs)})")
         if _GradMode.tracing is not None:     # called while another function is traced: inline it
-            return self.fn(*args)
+            if not self.has_aux:
+                return self.fn(*args)
+            output, aux, rebuild = _split_result(self.__name__, self.fn(*args), True)
+            detached = [value.detach() for value in aux]
+            return output, (detached[0] if rebuild is _rebuild_one else
+                            tuple(detached) if rebuild is _rebuild_tuple else detached)
         plans = self._plans
         for index, plan in enumerate(plans):
             out = plan.run(*args)
@@ -737,7 +800,7 @@ class CompiledFunction:
             result = self.fn(*wrapped)
         finally:
             _GradMode.tracing = None
-        plan = _build_plan(self.__name__, args, wrapped, result, tracer)
+        plan = _build_plan(self.__name__, args, wrapped, result, tracer, self.has_aux)
         self.trace_count += 1
         self._plans.insert(0, plan)
         del self._plans[MAX_PLANS:]
@@ -756,9 +819,13 @@ class CompiledFunction:
         return f"<compiled function {self.__name__}: {len(self._plans)} trace(s)>"
 
 
-def compile(fn=None, *, name=None):
+def compile(fn=None, *, name=None, has_aux=False):
     """Trace `fn` (a function of Variables returning one Variable) on its first call and replay the
-    trace as generated NumPy code afterwards; see the module docstring. Usable as `@sg.compile`."""
+    trace as generated NumPy code afterwards; see the module docstring. Usable as `@sg.compile`.
+
+    has_aux=True (as in jax.value_and_grad): `fn` returns a pair (output, aux), aux a Variable or a
+    tuple or list of them, and so does the compiled function; the aux Variables carry no gradient
+    (the logits beside a loss, for an accuracy)."""
     if fn is None:
-        return lambda f: CompiledFunction(f, name)
-    return CompiledFunction(fn, name)
+        return lambda f: CompiledFunction(f, name, has_aux)
+    return CompiledFunction(fn, name, has_aux)

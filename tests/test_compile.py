@@ -197,8 +197,8 @@ def test_in_place_changes_backward_and_dropout_inside_are_refused():
 def test_bad_arguments_and_results_name_what_is_wrong():
     with pytest.raises(DTypeError, match="argument 1 is a list"):
         sg.compile(lambda x, ws: x.sum())(sg.Variable(np.ones(2)), [sg.Variable(np.ones(2))])
-    with pytest.raises(GraphError, match="must return one Variable, got tuple"):
-        sg.compile(lambda x: (x.sum(), x.mean()))(sg.Variable(np.ones(2)))
+    with pytest.raises(GraphError, match="must return one Variable, got NoneType"):
+        sg.compile(lambda x: None)(sg.Variable(np.ones(2)))
     with pytest.raises(GraphError, match="no op computed inside it"):
         sg.compile(lambda x: x)(sg.Variable(np.ones(2)))
     with pytest.raises(TypeError, match="positional arguments only"):
@@ -329,3 +329,42 @@ def test_reads_finds_the_parameters_a_vjp_reads_and_assumes_all_when_unsure():
     for unsure in (lambda g, *rest: g, lambda g, out, x: locals()["x"], partial(lambda g, out, x: g),
                    lambda g, out: g):              # fewer parameters than arguments: *args or an error
         assert _reads(unsure, 3) == (True, True, True)
+
+
+def test_has_aux_returns_the_aux_values_of_eager_mode_without_gradient():
+    rng = np.random.default_rng(0)
+    w = sg.Variable(rng.standard_normal((5, 3)), requires_grad=True)
+
+    def loss_and_logits(x, t):
+        logits = sg.tanh(x @ w)
+        return sg.cross_entropy(logits, t), (logits, logits.sum())
+    compiled = sg.compile(loss_and_logits, has_aux=True)
+    t = np.array([0, 2, 1, 2])
+    for _ in range(2):                              # the trace, then a replay
+        x = rng.standard_normal((4, 5))
+        loss, (logits, total) = compiled(x, t)
+        loss.backward()
+        grad_compiled, w.grad = w.grad, None
+        eager_loss, (eager_logits, eager_total) = loss_and_logits(sg.Variable(x), t)
+        eager_loss.backward()
+        assert np.array_equal(grad_compiled, w.grad)
+        w.grad = None
+        assert np.array_equal(logits.data, eager_logits.data) and np.array_equal(total.data, eager_total.data)
+        assert loss.requires_grad and not logits.requires_grad and not total.requires_grad
+    with pytest.raises(GraphError, match="does not require grad"):
+        logits.sum().backward()
+    as_list = sg.compile(lambda x: ((x @ w).sum(), [x @ w, w]), has_aux=True)
+    _, aux = as_list(sg.Variable(np.ones((2, 5))))
+    assert isinstance(aux, list) and aux[0].shape == (2, 3) and np.array_equal(aux[1].data, w.data)
+
+
+@pytest.mark.parametrize("fn, has_aux, message", [
+    (lambda x: (x.sum(), x * 2), False, "returned a tuple; .* has_aux=True"),
+    (lambda x: x.sum(), True, r"must return a pair \(output, aux\), got Variable"),
+    (lambda x: (x.sum(), x * 2, x), True, "got a tuple of 3"),
+    (lambda x: (x.sum(), {"y": x * 2}), True, "aux of dict"),
+    (lambda x: (x.sum(), sg.Variable(np.zeros(2))), True, "aux value 0 .* would be frozen"),
+])
+def test_wrong_results_with_or_without_has_aux_are_refused(fn, has_aux, message):
+    with pytest.raises(GraphError, match=message):
+        sg.compile(fn, has_aux=has_aux)(sg.Variable(np.ones(3), requires_grad=True))

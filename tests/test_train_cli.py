@@ -53,6 +53,20 @@ def test_mnist_task_one_epoch_with_numpy_comparison(capsys, tmp_path):
     assert "final held-out accuracy" in out and "plain NumPy" in out
 
 
+def test_compile_option_trains_the_same_network_bit_for_bit(capsys, tmp_path):
+    results = []
+    for extra in ([], ["--compile"]):
+        path = tmp_path / f"mnist{len(extra)}.json"
+        code, out, _ = run(["--task", "mnist", "--epochs", "1", "--no-progress", "--json", str(path), *extra],
+                           capsys)
+        assert code == 0
+        results.append(json.loads(path.read_text()))
+    eager, compiled = results
+    assert compiled["config"]["compile"] is True and eager["config"]["compile"] is False
+    assert compiled["final_loss"] == eager["final_loss"] and compiled["final_accuracy"] == eager["final_accuracy"]
+    assert "sg.compile" in out
+
+
 def test_seed_makes_runs_repeat(capsys, tmp_path):
     losses = []
     for k, seed in enumerate(["7", "7", "8"]):
@@ -134,6 +148,9 @@ def test_plot_without_matplotlib_says_how_to_get_it(capsys, tmp_path, monkeypatc
     (["--task", "random", "--activation", "swish"], "unknown activation"),
     (["--task", "regression", "--batch-size", "8"], "full batch"),
     (["--task", "regression", "--hidden", "3", "4"], "one hidden layer"),
+    (["--task", "regression", "--compile"], "--task mnist and random"),
+    (["--task", "mnist", "--recipe", "modern", "--compile"], "dropout"),
+    (["--task", "mnist", "--parity", "5", "--compile"], "--compile trains"),
     (["--task", "random", "--json", "/no/such/dir/out.json"], "does not exist"),
 ])
 def test_bad_arguments_are_refused_with_a_message(argv, message, capsys):

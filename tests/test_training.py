@@ -5,6 +5,7 @@ import pytest
 
 from scratch_grad import nn
 from scratch_grad.data import load_mnist
+from scratch_grad.errors import GraphError
 from scratch_grad.nn import experiments, regression
 from scratch_grad.nn.parity import FLOAT64_TOLERANCE, training_parity
 
@@ -128,6 +129,37 @@ def test_fit_reports_each_epoch_and_evaluate_leaves_no_graph():
     assert history.test_accuracies[-1] > 0.9
     outputs = nn.predict(model, x)
     assert isinstance(outputs, np.ndarray) and outputs.shape == (64, 2) and model.training
+
+
+@pytest.mark.parametrize("loss_fn, dtype", [("quadratic", np.float64), ("cross_entropy", np.float32)])
+def test_compiled_training_equals_eager_training_bit_for_bit(loss_fn, dtype):
+    """fit(compile=True): the same losses, accuracies and weights to the last bit, over epochs whose
+    last batch is shorter (a second trace) and with Adam's in-place updates between replays."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(70, 6)).astype(dtype)
+    labels = rng.integers(0, 3, 70)
+    targets = nn.one_hot(labels, 3, dtype) if loss_fn == "quadratic" else labels
+    loss = nn.quadratic_cost if loss_fn == "quadratic" else nn.cross_entropy
+    runs = []
+    for compile in (False, True):
+        model = nn.MLP([6, 5, 3], activation="sigmoid", output_activation="sigmoid" if loss_fn == "quadratic"
+                       else None, dtype=dtype, rng=np.random.default_rng(1))
+        history = nn.fit(model, loss, nn.Adam(model.parameters(), lr=0.01), x, targets, 3, 16,
+                         np.random.default_rng(2), labels=labels, compile=compile)
+        runs.append((history, [p.data.copy() for p in model.parameters()]))
+    (eager, eager_weights), (compiled, compiled_weights) = runs
+    assert compiled.losses == eager.losses and compiled.accuracies == eager.accuracies
+    for a, b in zip(eager_weights, compiled_weights):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_compiled_training_refuses_dropout_in_training_mode():
+    x = np.random.default_rng(0).normal(size=(8, 4))
+    labels = np.zeros(8, dtype=np.int64)
+    model = nn.MLP([4, 8, 2], dropout=0.5, rng=np.random.default_rng(1))
+    with pytest.raises(GraphError, match="Dropout in training mode"):
+        nn.fit(model, nn.cross_entropy, nn.SGD(model.parameters(), lr=0.1), x, labels, 1, 4,
+               np.random.default_rng(2), labels=labels, compile=True)
 
 
 def _subset(splits, n_train, n_test):

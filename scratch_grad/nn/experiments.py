@@ -58,8 +58,11 @@ MNIST_RECIPES = {
 
 
 def run_mnist(recipe="classic", data_dir=None, epochs=None, lr=None, batch_size=None, seed=0, hidden=None,
-              dtype=np.float64, compare_numpy=False, emit=print, on_batch=None, on_epoch=None, splits=None):
+              dtype=np.float64, compare_numpy=False, emit=print, on_batch=None, on_epoch=None, splits=None,
+              compile=False):
     """Train on MNIST (embedded 8000/2000 split, or the full set in data_dir) and report held-out accuracy.
+
+    compile: train through sg.compile (the same training bit for bit, faster; not with dropout).
 
     compare_numpy: also train the plain NumPy network (classic recipe only) from the same weights on
     the same batches, epoch by epoch interleaved with scratch_grad so both see the same machine load."""
@@ -93,7 +96,7 @@ def run_mnist(recipe="classic", data_dir=None, epochs=None, lr=None, batch_size=
          f"{'-'.join(map(str, sizes))} {config['activation']}"
          f"{', dropout %g' % config['dropout'] if config['dropout'] else ''}, {config['loss']} loss, {config['optimizer']} "
          f"lr {config['lr']:g}, batch {config['batch_size']}, {config['epochs']} epochs, {np.dtype(dtype).name}, "
-         f"seed {seed}")
+         f"seed {seed}{', sg.compile' if compile else ''}")
 
     numpy_net = NumpySigmoidNet.from_module(model) if compare_numpy else None
     numpy_order_rng = seeded_rngs(seed)[1] if compare_numpy else None
@@ -101,7 +104,7 @@ def run_mnist(recipe="classic", data_dir=None, epochs=None, lr=None, batch_size=
     history = History()
     for epoch in range(1, config["epochs"] + 1):
         stats = fit(model, loss_fn, optimizer, x_train, targets, 1, config["batch_size"], order_rng, labels=y_train,
-                    x_test=x_test, y_test=y_test, on_batch=on_batch)
+                    x_test=x_test, y_test=y_test, on_batch=on_batch, compile=compile)
         stats = stats.epochs[0]
         stats.epoch = epoch
         history.append(stats)
@@ -123,18 +126,19 @@ def run_mnist(recipe="classic", data_dir=None, epochs=None, lr=None, batch_size=
             for layer, w in zip(model.linear_layers(), numpy_net.weights))
         sg_time, np_time = float(np.median(history.seconds)), float(np.median(numpy_history.seconds))
         extra["median_seconds_per_epoch"] = {"scratch_grad": sg_time, "numpy": np_time}
-        emit(f"seconds per epoch (median): scratch_grad {sg_time:.3f}, plain NumPy {np_time:.3f} "
+        emit(f"seconds per epoch (median): scratch_grad{' (compiled)' if compile else ''} {sg_time:.3f}, "
+             f"plain NumPy {np_time:.3f} "
              f"(ratio {sg_time / np_time:.2f}); final held-out accuracy "
              f"scratch_grad {final:.2%}, NumPy {numpy_history.epochs[-1].test_accuracy:.2%}; largest weight "
              f"difference between the two after training {extra['max_weight_difference_vs_numpy']:.2e}")
-    config.update(seed=seed, dtype=np.dtype(dtype).name, recipe=recipe, sizes=list(sizes))
+    config.update(seed=seed, dtype=np.dtype(dtype).name, recipe=recipe, sizes=list(sizes), compile=compile)
     return RunResult("mnist", history, final, history.epochs[-1].loss, wall, config, extra)
 
 
 # ---- 1. the random classifier ---------------------------------------------------------------------------
 
 def run_random_classifier(epochs=20, lr=0.01, seed=0, hidden=(10, 10), activation="relu", batch_size=1,
-                          emit=print, on_batch=None, on_epoch=None):
+                          emit=print, on_batch=None, on_epoch=None, compile=False):
     """The founding classifier on random_classification() (16 samples, 10 features, 5 classes, data
     seed 0): per-sample SGD on softmax cross-entropy. The set is random noise with no held-out part, so
     its accuracy is measured on the 16 samples it trains on, as the original did."""
@@ -145,9 +149,10 @@ def run_random_classifier(epochs=20, lr=0.01, seed=0, hidden=(10, 10), activatio
     model = MLP(sizes, activation=activation, rng=init_rng)
     optimizer = SGD(model.parameters(), lr=lr)
     emit(f"random set: {len(x)} samples x {x.shape[1]} features, 5 classes; {'-'.join(map(str, sizes))} "
-         f"{activation}, softmax cross-entropy, SGD lr {lr:g}, batch {batch_size}, {epochs} epochs, seed {seed}")
+         f"{activation}, softmax cross-entropy, SGD lr {lr:g}, batch {batch_size}, {epochs} epochs, seed {seed}"
+         f"{', sg.compile' if compile else ''}")
     history = fit(model, cross_entropy, optimizer, x, y, epochs, batch_size, order_rng, labels=y,
-                  on_batch=on_batch, on_epoch=on_epoch)
+                  on_batch=on_batch, on_epoch=on_epoch, compile=compile)
     logits = predict(model, x)
     shifted = logits - logits.max(axis=1, keepdims=True)
     probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)

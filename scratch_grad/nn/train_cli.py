@@ -85,6 +85,9 @@ def build_parser():
                              "are tiny: 1 thread is fastest, and on a busy machine idle BLAS threads can make "
                              "each step 10-100x slower (default: 1 when threadpoolctl is installed, else NumPy's "
                              "setting)")
+    parser.add_argument("--compile", action="store_true",
+                        help="mnist, random: run each step through sg.compile (the same training bit for bit, "
+                             "less Python overhead per op); not with dropout (--recipe modern)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -95,6 +98,13 @@ def _validate(parser, args):
                             ("--compare-numpy", args.compare_numpy), ("--parity", args.parity)):
             if value:
                 parser.error(f"{flag} applies to --task mnist only")
+    if args.compile and args.task == "regression":
+        parser.error("--compile applies to --task mnist and random (the regression is the notebook's own loop)")
+    if args.compile and args.recipe == "modern":
+        parser.error("--compile: the modern recipe uses dropout, whose random masks a trace would freeze; "
+                     "use --recipe classic")
+    if args.compile and args.parity:
+        parser.error("--compile trains; --parity compares eager steps with torch")
     if args.optimizer and not args.parity:
         parser.error("--optimizer applies to --parity only (training uses the recipe's optimizer)")
     if args.activation is not None and args.task != "random":
@@ -294,12 +304,13 @@ def _train(args):
         result = run_mnist(args.recipe or "classic", data_dir=os.path.expanduser(args.data_dir) if args.data_dir
                            else None, epochs=epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                            hidden=args.hidden, dtype=np.dtype(args.dtype), compare_numpy=args.compare_numpy,
-                           **common)
+                           compile=args.compile, **common)
     elif args.task == "random":
         result = run_random_classifier(epochs=epochs, lr=args.lr or defaults["lr"], seed=args.seed,
                                        hidden=tuple(args.hidden) if args.hidden else (10, 10),
                                        activation=args.activation or "relu",
-                                       batch_size=args.batch_size or defaults["batch_size"], **common)
+                                       batch_size=args.batch_size or defaults["batch_size"], compile=args.compile,
+                                       **common)
     else:
         result = run_regression(epochs=epochs, lr=args.lr or defaults["lr"], seed=args.seed,
                                 hidden=args.hidden[0] if args.hidden else 4, **common)

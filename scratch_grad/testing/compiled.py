@@ -7,6 +7,8 @@ L = sum_k <output_k, cotangent_k>, which is called eagerly and compiled,
 
 - at the trace (the first call) and at a replay on other leaf values (same shapes: no new trace),
   comparing L and dL/dleaf bit for bit, and raising the same error class when eager raises;
+- for programs with an odd number of steps, through has_aux=True, returning every other step's value
+  beside L (the compiled forward must keep those, and compute steps L does not need), compared too;
 - for twice-differentiable programs, the gradient of <dL/dleaf, w> (double backward, which a compiled
   node does by re-running its trace eagerly), to a tight tolerance.
 
@@ -21,8 +23,9 @@ from ..errors import ScratchGradError
 REPLAY_SHIFT = 0.125     # the replay's leaves: the traced ones plus this (same shapes, other values)
 
 
-def program_function(program):
-    """fn(*leaves) -> the scalar Variable L of `program` (None when no output depends on a leaf)."""
+def program_function(program, aux_steps=None):
+    """fn(*leaves) -> the scalar Variable L of `program` (None when no output depends on a leaf); with
+    aux_steps, (L, [the values of those steps that are Variables])."""
     def fn(*leaves):
         values = []
         for step in program.steps:
@@ -34,29 +37,34 @@ def program_function(program):
             if isinstance(values[k], Variable):
                 term = (values[k] * cotangent).sum()
                 total = term if total is None else total + term
-        return total
+        if aux_steps is None or total is None:
+            return total
+        return total, [values[k] for k in aux_steps if isinstance(values[k], Variable)]
     fn.__name__ = program.name or "program"
     return fn
 
 
 def _run(fn, leaves, flags, errors):
-    """(L, gradients, error) of fn on new Variables made from `leaves`; errors of the classes in
-    `errors` are returned as 'Class: message' instead of raised."""
+    """(L, gradients, aux values, error) of fn on new Variables made from `leaves`; errors of the
+    classes in `errors` are returned as 'Class: message' instead of raised."""
     variables = [Variable(v, requires_grad=flag) for v, flag in zip(leaves, flags)]
     wanted = [v for v in variables if v.requires_grad]
     try:
-        out = fn(*variables)
+        out, aux = fn(*variables), []
+        if isinstance(out, tuple):
+            out, aux = out
         if out is None or not out.requires_grad:
-            return out, [], None
-        return out, list(grad(out, wanted, allow_unused=True)), None
+            return out, [], aux, None
+        return out, list(grad(out, wanted, allow_unused=True)), aux, None
     except errors as error:
-        return None, None, f"{type(error).__name__}: {error}"
+        return None, None, None, f"{type(error).__name__}: {error}"
 
 
 def _second_order(fn, leaves, flags, directions):
     variables = [Variable(v, requires_grad=flag) for v, flag in zip(leaves, flags)]
     wanted = [v for v in variables if v.requires_grad]
-    first = grad(fn(*variables), wanted, create_graph=True, allow_unused=True)
+    out = fn(*variables)
+    first = grad(out[0] if isinstance(out, tuple) else out, wanted, create_graph=True, allow_unused=True)
     total = None
     for g, w in zip(first, directions):
         if isinstance(g, Variable) and g.requires_grad:
@@ -91,14 +99,15 @@ def compare_compiled(program, second_order=None, seed=0):
     """The ways `sg.compile(program_function(program))` differs from the eager function: a list of
     sentences naming the call (trace or replay), the quantity and where (empty when they agree)."""
     from ..compiler import compile as compile_function
-    fn = program_function(program)
-    compiled = compile_function(fn)
+    aux_steps = list(range(0, len(program.steps), 2)) if len(program.steps) % 2 else None
+    fn = program_function(program, aux_steps)
+    compiled = compile_function(fn, has_aux=aux_steps is not None)
     flags = list(program.requires_grad)
     replay = [v + np.asarray(REPLAY_SHIFT, v.dtype) if v.dtype.kind == "f" else v for v in program.leaves]
     problems = []
     for call, leaves in (("trace", program.leaves), ("replay", replay)):
-        eager_out, eager_grads, eager_error = _run(fn, leaves, flags, ScratchGradError)
-        out, grads, error = _run(compiled, leaves, flags, Exception)   # any failure of the compiled code
+        eager_out, eager_grads, eager_aux, eager_error = _run(fn, leaves, flags, ScratchGradError)
+        out, grads, aux, error = _run(compiled, leaves, flags, Exception)   # any failure of the compiled code
         if eager_error or error:
             if (eager_error or "").split(":")[0] != (error or "").split(":")[0]:
                 problems.append(f"{call}: eager raised {eager_error}, compiled raised {error}")
@@ -109,6 +118,12 @@ def compare_compiled(program, second_order=None, seed=0):
             continue
         if not _same(eager_out, out):
             problems.append(f"{call}: L differs: {_where(eager_out, out)}")
+        if len(aux) != len(eager_aux):
+            problems.append(f"{call}: {len(eager_aux)} eager aux values, {len(aux)} compiled")
+        for k, (a, b) in enumerate(zip(eager_aux, aux)):
+            if not _same(a, b) or b.requires_grad:
+                detail = "it requires grad" if _same(a, b) else _where(a, b)
+                problems.append(f"{call}: aux value {k} (a step's value returned beside L) differs: {detail}")
         if len(grads) != len(eager_grads):
             problems.append(f"{call}: {len(eager_grads)} eager gradients, {len(grads)} compiled")
             continue
