@@ -248,11 +248,16 @@ def test_the_three_way_checker_checks_compiled_functions_and_catches_a_wrong_vjp
     w = sg.Variable(rng.standard_normal((3, 2)), requires_grad=True)
     compiled = sg.compile(lambda x: sg.sigmoid(x @ w))
     check_fn(compiled, [rng.standard_normal((4, 3))])
+    with_aux = sg.compile(lambda x: (sg.sigmoid(x @ w), x @ w), has_aux=True)   # the output is checked
+    check_fn(with_aux, [rng.standard_normal((4, 3))])
     spec = sg.REGISTRY["sigmoid"]
     right = spec.vjps
     object.__setattr__(spec, "vjps", (lambda g, out, x: 1.01 * right[0](g, out, x),))
     try:
         broken = sg.compile(lambda x: sg.sigmoid(x @ w))
+        with pytest.raises(CheckFailure, match="compiled <lambda>"):
+            check_fn(broken, [rng.standard_normal((4, 3))])
+        broken = sg.compile(lambda x: (sg.sigmoid(x @ w), x @ w), has_aux=True)
         with pytest.raises(CheckFailure, match="compiled <lambda>"):
             check_fn(broken, [rng.standard_normal((4, 3))])
     finally:

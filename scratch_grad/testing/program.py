@@ -229,6 +229,8 @@ def trace(fn, inputs):
             array = np.asarray(value)
             variables.append(Variable(array, requires_grad=array.dtype.kind == "f"))
     result = fn(*variables)
+    if getattr(fn, "has_aux", False):       # sg.compile(..., has_aux=True): the aux values carry no gradient
+        result = result[0]
     outputs = list(result) if isinstance(result, (list, tuple)) else [result]
     for k, out in enumerate(outputs):
         if not isinstance(out, Variable):
