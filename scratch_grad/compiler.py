@@ -29,6 +29,11 @@ an np.random draw, a Variable made from fresh NumPy data) are frozen at trace ti
 arguments or call `reset()`. Captured Variables are held by
 reference and their data is read at every call, so in-place updates of parameters are seen; a
 parameter replaced by another object is not (`reset()`).
+
+The forward keeps for the backward only the arrays its VJPs read (found in each VJP's bytecode by
+`_reads`) and frees the others once no later op needs them; the backward frees each gradient once its
+node has run. With has_aux=True the function returns (output, aux) and so does the compiled one, the
+aux Variables without gradient (a training step's logits beside its loss).
 """
 from __future__ import annotations
 
@@ -160,7 +165,8 @@ class _Plan:
         self.arg_guards = arg_guards      # per argument: ("slot", k) | ("alias", j) | ("value"|"identity", v)
         self.slots = slots
         self.output = output              # the step whose value the function returns
-        # has_aux: (structure, refs) of the values returned beside the output, without gradient
+        # has_aux: (rebuild, refs): the values returned beside the output, without gradient, and the
+        # function that puts them back in the structure the traced function returned them in
         self.aux = aux
         last = max([output] + [value for kind, value in (aux[1] if aux else ()) if kind == "v"])
         self.steps = steps[:last + 1]
@@ -590,7 +596,9 @@ def _reads(fn, count):
     keep those arrays alive for it (PyTorch's saved tensors, found instead of declared). Anything but
     a plain function, or one that could read its arguments indirectly (*args, closures, locals()),
     reads them all."""
-    key = (fn, count)
+    # a plain function's reads depend on its code, not on its closure (bound methods share code too,
+    # with their arguments shifted by self: they are keyed by themselves)
+    key = (fn.__code__ if isinstance(fn, types.FunctionType) else fn, count)
     if key not in _READS:
         _READS[key] = _find_reads(fn, count)
     return _READS[key]
@@ -759,9 +767,10 @@ class CompiledFunction:
             if not self.has_aux:
                 return self.fn(*args)
             output, aux, rebuild = _split_result(self.__name__, self.fn(*args), True)
-            detached = [value.detach() for value in aux]
-            return output, (detached[0] if rebuild is _rebuild_one else
-                            tuple(detached) if rebuild is _rebuild_tuple else detached)
+            detached = [value.detach() for value in aux]      # recorded by the tracer, unlike new Variables
+            if rebuild is _rebuild_one:
+                return output, detached[0]
+            return output, tuple(detached) if rebuild is _rebuild_tuple else detached
         plans = self._plans
         for index, plan in enumerate(plans):
             out = plan.run(*args)

@@ -331,7 +331,11 @@ def test_reads_finds_the_parameters_a_vjp_reads_and_assumes_all_when_unsure():
         x = 2.0                                    # a read of the new value counts too: erring on keeping
         return g * x
     assert _reads(rebound, 3) == (True, False, True)
+    class Rule:
+        def vjp(self, g, out, x):
+            return g
     for unsure in (lambda g, *rest: g, lambda g, out, x: locals()["x"], partial(lambda g, out, x: g),
+                   Rule().vjp,                     # a bound method: its parameters are shifted by self
                    lambda g, out: g):              # fewer parameters than arguments: *args or an error
         assert _reads(unsure, 3) == (True, True, True)
 
