@@ -53,16 +53,17 @@ def test_mnist_task_one_epoch_with_numpy_comparison(capsys, tmp_path):
     assert "final held-out accuracy" in out and "plain NumPy" in out
 
 
-def test_compile_option_trains_the_same_network_bit_for_bit(capsys, tmp_path):
+@pytest.mark.parametrize("task", ["mnist", "random"])
+def test_compile_option_trains_the_same_network_bit_for_bit(task, capsys, tmp_path):
     results = []
     for extra in ([], ["--compile"]):
-        path = tmp_path / f"mnist{len(extra)}.json"
-        code, out, _ = run(["--task", "mnist", "--epochs", "1", "--no-progress", "--json", str(path), *extra],
-                           capsys)
+        path = tmp_path / f"{task}{len(extra)}.json"
+        code, out, _ = run(["--task", task, "--epochs", "2", "--no-progress", "--json", str(path), *extra], capsys)
         assert code == 0
         results.append(json.loads(path.read_text()))
     eager, compiled = results
     assert compiled["config"]["compile"] is True and eager["config"]["compile"] is False
+    assert [e["loss"] for e in compiled["epochs"]] == [e["loss"] for e in eager["epochs"]]
     assert compiled["final_loss"] == eager["final_loss"] and compiled["final_accuracy"] == eager["final_accuracy"]
     assert "sg.compile" in out
 

@@ -162,6 +162,7 @@ def run_random_classifier(epochs=20, lr=0.01, seed=0, hidden=(10, 10), activatio
     for k, (p, label) in enumerate(zip(probabilities, y)):
         emit(f"{k:>6}  [{' '.join(f'{v:.4f}' for v in p)}]  {label:>5}  {int(p.argmax()):>9}")
     emit(f"final loss {final_loss:.4f}, accuracy {final_accuracy:.2%} ({int(round(final_accuracy * len(y)))}/{len(y)})")
-    config = dict(seed=seed, lr=lr, epochs=epochs, batch_size=batch_size, sizes=list(sizes), activation=activation)
+    config = dict(seed=seed, lr=lr, epochs=epochs, batch_size=batch_size, sizes=list(sizes), activation=activation,
+                  compile=compile)
     return RunResult("random", history, final_accuracy, final_loss, time.perf_counter() - started, config,
                      {"probabilities": probabilities, "labels": y})
