@@ -83,3 +83,16 @@ def test_parity_imports_a_module_that_registers_more_ops_in_every_worker(tmp_pat
     output = capsys.readouterr().out
     assert code == 0, output
     assert any(line.startswith("logcosh_extra ") for line in output.splitlines())
+
+
+def test_each_failing_op_sample_reports_its_message_and_reproducer(tmp_path):
+    """Every failing sample (up to three), not only those also run through sg.compile, gets its
+    message and reproducer."""
+    from scratch_grad.testing.parity import _op_task
+
+    from .broken_ops import BROKEN_LOGCOSH, registered
+    with registered(BROKEN_LOGCOSH):
+        row = _op_task("logcosh_broken", "float64", 3, 0, str(tmp_path))["row"]
+    assert len(row.failures) == 3
+    assert all("logcosh_broken" in message for message in row.failures)
+    assert len(list(tmp_path.glob("*.py"))) == 3

@@ -125,14 +125,13 @@ def _op_task(name, dtype, samples, seed, reproducer_dir):
             break
         report = check_sample(spec, inputs, params, cotangent_gen=gen, seed=k)
         _record(row, report)
-        if k % COMPILED_EVERY:
-            continue
-        program = single_op_program(spec, inputs, params, rng=np.random.default_rng(k))
-        if program.differentiable_leaves():
-            _record_compiled(row, [name], compare_compiled(program, second_order=False), f"sample {k} ({dtype})")
         if not report.passed and len(row.failures) < 3:
             report.reproducer = _reproducer(report, reproducer_dir)
             row.failures.append(report.message())
+        if k % COMPILED_EVERY == 0:
+            program = single_op_program(spec, inputs, params, rng=np.random.default_rng(k))
+            if program.differentiable_leaves():
+                _record_compiled(row, [name], compare_compiled(program, second_order=False), f"sample {k} ({dtype})")
     return {"kind": "op", "name": name, "dtype": dtype, "row": row, "seconds": time.perf_counter() - started,
             "checks": samples}
 
