@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import builtins
 import dis
+import functools
 import inspect
 import numbers
 import types
@@ -165,8 +166,8 @@ class _Plan:
         self.arg_guards = arg_guards      # per argument: ("slot", k) | ("alias", j) | ("value"|"identity", v)
         self.slots = slots
         self.output = output              # the step whose value the function returns
-        # has_aux: (rebuild, refs): the values returned beside the output, without gradient, and the
-        # function that puts them back in the structure the traced function returned them in
+        # has_aux: (AUX, refs): the values returned beside the output, and AUX(arrays), which returns
+        # them as Variables without gradient in the structure the traced function returned them in
         self.aux = aux
         last = max([output] + [value for kind, value in (aux[1] if aux else ()) if kind == "v"])
         self.steps = steps[:last + 1]
@@ -637,8 +638,8 @@ def _numpy_value(value):
 
 
 def _split_result(name, result, has_aux):
-    """(output, aux Variables, rebuild(arrays) -> the aux structure of no-grad Variables) of what the
-    traced function returned."""
+    """(output, aux Variables, the aux's kind: Variable, tuple or list) of what the traced function
+    returned."""
     if not has_aux:
         if isinstance(result, (tuple, list)):
             raise GraphError(f"sg.compile: function '{name}' returned a {type(result).__name__}; a compiled function "
@@ -651,27 +652,24 @@ def _split_result(name, result, has_aux):
         raise GraphError(f"sg.compile(has_aux=True): function '{name}' must return a pair (output, aux), got {got}")
     output, aux = result
     if isinstance(aux, Variable):
-        return output, (aux,), _rebuild_one
+        return output, (aux,), Variable
     if isinstance(aux, (tuple, list)) and all(isinstance(a, Variable) for a in aux):
-        return output, tuple(aux), _rebuild_tuple if type(aux) is tuple else _rebuild_list
+        return output, tuple(aux), type(aux) if type(aux) in (tuple, list) else tuple
     raise GraphError(f"sg.compile(has_aux=True): function '{name}' returned an aux of {type(aux).__name__}; it must "
                      "be a Variable or a tuple or list of Variables")
 
 
-def _rebuild_one(arrays):
-    return _new_variable(arrays[0])
+def _in_structure(kind, values):
+    """Aux values as the traced function returned them: one Variable, a tuple or a list."""
+    return values[0] if kind is Variable else kind(values)
 
 
-def _rebuild_tuple(arrays):
-    return tuple(_new_variable(a) for a in arrays)
-
-
-def _rebuild_list(arrays):
-    return [_new_variable(a) for a in arrays]
+def _aux_variables(kind, arrays):
+    return _in_structure(kind, [_new_variable(a) for a in arrays])
 
 
 def _build_plan(name, args, wrapped, result, tracer, has_aux=False):
-    result, aux, rebuild = _split_result(name, result, has_aux)
+    result, aux, aux_kind = _split_result(name, result, has_aux)
     if not isinstance(result, Variable):
         raise GraphError(f"sg.compile: function '{name}' must return one Variable, got {type(result).__name__}")
     start = tracer.start
@@ -740,7 +738,7 @@ def _build_plan(name, args, wrapped, result, tracer, has_aux=False):
             raise GraphError(f"sg.compile: function '{name}': aux value {k} ({describe(value)}) was neither computed "
                              "by its ops nor read by them (an argument or parameter): its value would be frozen")
     return _Plan(name, len(args), arg_guards, slots, steps, step_of[id(result)], _GradMode.enabled,
-                 (rebuild, tuple(aux_refs)) if has_aux else None)
+                 (functools.partial(_aux_variables, aux_kind), tuple(aux_refs)) if has_aux else None)
 
 
 # ---- the compiled function ------------------------------------------------------------------------
@@ -766,11 +764,9 @@ class CompiledFunction:
         if _GradMode.tracing is not None:     # called while another function is traced: inline it
             if not self.has_aux:
                 return self.fn(*args)
-            output, aux, rebuild = _split_result(self.__name__, self.fn(*args), True)
-            detached = [value.detach() for value in aux]      # recorded by the tracer, unlike new Variables
-            if rebuild is _rebuild_one:
-                return output, detached[0]
-            return output, tuple(detached) if rebuild is _rebuild_tuple else detached
+            output, aux, kind = _split_result(self.__name__, self.fn(*args), True)
+            # detach() is recorded by the tracer, unlike new Variables
+            return output, _in_structure(kind, [value.detach() for value in aux])
         plans = self._plans
         for index, plan in enumerate(plans):
             out = plan.run(*args)
