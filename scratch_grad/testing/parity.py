@@ -83,7 +83,7 @@ def _record_compiled(rows, names, problems, where):
     """sg.compile against eager mode on one program (testing/compiled.py): bit for bit, so a cell is
     0 (equal) or inf; a mismatch counts against every op of the program and is reported with it."""
     for name in names:
-        row = rows.setdefault(name, OpRow()) if isinstance(rows, dict) else rows
+        row = rows.setdefault(name, OpRow())
         row.cell("compiled").add(np.inf if problems else 0.0, not problems)
         if problems and len(row.failures) < 3:
             row.failures.append(f"sg.compile differs from eager mode on {where}: " + "; ".join(problems[:3]))
@@ -131,7 +131,8 @@ def _op_task(name, dtype, samples, seed, reproducer_dir):
         if k % COMPILED_EVERY == 0:
             program = single_op_program(spec, inputs, params, rng=np.random.default_rng(k))
             if program.differentiable_leaves():
-                _record_compiled(row, [name], compare_compiled(program, second_order=False), f"sample {k} ({dtype})")
+                _record_compiled({name: row}, [name], compare_compiled(program, second_order=False),
+                                 f"sample {k} ({dtype})")
     return {"kind": "op", "name": name, "dtype": dtype, "row": row, "seconds": time.perf_counter() - started,
             "checks": samples}
 
