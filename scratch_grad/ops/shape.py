@@ -12,8 +12,8 @@ def _raw(x):
     return x._data if isinstance(x, Variable) else x
 
 
-def _shape_op(name, forward, vjp, reference, sample):
-    return register(OpSpec(name, forward, (vjp,), reference, (REAL,), "shape", sample=sample))
+def _shape_op(name, forward, vjp, reference, sample, **flags):
+    return register(OpSpec(name, forward, (vjp,), reference, (REAL,), "shape", sample=sample, **flags))
 
 
 def _reshape_sample(gen):
@@ -41,10 +41,25 @@ def _transpose_forward(x, axes=None):
     return np.transpose(x, axes)
 
 
-transpose = _shape_op("transpose", _transpose_forward,
-                      lambda g, out, x, axes=None: transpose(g, None if axes is None else tuple(np.argsort(axes))),
+def _transpose_vjp(g, out, x, axes=None):
+    # the inverse permutation; negative axes are made non-negative first (argsort of (-2, -1, 0)
+    # is not the inverse of the permutation (1, 2, 0) it names)
+    if axes is None:
+        return transpose(g)
+    ndim = len(axes)
+    return transpose(g, axes=tuple(int(k) for k in np.argsort([a % ndim for a in axes])))
+
+
+transpose = _shape_op("transpose", _transpose_forward, _transpose_vjp,
                       lambda x, axes=None: x.permute(tuple(reversed(range(x.dim()))) if axes is None else axes),
-                      _transpose_sample)
+                      _transpose_sample,
+                      examples=(
+                          # permutations that are not their own inverse, given with negative axes
+                          ((np.arange(24.0).reshape(2, 3, 4),), {"axes": (-2, -1, 0)}),
+                          ((np.arange(24.0).reshape(2, 3, 4),), {"axes": (1, -1, -3)}),
+                          ((np.arange(120.0).reshape(2, 3, 4, 5),), {"axes": (-1, 0, -3, 2)}),
+                          ((np.ones((0, 2)),), {"axes": (-1, 0)}),
+                      ))
 
 
 def _broadcast_sample(gen):
@@ -138,17 +153,28 @@ def _pad_forward(x, pad_width, constant_values=0.0):
 
 
 def _unpad(g, out, x, pad_width, constant_values=0.0):
-    widths = np.broadcast_to(np.asarray(pad_width, dtype=int).reshape(-1, 2) if np.ndim(pad_width) else pad_width,
-                             (_raw(x).ndim, 2))
+    widths = _pad_widths(pad_width, _raw(x).ndim)
     return g[tuple(slice(before, before + n) for (before, _), n in zip(widths, _raw(x).shape))]
 
 
+def _pad_widths(pad_width, ndim):
+    """pad_width as one (before, after) pair per axis, with np.pad's broadcasting of an int or one pair."""
+    widths = np.asarray(pad_width, dtype=int)
+    return np.broadcast_to(widths.reshape(-1, 2) if widths.ndim else widths, (ndim, 2))
+
+
 def _torch_pad(x, pad_width, constant_values=0.0):
-    flat = [int(v) for pair in reversed(pad_width) for v in pair]  # torch lists the last dim first
+    widths = _pad_widths(pad_width, x.dim())
+    flat = [int(v) for pair in reversed(widths) for v in pair]  # torch lists the last dim first
     return torch.nn.functional.pad(x, flat, mode="constant", value=constant_values)
 
 
-pad = _shape_op("pad", _pad_forward, _unpad, _torch_pad, _pad_sample)
+pad = _shape_op("pad", _pad_forward, _unpad, _torch_pad, _pad_sample,
+                examples=(
+                    ((np.ones((2, 3)),), {"pad_width": 1}),                       # one int for every side
+                    ((np.ones((2, 3)),), {"pad_width": (1, 2)}),                  # one pair for every axis
+                    ((np.ones((2, 3)),), {"pad_width": ((1, 0),)}),
+                ))
 
 
 # ---- several inputs or outputs ----------------------------------------------------------------------
@@ -211,9 +237,10 @@ def _split_bounds(length, sections):
         step = length // sections
         cuts = [step * k for k in range(1, sections)]
     else:
-        cuts = [int(c) for c in sections]
-    edges = [0] + cuts + [length]
-    return [(min(a, length), min(max(a, b), length)) for a, b in zip(edges[:-1], edges[1:])]
+        # np.split cuts x[start:stop] with Python's slice rules: a negative index counts from the end
+        cuts = [int(c) + length if int(c) < 0 else int(c) for c in sections]
+    edges = [0] + [min(max(c, 0), length) for c in cuts] + [length]
+    return [(a, max(a, b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def _split_piece_forward(x, sections, index, axis=0):
@@ -248,7 +275,12 @@ def _torch_split_piece(x, sections, index, axis=0):
 # one piece of np.split; `split` below returns all of them
 _split_piece = register(OpSpec(
     "split", lambda x, sections, index, axis=0: _split_piece_forward(x, sections, index, axis),
-    (_split_piece_vjp,), _torch_split_piece, (REAL,), "shape", sample=_split_sample))
+    (_split_piece_vjp,), _torch_split_piece, (REAL,), "shape", sample=_split_sample,
+    examples=(
+        ((np.arange(24.0).reshape(2, 3, 4),), {"sections": [-1], "index": 0, "axis": -1}),   # x[..., :-1]
+        ((np.arange(24.0).reshape(2, 3, 4),), {"sections": [-1], "index": 1, "axis": -1}),   # x[..., -1:]
+        ((np.arange(24.0).reshape(2, 3, 4),), {"sections": [3, 1], "index": 1, "axis": -2}),
+    )))
 
 
 def split(x, sections, axis=0):

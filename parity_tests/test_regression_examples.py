@@ -1,0 +1,143 @@
+"""Every registry entry's regression examples (`OpSpec.examples`: inputs that once exposed a bug),
+checked in float64 and float32, read from the registry (no per-op list here).
+
+Two checks per example:
+- the three-way oracle (`check_sample`: forward, VJP and second order against torch and finite
+  differences) on every example whose float inputs are all finite (the oracle's tolerance model is
+  built for finite inputs);
+- a direct comparison with torch on every example, non-finite ones included: the same NaN and inf
+  positions and the same values (to a tolerance for rounding), for the forward, the gradient of a
+  fixed cotangent and the second order along a fixed direction (torch.autograd.grad create_graph).
+"""
+import numpy as np
+import pytest
+import torch
+
+import scratch_grad as sg
+from scratch_grad.engine import apply
+from scratch_grad.ops import REGISTRY
+from scratch_grad.testing.oracle import check_sample
+
+CASES = [pytest.param(name, k, id=f"{name}-{k}") for name, spec in REGISTRY.items() for k in range(len(spec.examples))]
+DTYPES = ("float64", "float32")
+RTOL = {"float64": 1e-7, "float32": 1e-3}
+
+
+def _cast(value, dtype):
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        return value.astype(dtype)
+    return value
+
+
+def _example(name, k, dtype):
+    spec = REGISTRY[name]
+    inputs, params = spec.examples[k]
+    return spec, tuple(_cast(v, dtype) for v in inputs), {key: _cast(v, dtype) for key, v in params.items()}
+
+
+def _finite(inputs):
+    return all(np.all(np.isfinite(v)) for v in inputs if isinstance(v, np.ndarray) and v.dtype.kind == "f")
+
+
+def test_examples_exist():
+    assert CASES, "no registry entry has regression examples"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name,k", CASES)
+def test_example_three_ways(name, k, dtype):
+    spec, inputs, params = _example(name, k, dtype)
+    if not _finite(inputs):
+        pytest.skip("non-finite inputs: compared with torch directly (test_example_matches_torch)")
+    report = check_sample(spec, inputs, params, seed=k)
+    assert report.passed, report
+
+
+def _differentiable(spec, inputs):
+    domains = list(spec.domain) * len(inputs) if spec.variadic else list(spec.domain)
+    return [i for i, (v, d) in enumerate(zip(inputs, domains))
+            if isinstance(v, np.ndarray) and v.dtype.kind == "f" and d.differentiable]
+
+
+def _scratch(spec, inputs, params, wanted, cotangent, direction):
+    args = list(inputs)
+    leaves = []
+    for i in wanted:
+        args[i] = sg.Variable(inputs[i], requires_grad=True)
+        leaves.append(args[i])
+    out = apply(spec, args, params)
+    if not leaves:
+        return out.data, [], []
+    first = sg.grad(out, leaves, grad_outputs=cotangent, create_graph=spec.twice_differentiable, allow_unused=True)
+    grads = [np.zeros(v.shape) if g is None else np.asarray(getattr(g, "data", g)) for g, v in zip(first, leaves)]
+    second = []
+    if spec.twice_differentiable:
+        terms = [sg.sum(g * w) for g, w in zip(first, direction) if isinstance(g, sg.Variable) and g.requires_grad]
+        if terms:
+            total = terms[0]
+            for term in terms[1:]:
+                total = total + term
+            result = sg.grad(total, leaves, allow_unused=True)
+            second = [np.zeros(v.shape) if r is None else r for r, v in zip(result, leaves)]
+        else:
+            second = [np.zeros(v.shape) for v in leaves]
+    return out.data, grads, second
+
+
+def _torch(spec, inputs, params, wanted, cotangent, direction):
+    args = [torch.as_tensor(np.array(v)) if isinstance(v, np.ndarray) else v for v in inputs]
+    leaves = []
+    for i in wanted:
+        args[i] = args[i].clone().requires_grad_(True)
+        leaves.append(args[i])
+    out = spec.torch(*args, **{key: torch.as_tensor(v) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v
+                                for key, v in params.items()})
+    if not leaves:
+        return out.detach().numpy(), [], []
+    if not out.requires_grad:
+        return out.detach().numpy(), [np.zeros(tuple(v.shape)) for v in leaves], [np.zeros(tuple(v.shape)) for v in leaves]
+    first = torch.autograd.grad(out, leaves, torch.as_tensor(cotangent), create_graph=True, allow_unused=True)
+    grads = [np.zeros(tuple(v.shape)) if g is None else g.detach().numpy() for g, v in zip(first, leaves)]
+    second = []
+    if spec.twice_differentiable:
+        terms = [(g * torch.as_tensor(w)).sum() for g, w in zip(first, direction) if g is not None and g.requires_grad]
+        if terms:
+            result = torch.autograd.grad(sum(terms), leaves, allow_unused=True)
+            second = [np.zeros(tuple(v.shape)) if r is None or r._is_zerotensor() else r.detach().numpy()
+                      for r, v in zip(result, leaves)]
+        else:
+            second = [np.zeros(tuple(v.shape)) for v in leaves]
+    return out.detach().numpy(), grads, second
+
+
+def assert_matches_torch(ours, theirs, dtype, what):
+    """Same shape, NaN and inf positions as torch, finite values within rounding of the largest entry."""
+    ours, theirs = np.asarray(ours, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
+    assert ours.shape == theirs.shape, f"{what}: shape {ours.shape}, torch {theirs.shape}"
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs), err_msg=f"{what}: NaN positions differ from torch")
+    infinite = np.isinf(theirs)
+    np.testing.assert_array_equal(ours[infinite], theirs[infinite], err_msg=f"{what}: infinities differ from torch")
+    finite = np.isfinite(theirs)
+    np.testing.assert_array_equal(np.isfinite(ours), finite, err_msg=f"{what}: finite positions differ from torch")
+    if finite.any():
+        scale = max(float(np.max(np.abs(theirs[finite]))), 1e-300)
+        np.testing.assert_allclose(ours[finite], theirs[finite], rtol=RTOL[dtype], atol=RTOL[dtype] * scale,
+                                   err_msg=f"{what}: values differ from torch")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name,k", CASES)
+def test_example_matches_torch(name, k, dtype):
+    spec, inputs, params = _example(name, k, dtype)
+    wanted = _differentiable(spec, inputs)
+    out_shape = np.shape(spec.forward(*inputs, **params))
+    rng = np.random.default_rng(k)
+    cotangent = (rng.uniform(0.5, 1.5, out_shape) * rng.choice([-1.0, 1.0], out_shape)).astype(dtype)
+    direction = [rng.uniform(0.5, 1.5, np.shape(inputs[i])).astype(dtype) for i in wanted]
+    ours = _scratch(spec, inputs, params, wanted, cotangent, direction)
+    theirs = _torch(spec, inputs, params, wanted, cotangent, direction)
+    assert_matches_torch(ours[0], theirs[0], dtype, f"{name} forward")
+    for j, (a, b) in enumerate(zip(ours[1], theirs[1])):
+        assert_matches_torch(a, b, dtype, f"{name} gradient of input {wanted[j]}")
+    for j, (a, b) in enumerate(zip(ours[2], theirs[2])):
+        assert_matches_torch(a, b, dtype, f"{name} second order, input {wanted[j]}")
