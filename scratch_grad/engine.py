@@ -677,7 +677,7 @@ def grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=No
     single_output = isinstance(outputs, Variable)
     outputs = [outputs] if single_output else list(outputs)
     inputs = [inputs] if isinstance(inputs, Variable) else list(inputs)
-    if grad_outputs is None or isinstance(grad_outputs, (Variable, np.ndarray)):
+    if grad_outputs is None or isinstance(grad_outputs, (Variable, np.ndarray, np.generic)):
         grad_outputs = [grad_outputs] * len(outputs) if grad_outputs is None else [grad_outputs]
     if len(grad_outputs) != len(outputs):
         raise ShapeError(f"grad: {len(outputs)} outputs but {len(grad_outputs)} grad_outputs")

@@ -12,7 +12,7 @@ from .elementwise import _raw, exp, sigmoid
 from .indexing import scatter_add
 from .lazy_torch import torch
 from .linalg import _swap_last
-from .reductions import sum as reduce_sum
+from .reductions import _axes, sum as reduce_sum
 from .registry import NOT_DIFFERENTIABLE, REAL, Domain, OpSpec, register
 from .shape import reshape, transpose
 from ..engine import Variable, _GradMode
@@ -48,6 +48,14 @@ def _same_shapes(op, x, y, names):
 
 
 # ---- softmax, log_softmax ----------------------------------------------------------------------------
+def _one_axis(x, axis):
+    """softmax's axis as a non-negative int; a 0-d x takes axis 0 or -1, as in torch."""
+    axes = _axes(np.ndim(x), axis) if isinstance(axis, (int, np.integer)) else None
+    if axes is None:
+        raise TypeError(f"axis must be an int, got {axis!r}")
+    return axes[0] if axes else 0
+
+
 def _max_shift(x, axis):
     """x minus its max along axis: every exp() of the result is <= 1, so it never overflows, and the
     largest term is exactly exp(0) = 1, so the sum never underflows to 0. The max is replaced by 0
@@ -57,6 +65,7 @@ def _max_shift(x, axis):
 
 
 def _softmax_forward(x, axis=-1):
+    axis = _one_axis(x, axis)
     e = np.exp(_max_shift(x, axis))
     e /= np.add.reduce(e, axis=axis, keepdims=True)
     return e
@@ -70,9 +79,12 @@ def _softmax_vjp(g, out, x, axis=-1):
 def _log_softmax_forward(x, axis=-1):
     # x - logsumexp(x) computed on the max-shifted values (see _max_shift): no overflow, and the
     # largest entry is exactly -log(sum) rather than a difference of two large numbers
+    axis = _one_axis(x, axis)
     shifted = _max_shift(x, axis)
     log_sum = np.log(np.add.reduce(np.exp(shifted), axis=axis, keepdims=True))
-    return np.subtract(shifted, log_sum, out=shifted if shifted.dtype == log_sum.dtype else None)
+    # in place when shifted is a fresh array of the result's dtype (of a 0-d x it is a NumPy scalar)
+    in_place = type(shifted) is np.ndarray and shifted.dtype == log_sum.dtype
+    return np.subtract(shifted, log_sum, out=shifted if in_place else None)
 
 
 def _log_softmax_vjp(g, out, x, axis=-1):
@@ -87,10 +99,18 @@ def _along_axis_sample(gen):
 
 softmax = register(OpSpec(
     "softmax", _softmax_forward, (_softmax_vjp,), lambda x, axis=-1: torch.softmax(x, dim=axis), (REAL,), "nn",
-    sample=_along_axis_sample))
+    sample=_along_axis_sample,
+    examples=(
+        ((np.array(1.5),), {"axis": 0}),          # a 0-d input takes axis 0 or -1, as in torch
+        ((np.array(1.5),), {"axis": -1}),
+    )))
 log_softmax = register(OpSpec(
     "log_softmax", _log_softmax_forward, (_log_softmax_vjp,), lambda x, axis=-1: torch.log_softmax(x, dim=axis),
-    (REAL,), "nn", sample=_along_axis_sample))
+    (REAL,), "nn", sample=_along_axis_sample,
+    examples=(
+        ((np.array(1.5),), {"axis": 0}),
+        ((np.array(1.5),), {"axis": -1}),
+    )))
 
 
 # ---- cross_entropy -------------------------------------------------------------------------------------

@@ -1,18 +1,39 @@
 """Reductions over axis=None / int / tuple with keepdims. Each VJP expands g back to x's shape."""
+import math
+
 import numpy as np
 from .lazy_torch import mpmath, torch
 
 from .elementwise import _raw, exp, sqrt, where
+from .indexing import getitem
 from .registry import NONZERO, REAL, OpSpec, register
-from .shape import _broadcast_forward, broadcast_to, reshape
+from .shape import _broadcast_forward, broadcast_to, flip, pad, reshape, transpose
 
 
 def _axes(ndim, axis):
-    """axis as a tuple of non-negative ints (all axes for None)."""
+    """axis as a tuple of distinct non-negative ints (all axes for None). As in torch, a 0-d input
+    takes axis 0 or -1 (as if it had one axis of size 1) and reduces nothing; NumPy refuses those
+    in np.mean, np.var and np.flip and accepts them in ufunc.reduce, so every forward passes the
+    normalized tuple instead of the axis as given."""
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-    return tuple(a % ndim if ndim else a for a in axes)
+    bound = ndim or 1
+    result = []
+    for a in axes:
+        if not isinstance(a, (int, np.integer)):
+            raise TypeError(f"axis must be an int or a tuple of ints, got {axis!r}")
+        if not -bound <= a < bound:
+            raise np.exceptions.AxisError(int(a), ndim)
+        result.append(int(a) % bound)
+    if len(set(result)) != len(result):
+        raise np.exceptions.AxisError(f"axis {axis!r} names an axis more than once")
+    return tuple(result) if ndim else ()
+
+
+def _numpy_axis(x, axis):
+    """The axis argument a NumPy reduction gets: None stays None (the fast default), else `_axes`."""
+    return None if axis is None else _axes(np.ndim(x), axis)
 
 
 def _kept_shape(shape, axis):
@@ -22,8 +43,15 @@ def _kept_shape(shape, axis):
 
 
 def _count(shape, axis):
-    axes = _axes(len(shape), axis)
-    return int(np.prod([shape[a] for a in axes])) if axes else 1
+    """How many entries each output entry reduces (0 over an empty axis, 1 over no axis)."""
+    return math.prod(shape[a] for a in _axes(len(shape), axis))
+
+
+def _ratio(numerator, denominator):
+    """numerator / denominator as a Python float, inf for a zero denominator (as float division in
+    torch's backward formulas: mean over an empty axis, var with ddof == n), never ZeroDivisionError.
+    A Python float keeps the dtype of the array it multiplies (NumPy 2 promotion), a NumPy scalar would not."""
+    return numerator / denominator if denominator else math.copysign(math.inf, numerator)
 
 
 def _expand(g, x, axis):
@@ -44,19 +72,35 @@ def _torch_dims(x, axis):
     return tuple(range(x.dim())) if axis is None else axis
 
 
+# a 0-d input with axis 0 or -1 (torch reduces nothing, as if it had one axis of size 1)
+_ZERO_D = (((np.array(1.5),), {"axis": 0}), ((np.array(-0.5),), {"axis": -1, "keepdims": True}),
+           ((np.array(0.0),), {"axis": (0,)}))
+
+
 def _reduction(name, forward, vjp, reference, domain=REAL, **flags):
     return register(OpSpec(name, forward, (vjp,), reference, (domain,), "reduction", **flags))
 
 
-sum = _reduction("sum", lambda x, axis=None, keepdims=False: np.add.reduce(np.asarray(x), axis=axis, keepdims=keepdims),
+def _sum_forward(x, axis=None, keepdims=False):
+    x = np.asarray(x)
+    return np.add.reduce(x, axis=_numpy_axis(x, axis), keepdims=keepdims)
+
+
+sum = _reduction("sum", _sum_forward,
                  lambda g, out, x, axis=None, keepdims=False: _expand(g, x, axis),
                  lambda x, axis=None, keepdims=False: torch.sum(x, dim=_torch_dims(x, axis), keepdim=keepdims),
-                 mp=lambda values: mpmath.fsum(values))
+                 mp=lambda values: mpmath.fsum(values),
+                 examples=(
+                     *_ZERO_D,
+                 ))
 
-mean = _reduction("mean", lambda x, axis=None, keepdims=False: np.mean(x, axis=axis, keepdims=keepdims),
-                  lambda g, out, x, axis=None, keepdims=False: _expand(g, x, axis) * (1.0 / _count(_raw(x).shape, axis)),
+mean = _reduction("mean", lambda x, axis=None, keepdims=False: np.mean(x, axis=_numpy_axis(x, axis), keepdims=keepdims),
+                  lambda g, out, x, axis=None, keepdims=False: _expand(g, x, axis) * _ratio(1.0, _count(_raw(x).shape, axis)),
                   lambda x, axis=None, keepdims=False: torch.mean(x, dim=_torch_dims(x, axis), keepdim=keepdims),
-                  mp=lambda values: mpmath.fsum(values) / len(values))
+                  mp=lambda values: mpmath.fsum(values) / len(values),
+                  examples=(
+                      *_ZERO_D,
+                  ))
 
 
 def _mp_var(values, ddof):
@@ -69,11 +113,15 @@ def _var_vjp(g, out, x, axis=None, keepdims=False, ddof=0):
     return _expand(g, x, axis) * centered * (2.0 / (_count(_raw(x).shape, axis) - ddof))
 
 
-var = _reduction("var", lambda x, axis=None, keepdims=False, ddof=0: np.var(x, axis=axis, keepdims=keepdims, ddof=ddof),
+var = _reduction("var", lambda x, axis=None, keepdims=False, ddof=0: np.var(x, axis=_numpy_axis(x, axis), keepdims=keepdims,
+                                                                         ddof=ddof),
                  _var_vjp,
                  lambda x, axis=None, keepdims=False, ddof=0: torch.var(x, dim=_torch_dims(x, axis), keepdim=keepdims,
                                                                        correction=ddof),
-                 mp=lambda values, ddof=0: _mp_var(values, ddof))
+                 mp=lambda values, ddof=0: _mp_var(values, ddof),
+                 examples=(
+                     *_ZERO_D,
+                 ))
 
 
 def _std_vjp(g, out, x, axis=None, keepdims=False, ddof=0):
@@ -87,12 +135,16 @@ def _std_vjp(g, out, x, axis=None, keepdims=False, ddof=0):
     return where(flat, 0.0, _expand(g, x, axis) * centered / (safe * (_count(_raw(x).shape, axis) - ddof)))
 
 
-std = _reduction("std", lambda x, axis=None, keepdims=False, ddof=0: np.std(x, axis=axis, keepdims=keepdims, ddof=ddof),
+std = _reduction("std", lambda x, axis=None, keepdims=False, ddof=0: np.std(x, axis=_numpy_axis(x, axis), keepdims=keepdims,
+                                                                         ddof=ddof),
                  _std_vjp,
                  lambda x, axis=None, keepdims=False, ddof=0: torch.std(x, dim=_torch_dims(x, axis), keepdim=keepdims,
                                                                        correction=ddof),
                  mp=lambda values, ddof=0: mpmath.sqrt(_mp_var(values, ddof)),
-                 smooth=False, kink_rule="gradient 0 where all reduced values are equal (std == 0), as torch")
+                 smooth=False, kink_rule="gradient 0 where all reduced values are equal (std == 0), as torch",
+                 examples=(
+                     *_ZERO_D,
+                 ))
 
 
 def _extremum_vjp(g, out, x, axis=None, keepdims=False):
@@ -101,12 +153,20 @@ def _extremum_vjp(g, out, x, axis=None, keepdims=False):
     return _expand(g, x, axis) * (hits / hits.sum(axis=_axes(hits.ndim, axis), keepdims=True))
 
 
-max = _reduction("max", lambda x, axis=None, keepdims=False: np.max(x, axis=axis, keepdims=keepdims), _extremum_vjp,
+max = _reduction("max", lambda x, axis=None, keepdims=False: np.max(x, axis=_numpy_axis(x, axis), keepdims=keepdims),
+                 _extremum_vjp,
                  lambda x, axis=None, keepdims=False: torch.amax(x, dim=_torch_dims(x, axis), keepdim=keepdims),
-                 smooth=False, kink_rule="ties split the gradient evenly, as torch.amax", mp=lambda values: max(values))
-min = _reduction("min", lambda x, axis=None, keepdims=False: np.min(x, axis=axis, keepdims=keepdims), _extremum_vjp,
+                 smooth=False, kink_rule="ties split the gradient evenly, as torch.amax", mp=lambda values: max(values),
+                 examples=(
+                     *_ZERO_D,
+                 ))
+min = _reduction("min", lambda x, axis=None, keepdims=False: np.min(x, axis=_numpy_axis(x, axis), keepdims=keepdims),
+                 _extremum_vjp,
                  lambda x, axis=None, keepdims=False: torch.amin(x, dim=_torch_dims(x, axis), keepdim=keepdims),
-                 smooth=False, kink_rule="ties split the gradient evenly, as torch.amin", mp=lambda values: min(values))
+                 smooth=False, kink_rule="ties split the gradient evenly, as torch.amin", mp=lambda values: min(values),
+                 examples=(
+                     *_ZERO_D,
+                 ))
 
 
 def _product_of_others(x, axis):
@@ -137,22 +197,31 @@ def _torch_prod(x, axis=None, keepdims=False):
     return x if keepdims else x.reshape([s for k, s in enumerate(x.shape) if k not in dims])
 
 
-prod = _reduction("prod", lambda x, axis=None, keepdims=False: np.prod(x, axis=axis, keepdims=keepdims), _prod_vjp,
-                  _torch_prod, NONZERO, mp=lambda values: mpmath.fprod(values))
+prod = _reduction("prod", lambda x, axis=None, keepdims=False: np.prod(x, axis=_numpy_axis(x, axis), keepdims=keepdims),
+                  _prod_vjp,
+                  _torch_prod, NONZERO, mp=lambda values: mpmath.fprod(values),
+                  examples=(
+                      *_ZERO_D,
+                  ))
 
 
 def _logsumexp_forward(x, axis=None, keepdims=False):
     # m + log(sum(exp(x - m))) with m the max: exp never overflows; m is 0 where it is +-inf
-    m = np.max(x, axis=axis, keepdims=True)
+    x = np.asarray(x)
+    axes = _axes(x.ndim, axis)
+    m = np.max(x, axis=axes, keepdims=True)
     m = np.where(np.isfinite(m), m, 0)
-    out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
-    return out if keepdims else np.squeeze(out, axis=_axes(x.ndim, axis))
+    out = np.log(np.sum(np.exp(x - m), axis=axes, keepdims=True)) + m
+    return out if keepdims else np.squeeze(out, axis=axes)
 
 
 logsumexp = _reduction("logsumexp", _logsumexp_forward,
                        lambda g, out, x, axis=None, keepdims=False: _expand(g, x, axis) * exp(x - _keep(out, x, axis)),
                        lambda x, axis=None, keepdims=False: torch.logsumexp(x, dim=_torch_dims(x, axis), keepdim=keepdims),
-                       mp=lambda values: mpmath.log(mpmath.fsum(mpmath.exp(v) for v in values)))
+                       mp=lambda values: mpmath.log(mpmath.fsum(mpmath.exp(v) for v in values)),
+                       examples=(
+                           *_ZERO_D,
+                       ))
 
 
 def _norm_vjp(g, out, x, axis=None, keepdims=False):
@@ -164,9 +233,13 @@ def _norm_vjp(g, out, x, axis=None, keepdims=False):
     return where(zero, 0.0, _expand(g, x, axis) * x / safe)
 
 
-norm = _reduction("norm", lambda x, axis=None, keepdims=False: np.sqrt(np.sum(x * x, axis=axis, keepdims=keepdims)),
+norm = _reduction("norm", lambda x, axis=None, keepdims=False: np.sqrt(np.sum(x * x, axis=_numpy_axis(x, axis),
+                                                                              keepdims=keepdims)),
                   _norm_vjp,
                   lambda x, axis=None, keepdims=False: torch.linalg.vector_norm(x, 2, dim=_torch_dims(x, axis),
                                                                                 keepdim=keepdims),
                   smooth=False, kink_rule="gradient 0 at the zero vector, as torch",
-                  mp=lambda values: mpmath.sqrt(mpmath.fsum(v * v for v in values)))
+                  mp=lambda values: mpmath.sqrt(mpmath.fsum(v * v for v in values)),
+                  examples=(
+                      *_ZERO_D[:2],
+                  ))

@@ -135,11 +135,28 @@ def _flip_sample(gen):
     return (gen.array(shape),), {"axis": gen.axis(len(shape))}
 
 
-flip = _shape_op("flip", lambda x, axis=None: np.flip(x, axis=axis),
+def _flip_forward(x, axis=None):
+    # a 0-d x takes axis 0 or -1 (as torch.flip), which NumPy refuses: nothing to reverse
+    if np.ndim(x) == 0 and axis is not None:
+        axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+        bad = [a for a in axes if a not in (0, -1)]
+        if bad:
+            raise np.exceptions.AxisError(int(bad[0]), 0)
+        if len(axes) > 1:
+            raise np.exceptions.AxisError(f"axis {axis!r} names the one axis of a 0-d input more than once")
+        return np.asarray(x)
+    return np.flip(x, axis=axis)
+
+
+flip = _shape_op("flip", _flip_forward,
                  lambda g, out, x, axis=None: flip(g, axis=axis),
                  lambda x, axis=None: torch.flip(x, tuple(range(x.dim())) if axis is None else
                                                  ((axis,) if isinstance(axis, int) else tuple(axis))),
-                 _flip_sample)
+                 _flip_sample,
+                 examples=(
+                     ((np.array(1.5),), {"axis": 0}),          # a 0-d input takes axis 0 or -1, as in torch
+                     ((np.array(1.5),), {"axis": (-1,)}),
+                 ))
 
 
 def _pad_sample(gen):
