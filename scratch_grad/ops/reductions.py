@@ -225,12 +225,16 @@ logsumexp = _reduction("logsumexp", _logsumexp_forward,
 
 
 def _norm_vjp(g, out, x, axis=None, keepdims=False):
-    # x / ||x||; at ||x|| = 0 (not differentiable) the subgradient 0 is used, as torch, with a
-    # constant 0 so that its derivative is 0 too
+    # g x / ||x||. At ||x|| = 0 norm is not differentiable: the subgradient 0 is used, as torch, which
+    # writes it g * (x / ||x||).masked_fill_(||x|| == 0, 0). The same formula here keeps torch's second
+    # order there too: NaN (0 times the 0/0 of x / ||x|| when it is differentiated), which is honest,
+    # as the Hessian of ||x|| grows like 1/||x|| near 0 and has no value at 0
     norm_kept = _keep(out, x, axis)
     zero = _raw(norm_kept) == 0
-    safe = where(zero, 1.0, norm_kept)
-    return where(zero, 0.0, _expand(g, x, axis) * x / safe)
+    if not zero.any():
+        return _expand(g, x, axis) * (x / norm_kept)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _expand(g, x, axis) * where(zero, 0.0, x / norm_kept)
 
 
 norm = _reduction("norm", lambda x, axis=None, keepdims=False: np.sqrt(np.sum(x * x, axis=_numpy_axis(x, axis),
@@ -238,8 +242,10 @@ norm = _reduction("norm", lambda x, axis=None, keepdims=False: np.sqrt(np.sum(x 
                   _norm_vjp,
                   lambda x, axis=None, keepdims=False: torch.linalg.vector_norm(x, 2, dim=_torch_dims(x, axis),
                                                                                 keepdim=keepdims),
-                  smooth=False, kink_rule="gradient 0 at the zero vector, as torch",
+                  smooth=False, kink_rule="gradient 0 at the zero vector, as torch (second order there: NaN, as torch)",
                   mp=lambda values: mpmath.sqrt(mpmath.fsum(v * v for v in values)),
                   examples=(
-                      *_ZERO_D[:2],
+                      *_ZERO_D,
+                      ((np.zeros((2, 3)),), {"axis": 1}),                       # the zero vector: torch's NaN second order
+                      ((np.array([[0.0, 0.0], [3.0, -4.0]]),), {"axis": -1, "keepdims": True}),
                   ))
