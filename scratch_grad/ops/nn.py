@@ -5,6 +5,8 @@ Every VJP is written with scratch_grad functions, so with create_graph=True it r
 can be differentiated again. conv2d's VJPs are matmuls around `im2col` / `col2im`, two registered
 linear ops that are each other's adjoint (so each other's VJP).
 """
+import math
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -38,7 +40,10 @@ def _reduce_loss(losses, reduction):
 def _loss_weight(g, count, reduction):
     """The in-flowing gradient of a loss, per element: g / count for 'mean', g for 'sum' and 'none'
     (0-d g broadcasts; for 'none' it already has the elements' shape)."""
-    return g * (1.0 / count) if reduction == "mean" else g
+    if reduction != "mean":
+        return g
+    # an empty batch: the loss is NaN (0/0, as torch) and the gradient empty; no ZeroDivisionError
+    return g * (1.0 / count if count else math.inf)
 
 
 def _same_shapes(op, x, y, names):
@@ -182,7 +187,11 @@ def _cross_entropy_sample(gen):
 cross_entropy = register(OpSpec(
     "cross_entropy", _cross_entropy_forward, (_cross_entropy_vjp, None),
     lambda logits, targets, reduction="mean": torch.nn.functional.cross_entropy(logits, targets, reduction=reduction),
-    (REAL, NOT_DIFFERENTIABLE), "nn", sample=_cross_entropy_sample))
+    (REAL, NOT_DIFFERENTIABLE), "nn", sample=_cross_entropy_sample,
+    examples=(
+        ((np.zeros((0, 3)), np.zeros(0, dtype=np.int64)), {"reduction": "mean"}),   # an empty batch: NaN
+        ((np.zeros((0, 3)), np.zeros(0, dtype=np.int64)), {"reduction": "sum"}),
+    )))
 
 
 # ---- mse_loss ------------------------------------------------------------------------------------------
@@ -209,7 +218,10 @@ def _mse_loss_sample(gen):
 mse_loss = register(OpSpec(
     "mse_loss", _mse_loss_forward, (_mse_loss_vjp_pred, _mse_loss_vjp_target),
     lambda pred, target, reduction="mean": torch.nn.functional.mse_loss(pred, target, reduction=reduction),
-    (REAL, REAL), "nn", sample=_mse_loss_sample))
+    (REAL, REAL), "nn", sample=_mse_loss_sample,
+    examples=(
+        ((np.zeros((0, 2)), np.zeros((0, 2))), {"reduction": "mean"}),              # an empty batch: NaN
+    )))
 
 
 # ---- binary_cross_entropy_with_logits ----------------------------------------------------------------
@@ -251,7 +263,10 @@ binary_cross_entropy_with_logits = register(OpSpec(
     (_bce_with_logits_vjp_logits, _bce_with_logits_vjp_targets),
     lambda logits, targets, reduction="mean": torch.nn.functional.binary_cross_entropy_with_logits(
         logits, targets, reduction=reduction),
-    (REAL, PROBABILITY), "nn", sample=_bce_sample))
+    (REAL, PROBABILITY), "nn", sample=_bce_sample,
+    examples=(
+        ((np.zeros((0,)), np.zeros((0,))), {"reduction": "mean"}),                  # an empty batch: NaN
+    )))
 
 
 # ---- im2col / col2im / conv2d -------------------------------------------------------------------------

@@ -100,6 +100,9 @@ mean = _reduction("mean", lambda x, axis=None, keepdims=False: np.mean(x, axis=_
                   mp=lambda values: mpmath.fsum(values) / len(values),
                   examples=(
                       *_ZERO_D,
+                      ((np.ones((2, 0)),), {"axis": 1}),                             # an empty axis: NaN, an empty gradient
+                      ((np.ones((0, 3)),), {"axis": -2, "keepdims": True}),
+                      ((np.ones((0,)),), {}),
                   ))
 
 
@@ -109,8 +112,16 @@ def _mp_var(values, ddof):
 
 
 def _var_vjp(g, out, x, axis=None, keepdims=False, ddof=0):
+    # 2 (x - mean) / (n - ddof). torch's backward divides by n - ddof as it is (inf at n == ddof, negative
+    # beyond), while its forward, as NumPy's, divides by max(n - ddof, 0): the same here
+    data = _raw(x)
+    dof = _count(data.shape, axis) - ddof
+    if data.ndim == 0 and dof <= 0:
+        # torch's backward has a branch of its own here: grad * where(x == mean, NaN, inf), constants
+        # (so no second order); of a 0-d x, NaN unless x is NaN. Kept, so NaN positions match torch
+        return g * np.where(data == data, np.nan, np.inf).astype(data.dtype)
     centered = x - mean(x, axis=axis, keepdims=True)
-    return _expand(g, x, axis) * centered * (2.0 / (_count(_raw(x).shape, axis) - ddof))
+    return _expand(g, x, axis) * centered * _ratio(2.0, dof)
 
 
 var = _reduction("var", lambda x, axis=None, keepdims=False, ddof=0: np.var(x, axis=_numpy_axis(x, axis), keepdims=keepdims,
@@ -121,6 +132,12 @@ var = _reduction("var", lambda x, axis=None, keepdims=False, ddof=0: np.var(x, a
                  mp=lambda values, ddof=0: _mp_var(values, ddof),
                  examples=(
                      *_ZERO_D,
+                     ((np.ones((2, 0)),), {"axis": 1}),                             # an empty axis: NaN, an empty gradient
+                     ((np.ones((0, 3)),), {"axis": -2, "keepdims": True}),
+                     ((np.ones((0,)),), {}),
+                     ((np.array([[1.0, 2.0], [0.5, 0.5]]),), {"axis": 1, "ddof": 2}),    # ddof == n: inf/NaN, torch's 2/(n - ddof)
+                     ((np.array([[1.0, 2.0, 4.0]]),), {"axis": -1, "ddof": 5}),          # ddof > n
+                     ((np.array(1.5),), {"axis": 0, "ddof": 1}),
                  ))
 
 
@@ -132,7 +149,8 @@ def _std_vjp(g, out, x, axis=None, keepdims=False, ddof=0):
     std_kept = _keep(out, x, axis)
     flat = _raw(std_kept) == 0
     safe = where(flat, 1.0, std_kept)
-    return where(flat, 0.0, _expand(g, x, axis) * centered / (safe * (_count(_raw(x).shape, axis) - ddof)))
+    scale = _ratio(1.0, _count(_raw(x).shape, axis) - ddof)
+    return where(flat, 0.0, _expand(g, x, axis) * centered * scale / safe)
 
 
 std = _reduction("std", lambda x, axis=None, keepdims=False, ddof=0: np.std(x, axis=_numpy_axis(x, axis), keepdims=keepdims,
@@ -144,6 +162,12 @@ std = _reduction("std", lambda x, axis=None, keepdims=False, ddof=0: np.std(x, a
                  smooth=False, kink_rule="gradient 0 where all reduced values are equal (std == 0), as torch",
                  examples=(
                      *_ZERO_D,
+                     ((np.ones((2, 0)),), {"axis": 1}),                             # an empty axis: NaN, an empty gradient
+                     ((np.ones((0, 3)),), {"axis": -2, "keepdims": True}),
+                     ((np.ones((0,)),), {}),
+                     ((np.array([[1.0, 2.0], [0.5, 0.5]]),), {"axis": 1, "ddof": 2}),    # ddof == n: inf/NaN, torch's 2/(n - ddof)
+                     ((np.array([[1.0, 2.0, 4.0]]),), {"axis": -1, "ddof": 5}),          # ddof > n
+                     ((np.array(1.5),), {"axis": 0, "ddof": 1}),
                  ))
 
 

@@ -101,6 +101,8 @@ class OpSpec:
             d = np.asarray(d)
             if d.dtype.kind == "f" and np.isnan(d).any():
                 return  # NaN came in; not this op's fault
+            if d.size == 0:
+                return  # a mean over nothing is NaN (0/0, as NumPy and torch), not a domain error
         for i, (d, dom) in enumerate(zip(datas, self.domain)):
             bad = ~dom.contains(d)
             if dom.differentiable and np.any(bad):
