@@ -1,4 +1,5 @@
 """Reductions over axis=None / int / tuple with keepdims. Each VJP expands g back to x's shape."""
+import builtins
 import math
 
 import numpy as np
@@ -106,6 +107,34 @@ mean = _reduction("mean", lambda x, axis=None, keepdims=False: np.mean(x, axis=_
                   ))
 
 
+def _centered(x, axis):
+    """x - mean(x) along axis, on arrays or Variables, computed as d - mean(d) with d = x - (the first
+    entry of each reduced row). The shift changes nothing in exact arithmetic, but values that are
+    equal give exactly zero deviations (mean(x) of n equal values is not always exactly that value:
+    seven entries of 0.1 average to 0.1 + 1.4e-17), so var and std of a constant row are exactly 0
+    and the std gradient takes its zero subgradient there, as torch's Welford-based kernels do; and
+    values that are nearly equal (1e8 + 0.3, or float32 rows that agree to an ulp) lose no digits to
+    a mean of large magnitude."""
+    ndim = _raw(x).ndim
+    axes = _axes(ndim, axis)
+    if not axes:
+        return x - x                          # nothing reduced: every deviation is 0
+    first = tuple(slice(0, 1) if k in axes else slice(None) for k in range(ndim))
+    d = x - x[first]
+    return d - mean(d, axis=axes, keepdims=True)
+
+
+def _var_forward(x, axis=None, keepdims=False, ddof=0):
+    x = np.asarray(x)
+    axes = _axes(x.ndim, axis)
+    # an empty axis (0/0) and ddof >= n (division by max(n - ddof, 0) = 0, as NumPy and torch) give
+    # NaN or inf: expected values, not warnings
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centered = _centered(x, axes)
+        squares = np.add.reduce(centered * centered, axis=axes, keepdims=keepdims)
+        return squares / builtins.max(_count(x.shape, axes) - ddof, 0)   # `max` here is the op
+
+
 def _mp_var(values, ddof):
     mean = mpmath.fsum(values) / len(values)
     return mpmath.fsum((v - mean) ** 2 for v in values) / (len(values) - ddof)
@@ -120,18 +149,19 @@ def _var_vjp(g, out, x, axis=None, keepdims=False, ddof=0):
         # torch's backward has a branch of its own here: grad * where(x == mean, NaN, inf), constants
         # (so no second order); of a 0-d x, NaN unless x is NaN. Kept, so NaN positions match torch
         return g * np.where(data == data, np.nan, np.inf).astype(data.dtype)
-    centered = x - mean(x, axis=axis, keepdims=True)
-    return _expand(g, x, axis) * centered * _ratio(2.0, dof)
+    return _expand(g, x, axis) * _centered(x, axis) * _ratio(2.0, dof)
 
 
-var = _reduction("var", lambda x, axis=None, keepdims=False, ddof=0: np.var(x, axis=_numpy_axis(x, axis), keepdims=keepdims,
-                                                                         ddof=ddof),
+var = _reduction("var", _var_forward,
                  _var_vjp,
                  lambda x, axis=None, keepdims=False, ddof=0: torch.var(x, dim=_torch_dims(x, axis), keepdim=keepdims,
                                                                        correction=ddof),
                  mp=lambda values, ddof=0: _mp_var(values, ddof),
                  examples=(
                      *_ZERO_D,
+                     ((np.full((2, 7), 0.1),), {"axis": 1}),                       # equal values: exactly 0, zero gradient
+                     ((np.full((2, 3, 2), 1e8 + 0.3),), {"axis": (0, -1)}),
+                     ((np.full(5, 1 / 3),), {}),
                      ((np.ones((2, 0)),), {"axis": 1}),                             # an empty axis: NaN, an empty gradient
                      ((np.ones((0, 3)),), {"axis": -2, "keepdims": True}),
                      ((np.ones((0,)),), {}),
@@ -145,7 +175,7 @@ def _std_vjp(g, out, x, axis=None, keepdims=False, ddof=0):
     # d std = d var / (2 std). Where std == 0 (all values equal) std is not differentiable; torch
     # uses the subgradient 0 there, for the gradient and for its derivative, and so do we: the
     # `where` picks a constant 0 that does not depend on x
-    centered = x - mean(x, axis=axis, keepdims=True)
+    centered = _centered(x, axis)
     std_kept = _keep(out, x, axis)
     flat = _raw(std_kept) == 0
     safe = where(flat, 1.0, std_kept)
@@ -153,8 +183,7 @@ def _std_vjp(g, out, x, axis=None, keepdims=False, ddof=0):
     return where(flat, 0.0, _expand(g, x, axis) * centered * scale / safe)
 
 
-std = _reduction("std", lambda x, axis=None, keepdims=False, ddof=0: np.std(x, axis=_numpy_axis(x, axis), keepdims=keepdims,
-                                                                         ddof=ddof),
+std = _reduction("std", lambda x, axis=None, keepdims=False, ddof=0: np.sqrt(_var_forward(x, axis, keepdims, ddof)),
                  _std_vjp,
                  lambda x, axis=None, keepdims=False, ddof=0: torch.std(x, dim=_torch_dims(x, axis), keepdim=keepdims,
                                                                        correction=ddof),
@@ -162,6 +191,9 @@ std = _reduction("std", lambda x, axis=None, keepdims=False, ddof=0: np.std(x, a
                  smooth=False, kink_rule="gradient 0 where all reduced values are equal (std == 0), as torch",
                  examples=(
                      *_ZERO_D,
+                     ((np.full((2, 7), 0.1),), {"axis": 1}),                       # equal values: exactly 0, zero gradient
+                     ((np.full((2, 3, 2), 1e8 + 0.3),), {"axis": (0, -1)}),
+                     ((np.full(5, 1 / 3),), {}),
                      ((np.ones((2, 0)),), {"axis": 1}),                             # an empty axis: NaN, an empty gradient
                      ((np.ones((0, 3)),), {"axis": -2, "keepdims": True}),
                      ((np.ones((0,)),), {}),
