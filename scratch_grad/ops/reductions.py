@@ -225,25 +225,44 @@ min = _reduction("min", lambda x, axis=None, keepdims=False: np.min(x, axis=_num
                  ))
 
 
-def _product_of_others(x, axis):
-    """prod over axis of x with each element left out in turn, via exclusive prefix and suffix
-    products: exact even where x has zeros (where out / x would divide 0 by 0)."""
-    axes = _axes(x.ndim, axis)
-    rest = tuple(a for a in range(x.ndim) if a not in axes)
-    moved = np.transpose(x, rest + axes)
-    flat = moved.reshape(moved.shape[:len(rest)] + (-1,))
-    ones = np.ones(flat.shape[:-1] + (1,), dtype=x.dtype)
-    prefix = np.cumprod(np.concatenate([ones, flat[..., :-1]], axis=-1), axis=-1)
-    suffix = np.cumprod(np.concatenate([ones, flat[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
-    others = (prefix * suffix).reshape(moved.shape)
-    return np.transpose(others, np.argsort(rest + axes))
+def _exclusive_cumprod(v):
+    """[1, v0, v0 v1, ..., v0 ... v_(n-2)] along the last axis, with scratch_grad ops (on arrays or
+    Variables): a Hillis-Steele scan, log2(n) steps of a shifted product (pad with ones, multiply).
+    Only products of the entries, never a division, so it is exact where entries are 0, and under
+    create_graph it is itself differentiable (prod's second order at zeros)."""
+    n = _raw(v).shape[-1]
+    lead = ((0, 0),) * (_raw(v).ndim - 1)
+    prefix = pad(v[..., :n - 1], pad_width=lead + ((1, 0),), constant_values=1.0)
+    shift = 1
+    while shift < n:
+        prefix = prefix * pad(prefix[..., :n - shift], pad_width=lead + ((shift, 0),), constant_values=1.0)
+        shift *= 2
+    return prefix
+
+
+def _product_of_others(x, axes):
+    """prod over axes of x with each entry left out in turn: the exclusive prefix product times the
+    exclusive suffix product of each reduced row (x's reduced axes moved last and flattened), so no
+    division by an entry that may be 0 (torch's prod_safe_zeros_backward does the same with cumprod)."""
+    shape = _raw(x).shape
+    rest = tuple(a for a in range(len(shape)) if a not in axes)
+    moved = transpose(x, axes=rest + axes)
+    rows = reshape(moved, tuple(shape[a] for a in rest) + (_count(shape, axes),))
+    others = _exclusive_cumprod(rows) * flip(_exclusive_cumprod(flip(rows, axis=-1)), axis=-1)
+    return transpose(reshape(others, _raw(moved).shape), axes=tuple(int(k) for k in np.argsort(rest + axes)))
 
 
 def _prod_vjp(g, out, x, axis=None, keepdims=False):
-    if np.all(_raw(x) != 0):
-        return _expand(g, x, axis) * _keep(out, x, axis) / x
-    # zeros: a constant array, so no second derivative flows through here (the sampler avoids 0)
-    return _expand(g, x, axis) * _product_of_others(_raw(x), axis)
+    data = _raw(x)
+    axes = _axes(data.ndim, axis)
+    if not axes:                           # nothing reduced: prod is the identity
+        return _expand(g, x, axes) * 1.0
+    if data.all():                         # no zero: d prod / d x_i = prod / x_i, as torch
+        return _expand(g, x, axes) * _keep(out, x, axes) / x
+    # zeros: the product of the other entries, written with ops so that under create_graph its own
+    # derivative (the product of all but two entries, nonzero where a row holds exactly one or two
+    # zeros) is the true second order, as torch's cumprod-based formula gives
+    return _expand(g, x, axes) * _product_of_others(x, axes)
 
 
 def _torch_prod(x, axis=None, keepdims=False):
@@ -258,6 +277,11 @@ prod = _reduction("prod", lambda x, axis=None, keepdims=False: np.prod(x, axis=_
                   _torch_prod, NONZERO, mp=lambda values: mpmath.fprod(values),
                   examples=(
                       *_ZERO_D,
+                      ((np.array([[0.0, 1.5, 2.0], [0.0, 0.0, 2.0], [0.0, 0.0, 0.0]]),), {"axis": 1}),  # 1, 2, 3 zeros
+                      ((np.array([0.0, -1.5, 2.0, 0.5]),), {}),
+                      ((np.array([0.0]),), {"axis": 0}),
+                      ((np.array([[[1.0, 0.0], [2.0, -1.0]], [[0.0, 3.0], [0.0, 0.5]]]),), {"axis": (0, -1), "keepdims": True}),
+                      ((np.array(0.0),), {"axis": -1}),
                   ))
 
 
