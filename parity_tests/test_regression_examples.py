@@ -91,8 +91,7 @@ def _torch(spec, inputs, params, wanted, cotangent, direction):
     for i in wanted:
         args[i] = args[i].clone().requires_grad_(True)
         leaves.append(args[i])
-    out = spec.torch(*args, **{key: torch.as_tensor(v) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v
-                                for key, v in params.items()})
+    out = spec.torch(*args, **params)
     if not leaves:
         return out.detach().numpy(), [], []
     if not out.requires_grad:

@@ -141,23 +141,39 @@ _CLIP_BOUNDS = Domain(avoid=(-0.5, 0.5), description="real (kinks at min and max
 
 
 def _clip_vjp(g, out, x, min=None, max=None):
-    # the gradient passes where min <= x <= max (inclusive at the bounds, as torch.clamp)
+    # the gradient passes where min <= x <= max (inclusive at the bounds, as torch.clamp; nowhere when
+    # min > max, where the result is max). Array bounds may broadcast x to a larger shape: the mask is
+    # built by broadcasting, not in place into x's shape, and the engine sums g back to x's shape
     data = _raw(x)
-    inside = np.ones(data.shape, dtype=bool)
+    inside = True
     if min is not None:
-        inside &= data >= min
+        inside = data >= min
     if max is not None:
-        inside &= data <= max
+        inside = inside & (data <= max)
     return g * inside
 
 
+def _torch_clamp(x, min=None, max=None):
+    # array bounds as tensors of x's dtype: torch.clamp takes two numbers or two tensors, not ndarrays
+    if not all(v is None or isinstance(v, (int, float)) for v in (min, max)):
+        min, max = (None if v is None else torch.as_tensor(v, dtype=x.dtype) for v in (min, max))
+    return torch.clamp(x, min, max)
+
+
 clip = _unary("clip", lambda x, min=None, max=None: np.clip(x, min, max), _clip_vjp,
-              lambda x, min=None, max=None: torch.clamp(x, min, max), _CLIP_BOUNDS, smooth=False,
+              _torch_clamp, _CLIP_BOUNDS, smooth=False,
               kink_rule="gradient 1 on [min, max] inclusive, as torch.clamp",
               mp=lambda x, min=None, max=None: x if (min is None or x >= min) and (max is None or x <= max) else
               (min if min is not None and x < min else max),
               sample=lambda gen: ((gen.array(gen.shape(), _CLIP_BOUNDS),),
-                                  gen.choice([{"min": -0.5, "max": 0.5}, {"min": -0.5}, {"max": 0.5}])))
+                                  gen.choice([{"min": -0.5, "max": 0.5}, {"min": -0.5}, {"max": 0.5}])),
+              examples=(
+                  # array bounds that broadcast x to a larger shape; min > max in some entries
+                  ((np.array([-1.0, 0.0, 0.25, 1.0]),), {"min": np.array([[-0.5], [0.5]]), "max": np.array([[0.5], [0.0]])}),
+                  ((np.linspace(-1.0, 1.0, 6).reshape(2, 3),), {"min": np.array([-0.5, 0.0, 0.5]), "max": 0.6}),
+                  ((np.array([-1.0, 0.0, 1.0]),), {"min": np.full((2, 3), -0.5)}),
+                  ((np.array([-1.0, 0.2, 1.0]),), {"min": 0.5, "max": -0.5}),
+              ))
 
 
 # ---- binary (broadcasting; the engine reduces each gradient to its input's shape) ---------------------
