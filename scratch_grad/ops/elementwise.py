@@ -66,10 +66,14 @@ sigmoid = _unary("sigmoid", _sigmoid_forward, lambda g, out, x: g * out * (1 - o
                  mp=lambda x: 1 / (1 + mpmath.exp(-x)))
 
 
-# the mask is read from the output (out > 0 exactly where x > 0, NaN included), as torch's
-# threshold_backward does: relu's input then need not be kept alive for the backward
-relu = _unary("relu", lambda x: np.maximum(x, 0), lambda g, out, x: g * (_raw(out) > 0), torch.relu, KINK_AT_ZERO,
-              smooth=False, kink_rule="relu'(0) = 0, as torch", mp=lambda x: x if x > 0 else 0 * x)
+# the mask is read from the output, as torch's threshold_backward does (relu's input then need not be
+# kept alive for the backward). torch zeroes g where out <= 0, so a NaN input passes g through; out is
+# 0 exactly where x <= 0 and NaN where x is NaN, so out != 0 is that mask at the cost of out > 0
+relu = _unary("relu", lambda x: np.maximum(x, 0), lambda g, out, x: g * (_raw(out) != 0), torch.relu, KINK_AT_ZERO,
+              smooth=False, kink_rule="relu'(0) = 0, as torch", mp=lambda x: x if x > 0 else 0 * x,
+              examples=(
+                  ((np.array([np.nan, 0.0, -0.0, 1.5, -2.0, np.inf, -np.inf]),), {}),
+              ))
 
 
 def _leaky_relu_vjp(g, out, x, negative_slope=0.01):
@@ -216,20 +220,31 @@ power = _binary("pow", _pow_forward, _pow_vjp_base, _pow_vjp_exponent, torch.pow
                 (POSITIVE, REAL), mp=lambda x, y: mpmath.power(x, y))
 
 
-def _tie_split(first, second, strict):
-    """Share of the gradient that goes to `first` in maximum/minimum: 1 where it wins, 0.5 at ties
-    (torch's convention for maximum/minimum), 0 where it loses."""
+def _tie_split(first, second, loses):
+    """Share of the gradient that goes to `first` in maximum/minimum, with torch's masks: 0 where it
+    loses (first < second for maximum, first > second for minimum), 0.5 at ties, 1 otherwise. A NaN
+    on either side loses nothing, so both inputs get the whole gradient there, as in torch."""
     first, second = _raw(first), _raw(second)
-    wins = first > second if strict == ">" else first < second
-    return np.where(wins, 1.0, np.where(first == second, 0.5, 0.0)).astype(np.result_type(first, second))
+    lost = first < second if loses == "<" else first > second
+    return np.where(lost, 0.0, np.where(first == second, 0.5, 1.0)).astype(np.result_type(first, second))
 
 
-maximum = _binary("maximum", np.maximum, lambda g, out, x, y: g * _tie_split(x, y, ">"),
-                  lambda g, out, x, y: g * _tie_split(y, x, ">"), torch.maximum, smooth=False,
-                  kink_rule="ties split the gradient 0.5/0.5, as torch.maximum", mp=lambda x, y: max(x, y))
-minimum = _binary("minimum", np.minimum, lambda g, out, x, y: g * _tie_split(x, y, "<"),
-                  lambda g, out, x, y: g * _tie_split(y, x, "<"), torch.minimum, smooth=False,
-                  kink_rule="ties split the gradient 0.5/0.5, as torch.minimum", mp=lambda x, y: min(x, y))
+_MAX_MIN_EXAMPLES = (
+    ((np.array([np.nan, 1.0, np.nan, 2.0, 3.0]), np.array([1.0, np.nan, np.nan, 2.0, -np.inf])), {}),
+    ((np.array([[1.0, 2.0]]), np.array([[2.0], [1.0]])), {}),
+)
+maximum = _binary("maximum", np.maximum, lambda g, out, x, y: g * _tie_split(x, y, "<"),
+                  lambda g, out, x, y: g * _tie_split(y, x, "<"), torch.maximum, smooth=False,
+                  kink_rule="ties split the gradient 0.5/0.5, as torch.maximum", mp=lambda x, y: max(x, y),
+                  examples=(
+                      *_MAX_MIN_EXAMPLES,
+                  ))
+minimum = _binary("minimum", np.minimum, lambda g, out, x, y: g * _tie_split(x, y, ">"),
+                  lambda g, out, x, y: g * _tie_split(y, x, ">"), torch.minimum, smooth=False,
+                  kink_rule="ties split the gradient 0.5/0.5, as torch.minimum", mp=lambda x, y: min(x, y),
+                  examples=(
+                      *_MAX_MIN_EXAMPLES,
+                  ))
 
 
 def _where_sample(gen):
