@@ -89,18 +89,27 @@ leaky_relu = _unary("leaky_relu", lambda x, negative_slope=0.01: np.where(x > 0,
 
 
 def _elu_vjp(g, out, x, alpha=1.0):
-    # for x < 0, d/dx alpha*(e^x - 1) = out + alpha. At x == 0 torch takes the left derivative alpha
-    # for the gradient but a zero second derivative (its double backward masks x < 0 strictly), so
-    # there the constant alpha is used, which does not depend on x
+    # for x < 0, d/dx alpha*(e^x - 1) = alpha e^x, computed from x: out + alpha (the same in exact
+    # arithmetic) cancels to 0 once e^x is below out's rounding (x = -20 in float32, -40 in float64).
+    # The exponent is 0 where x >= 0, so the branch not taken stays finite: exp(+inf) = inf would
+    # make the second order 0 * inf = NaN at x = +inf. At x == 0 torch takes the left derivative
+    # alpha for the gradient but a zero second derivative (its double backward masks x < 0
+    # strictly), so there the constant alpha is used. x > 0 and NaN pass g (torch masks x <= 0)
     data = _raw(x)
-    return where(data > 0, g, where(data < 0, g * (out + alpha), g * alpha))
+    negative = data < 0
+    left = where(negative, g * (alpha * exp(where(negative, x, 0.0))), g * alpha)
+    return where(data <= 0, left, g)
 
 
 elu = _unary("elu", lambda x, alpha=1.0: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))), _elu_vjp,
              lambda x, alpha=1.0: torch.nn.functional.elu(x, alpha), KINK_AT_ZERO, smooth=False,
              kink_rule="elu'(0) = alpha (the left derivative) and elu''(0) = 0, as torch",
              mp=lambda x, alpha=1.0: x if x > 0 else alpha * mpmath.expm1(x),
-             sample=lambda gen: ((gen.array(gen.shape(), KINK_AT_ZERO),), {"alpha": gen.choice([1.0, 0.5])}))
+             sample=lambda gen: ((gen.array(gen.shape(), KINK_AT_ZERO),), {"alpha": gen.choice([1.0, 0.5])}),
+             examples=(
+                 ((np.array([-np.inf, -745.0, -40.0, -20.0, -1.0, -0.0, 0.0, 1.0, np.inf, np.nan]),), {}),
+                 ((np.array([-700.0, -20.0, np.inf, -np.inf]),), {"alpha": 0.5}),
+             ))
 
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
 _GELU_C = 0.044715
