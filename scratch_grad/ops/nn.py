@@ -63,10 +63,12 @@ def _one_axis(x, axis):
 
 def _max_shift(x, axis):
     """x minus its max along axis: every exp() of the result is <= 1, so it never overflows, and the
-    largest term is exactly exp(0) = 1, so the sum never underflows to 0. The max is replaced by 0
-    where it is +-inf (a row of -inf stays -inf rather than becoming NaN through -inf - -inf)."""
+    largest term is exactly exp(0) = 1, so the sum never underflows to 0. A max of -inf (a row of
+    -inf) is replaced by 0, so the row stays -inf rather than becoming NaN through -inf - -inf, as
+    torch. A max of +inf is kept: inf - inf makes the row NaN, as torch's softmax and log_softmax of
+    a row holding +inf (inf/inf has no value; the finite entries' limit 0 would hide that)."""
     m = np.maximum.reduce(x, axis=axis, keepdims=True)   # np.max's Python wrapper costs ~1.5 us
-    return x - np.where(np.isfinite(m), m, 0)
+    return x - np.where(m == -np.inf, 0, m)
 
 
 def _softmax_forward(x, axis=-1):
@@ -108,6 +110,9 @@ softmax = register(OpSpec(
     examples=(
         ((np.array(1.5),), {"axis": 0}),          # a 0-d input takes axis 0 or -1, as in torch
         ((np.array(1.5),), {"axis": -1}),
+        ((np.array([[np.inf, 1.0, -2.0], [-np.inf, -np.inf, -np.inf], [np.inf, np.inf, 0.0], [1e8, 0.0, -1e8]]),),
+         {"axis": -1}),                        # +inf in a row: NaN row, as torch; a row of -inf: NaN
+        ((np.array([[-np.inf, 0.0], [np.nan, 1.0]]),), {"axis": 0}),
     )))
 log_softmax = register(OpSpec(
     "log_softmax", _log_softmax_forward, (_log_softmax_vjp,), lambda x, axis=-1: torch.log_softmax(x, dim=axis),
@@ -115,6 +120,9 @@ log_softmax = register(OpSpec(
     examples=(
         ((np.array(1.5),), {"axis": 0}),
         ((np.array(1.5),), {"axis": -1}),
+        ((np.array([[np.inf, 1.0, -2.0], [-np.inf, -np.inf, -np.inf], [np.inf, np.inf, 0.0], [1e8, 0.0, -1e8]]),),
+         {"axis": -1}),                        # +inf in a row: NaN row, as torch; a row of -inf: NaN
+        ((np.array([[-np.inf, 0.0], [np.nan, 1.0]]),), {"axis": 0}),
     )))
 
 
@@ -191,6 +199,7 @@ cross_entropy = register(OpSpec(
     examples=(
         ((np.zeros((0, 3)), np.zeros(0, dtype=np.int64)), {"reduction": "mean"}),   # an empty batch: NaN
         ((np.zeros((0, 3)), np.zeros(0, dtype=np.int64)), {"reduction": "sum"}),
+        ((np.array([[1e8, 0.0, -1e8], [np.inf, 0.0, 1.0]]), np.array([2, 1])), {"reduction": "none"}),
     )))
 
 
