@@ -202,21 +202,32 @@ div = _binary("div", np.divide, lambda g, out, x, y: g / y, lambda g, out, x, y:
               (REAL, NONZERO), mp=lambda x, y: x / y)
 
 
+# pow's VJPs are torch's formulas, written with the same ops in the same places, so that values, NaN
+# and inf agree with torch at the edges of the domain (x <= 0, y == 0) in the gradient and in the
+# second order (whose NaN at x == 0 comes from differentiating these wheres and is honest: x^y has
+# no derivative in y for x < 0, so none of second order in a neighbourhood of x == 0 either).
+
+
 def _pow_vjp_exponent(g, out, x, y):
-    # d/dy x^y = x^y log x, defined for x > 0; at x <= 0 we return 0 (torch returns 0 at x == 0
-    # and NaN for x < 0, where x^y is real only for integer y and the derivative does not exist)
-    return g * out * log(where(_raw(x) > 0, x, 1.0))
+    # d/dy x^y = x^y log x. torch: g * where((x == 0) & (y >= 0), 0, out * log(x)): 0 at 0^y for y >= 0
+    # (by continuity from x > 0), -inf * g at 0^y for y < 0 (out * log 0 = inf * -inf), NaN for x < 0
+    # (log of a negative number: x^y is real there for integer y only, and has no derivative in y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return g * where((_raw(x) == 0) & (_raw(y) >= 0), 0.0, out * log(x))
 
 
 def _pow_vjp_base(g, out, x, y):
-    # y x^(y-1), set to 0 where y == 0 as torch does (at x == 0 the formula is 0 * inf = NaN). The
-    # mask also makes the cross derivative d/dy there 0, like torch's, though the exact value is 1/x
-    if isinstance(y, (int, float)):               # x ** 2 and friends: no mask needed
+    # d/dx x^y = y x^(y-1). torch: where(y == 0, 0, g * (y * x^(y-1))) (at x == 0, y == 0 the formula
+    # is 0 * inf = NaN); for a Python exponent, zeros for 0 (even where g is inf or NaN), else the formula
+    if isinstance(y, (int, float)):
         if y == 2:
             return (x + x) * g                    # the square: skip x ** 1 (and x * 2's scalar conversion)
-        return g * 0.0 if y == 0 else g * y * x ** (y - 1)
+        if y == 0:
+            data = _raw(x)
+            return np.zeros(data.shape, dtype=data.dtype)
+        return g * (y * x ** (y - 1))
     with np.errstate(divide="ignore", invalid="ignore"):
-        return where(_raw(y) == 0, 0.0, g * y * x ** (y - 1))
+        return where(_raw(y) == 0, 0.0, g * (y * x ** (y - 1)))
 
 
 def _pow_forward(x, y):
@@ -226,7 +237,19 @@ def _pow_forward(x, y):
 
 
 power = _binary("pow", _pow_forward, _pow_vjp_base, _pow_vjp_exponent, torch.pow,
-                (POSITIVE, REAL), mp=lambda x, y: mpmath.power(x, y))
+                (POSITIVE, REAL), mp=lambda x, y: mpmath.power(x, y),
+                examples=(
+                    # bases at 0 (both signs) and below 0 with integer exponents, exponents 0 and < 0
+                    ((np.array([0.0, -0.0, 0.0, 0.0, -0.0, -1.0, -2.5, -2.5, 2.0, 0.0]),
+                      np.array([-1.0, -1.0, 1.0, 2.0, 2.0, 0.0, 2.0, -1.0, 0.5, 0.0])), {}),
+                    ((np.array([0.0, 0.5, 2.0, -1.5]), 0), {}),           # Python exponents
+                    ((np.array([0.0, 0.5, 2.0, -1.5]), 1), {}),
+                    ((np.array([0.0, 0.5, 2.0, -1.5]), 3), {}),
+                    ((np.array([0.0, 0.5, 2.0]), 0.5), {}),
+                    ((np.array([0.0, 0.5, -2.0]), -1), {}),
+                    ((0.0, np.array([0.0, 1.0, 2.0, -1.0, 0.5])), {}),     # Python bases
+                    ((2.0, np.array([0.0, 1.0, -1.0, 0.5])), {}),
+                ))
 
 
 def _tie_split(first, second, loses):
