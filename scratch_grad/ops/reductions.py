@@ -114,13 +114,17 @@ def _centered(x, axis):
     seven entries of 0.1 average to 0.1 + 1.4e-17), so var and std of a constant row are exactly 0
     and the std gradient takes its zero subgradient there, as torch's Welford-based kernels do; and
     values that are nearly equal (1e8 + 0.3, or float32 rows that agree to an ulp) lose no digits to
-    a mean of large magnitude."""
+    a mean of large magnitude. Deviations are rounded at the scale of the row, as NumPy's two-pass
+    x - mean(x) is."""
     ndim = _raw(x).ndim
     axes = _axes(ndim, axis)
     if not axes:
         return x - x                          # nothing reduced: every deviation is 0
     first = tuple(slice(0, 1) if k in axes else slice(None) for k in range(ndim))
-    d = x - x[first]
+    shift = x[first]
+    # an infinite first entry would make every deviation inf - inf = NaN; torch's x - mean(x) gives
+    # NaN only at the infinite entries and +-inf elsewhere: such rows are not shifted
+    d = x - where(np.isfinite(_raw(shift)), shift, 0.0)
     return d - mean(d, axis=axes, keepdims=True)
 
 
@@ -159,6 +163,7 @@ var = _reduction("var", _var_forward,
                  mp=lambda values, ddof=0: _mp_var(values, ddof),
                  examples=(
                      *_ZERO_D,
+                     ((np.array([[np.inf, 1.0, 2.0], [-np.inf, -np.inf, 1.0]]),), {"axis": 1}),   # infinite entries: NaN only there
                      ((np.full((2, 7), 0.1),), {"axis": 1}),                       # equal values: exactly 0, zero gradient
                      ((np.full((2, 3, 2), 1e8 + 0.3),), {"axis": (0, -1)}),
                      ((np.full(5, 1 / 3),), {}),
@@ -191,6 +196,7 @@ std = _reduction("std", lambda x, axis=None, keepdims=False, ddof=0: np.sqrt(_va
                  smooth=False, kink_rule="gradient 0 where all reduced values are equal (std == 0), as torch",
                  examples=(
                      *_ZERO_D,
+                     ((np.array([[np.inf, 1.0, 2.0], [-np.inf, -np.inf, 1.0]]),), {"axis": 1}),   # infinite entries: NaN only there
                      ((np.full((2, 7), 0.1),), {"axis": 1}),                       # equal values: exactly 0, zero gradient
                      ((np.full((2, 3, 2), 1e8 + 0.3),), {"axis": (0, -1)}),
                      ((np.full(5, 1 / 3),), {}),
