@@ -30,8 +30,18 @@ log1p = _unary("log1p", np.log1p, lambda g, out, x: g / (1 + x), torch.log1p, AB
                mp=lambda x: mpmath.log1p(x))
 expm1 = _unary("expm1", np.expm1, lambda g, out, x: g * (out + 1), torch.expm1, mp=lambda x: mpmath.expm1(x))
 sqrt = _unary("sqrt", np.sqrt, lambda g, out, x: g / (2 * out), torch.sqrt, POSITIVE, mp=lambda x: mpmath.sqrt(x))
-abs = _unary("abs", np.abs, lambda g, out, x: g * np.sign(_raw(x)), torch.abs, KINK_AT_ZERO,
-             smooth=False, kink_rule="abs'(0) = 0 (sign(0) = 0, as torch)", mp=lambda x: abs(x))
+def _abs_vjp(g, out, x):
+    # g * sign(x) with torch's sign, which is 0 at 0 and at NaN (np.sign(NaN) is NaN): (x > 0) - (x < 0)
+    data = _raw(x)
+    return g * np.subtract(data > 0, data < 0, dtype=data.dtype)
+
+
+abs = _unary("abs", np.abs, _abs_vjp, torch.abs, KINK_AT_ZERO,
+             smooth=False, kink_rule="abs'(0) = 0 (sign(0) = 0, as torch; also 0 at NaN, as torch)",
+             mp=lambda x: abs(x),
+             examples=(
+                 ((np.array([np.nan, 0.0, -0.0, -np.inf, np.inf, -2.0]),), {}),
+             ))
 sin = _unary("sin", np.sin, lambda g, out, x: g * cos(x), torch.sin, mp=lambda x: mpmath.sin(x))
 cos = _unary("cos", np.cos, lambda g, out, x: -g * sin(x), torch.cos, mp=lambda x: mpmath.cos(x))
 # tan: its poles at pi/2 + k*pi are kept out of the sampled interval
