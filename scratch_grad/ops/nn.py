@@ -67,7 +67,12 @@ def _max_shift(x, axis):
     -inf) is replaced by 0, so the row stays -inf rather than becoming NaN through -inf - -inf, as
     torch. A max of +inf is kept: inf - inf makes the row NaN, as torch's softmax and log_softmax of
     a row holding +inf (inf/inf has no value; the finite entries' limit 0 would hide that)."""
-    m = np.maximum.reduce(x, axis=axis, keepdims=True)   # np.max's Python wrapper costs ~1.5 us
+    try:
+        m = np.maximum.reduce(x, axis=axis, keepdims=True)   # np.max's Python wrapper costs ~1.5 us
+    except ValueError:
+        if np.size(x) == 0:
+            return np.array(x)         # an empty axis: nothing to shift, an empty (fresh) result, as torch
+        raise
     return x - np.where(m == -np.inf, 0, m)
 
 
@@ -113,6 +118,7 @@ softmax = register(OpSpec(
         ((np.array([[np.inf, 1.0, -2.0], [-np.inf, -np.inf, -np.inf], [np.inf, np.inf, 0.0], [1e8, 0.0, -1e8]]),),
          {"axis": -1}),                        # +inf in a row: NaN row, as torch; a row of -inf: NaN
         ((np.array([[-np.inf, 0.0], [np.nan, 1.0]]),), {"axis": 0}),
+        ((np.ones((2, 0)),), {"axis": -1}),         # an empty axis: an empty result, as torch
     )))
 log_softmax = register(OpSpec(
     "log_softmax", _log_softmax_forward, (_log_softmax_vjp,), lambda x, axis=-1: torch.log_softmax(x, dim=axis),
@@ -123,6 +129,7 @@ log_softmax = register(OpSpec(
         ((np.array([[np.inf, 1.0, -2.0], [-np.inf, -np.inf, -np.inf], [np.inf, np.inf, 0.0], [1e8, 0.0, -1e8]]),),
          {"axis": -1}),                        # +inf in a row: NaN row, as torch; a row of -inf: NaN
         ((np.array([[-np.inf, 0.0], [np.nan, 1.0]]),), {"axis": 0}),
+        ((np.ones((2, 0)),), {"axis": -1}),         # an empty axis: an empty result, as torch
     )))
 
 
