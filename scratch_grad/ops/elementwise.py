@@ -9,7 +9,7 @@ import numpy as np
 import scipy.special
 from .lazy_torch import mpmath, torch
 
-from .registry import (ABOVE_MINUS_ONE, KINK_AT_ZERO, NONZERO, NOT_DIFFERENTIABLE, POSITIVE, REAL, Domain,
+from .registry import (ABOVE_MINUS_ONE, KINK_AT_ZERO, NONZERO, NOT_DIFFERENTIABLE, POSITIVE, REAL, Domain, make_function,
                        OpSpec, register)
 from ..engine import Variable
 
@@ -22,14 +22,79 @@ def _unary(name, forward, vjp, reference, domain=REAL, **flags):
     return register(OpSpec(name, forward, (vjp,), reference, (domain,), "elementwise", **flags))
 
 
+# ---- derivatives that need their own op ---------------------------------------------------------------
+# Derivatives written from the output (1 - tanh^2, s(1 - s)) cancel in the tails: tanh(20) and
+# sigmoid(40) round to 1, and the gradient came out as exactly 0 where it is 4e-18. Written from x
+# they are accurate to a few ulps everywhere, but a formula from x built of other ops either cancels
+# in its own derivative or costs more ufunc calls on the hot path. These helpers are ops of their own
+# (made like `astype`, not registered: they are parts of VJPs, not user functions): the forward is the
+# accurate NumPy formula, the VJP the exact derivative written with scratch_grad ops, so under
+# create_graph the second order is accurate too and can be differentiated again.
+_COSH_SAFE = {}   # per dtype: |x| above which cosh overflows; sech^2 is 0 in that dtype long before
+
+
+def _sech2_forward(x):
+    """sech(x)^2 = 1 / cosh(x)^2 = tanh'(x): relative accuracy of a few ulps at every x (cosh is
+    accurate and never cancels); |x| is capped where cosh would overflow (sech^2 has underflowed to
+    0 there already: 4e^(-2|x|) < the smallest subnormal), so no overflow warning."""
+    x = np.asarray(x)
+    limit = _COSH_SAFE.get(x.dtype)
+    if limit is None:
+        limit = _COSH_SAFE[x.dtype] = math.log(float(np.finfo(x.dtype).max)) if x.dtype.kind == "f" else 700.0
+    c = np.abs(x)
+    np.minimum(c, limit, out=c)
+    np.cosh(c, out=c)
+    np.reciprocal(c, out=c)
+    return np.multiply(c, c, out=c)           # 1/c/c: no overflow of c*c where 1/c underflows gracefully
+
+
+# d/dx sech^2 = -2 sech^2 tanh: products of accurate values
+_sech2 = make_function(OpSpec("sech2", _sech2_forward, (lambda g, out, x: g * (-2.0 * out * tanh(x)),),
+                              lambda x: 1 / torch.cosh(x) ** 2, (REAL,), "elementwise"))
+
+
+def _logistic_slope_forward(x):
+    """s(x) s(-x) = sigmoid'(x) = e / (1 + e)^2 with e = exp(-|x|) <= 1: no overflow, no cancellation,
+    a few ulps at every x (out * (1 - out) is 0 once sigmoid(x) rounds to 1, from x = 37 in float64)."""
+    x = np.asarray(x)
+    e = np.abs(x)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    d = e + 1.0
+    np.multiply(d, d, out=d)
+    return np.divide(e, d, out=e)
+
+
+# d/dx s'(x) = s'(x) (1 - 2 s(x)) = -s'(x) tanh(x / 2): no cancellation near 0, where 1 - 2 s(x) has
+_logistic_slope = make_function(OpSpec("logistic_slope", _logistic_slope_forward,
+                                       (lambda g, out, x: g * (-out * tanh(x * 0.5)),),
+                                       lambda x: torch.sigmoid(x) * torch.sigmoid(-x), (REAL,), "elementwise"))
+
+
+def _normal_pdf(x):
+    return exp(x * x * -0.5) * (1 / math.sqrt(2 * math.pi))
+
+
+# Phi(x), the normal CDF, from scipy.special.ndtr (erfc-based below 0: accurate in the lower tail, where
+# 0.5 * (1 + erf(x / sqrt 2)) cancels to 0 from x = -8.3); its derivative is the normal density
+_normal_cdf = make_function(OpSpec("normal_cdf", scipy.special.ndtr, (lambda g, out, x: g * _normal_pdf(x),),
+                                   lambda x: torch.special.ndtr(x), (REAL,), "elementwise"))
+
+
 # ---- unary ---------------------------------------------------------------------------------------
 neg = _unary("neg", np.negative, lambda g, out, x: -g, torch.neg, mp=lambda x: -x)
 exp = _unary("exp", np.exp, lambda g, out, x: g * out, torch.exp, mp=lambda x: mpmath.exp(x))
 log = _unary("log", np.log, lambda g, out, x: g / x, torch.log, POSITIVE, mp=lambda x: mpmath.log(x))
 log1p = _unary("log1p", np.log1p, lambda g, out, x: g / (1 + x), torch.log1p, ABOVE_MINUS_ONE,
                mp=lambda x: mpmath.log1p(x))
-expm1 = _unary("expm1", np.expm1, lambda g, out, x: g * (out + 1), torch.expm1, mp=lambda x: mpmath.expm1(x))
+# d/dx (e^x - 1) = e^x, from x: out + 1 cancels to 0 once e^x is below out's rounding (x < -37 in float64)
+expm1 = _unary("expm1", np.expm1, lambda g, out, x: g * exp(x), torch.expm1, mp=lambda x: mpmath.expm1(x),
+               examples=(
+                   ((np.array([-745.0, -100.0, -40.0, -20.0, -9.01, 1e-8, 700.0]),), {}),   # derivative tails
+               ))
 sqrt = _unary("sqrt", np.sqrt, lambda g, out, x: g / (2 * out), torch.sqrt, POSITIVE, mp=lambda x: mpmath.sqrt(x))
+
+
 def _abs_vjp(g, out, x):
     # g * sign(x) with torch's sign, which is 0 at 0 and at NaN (np.sign(NaN) is NaN): (x > 0) - (x < 0)
     data = _raw(x)
@@ -47,7 +112,12 @@ cos = _unary("cos", np.cos, lambda g, out, x: -g * sin(x), torch.cos, mp=lambda 
 # tan: its poles at pi/2 + k*pi are kept out of the sampled interval
 tan = _unary("tan", np.tan, lambda g, out, x: g * (1 + out * out), torch.tan, Domain(-1.4, 1.4, description="|x| < 1.4"),
             mp=lambda x: mpmath.tan(x))
-tanh = _unary("tanh", np.tanh, lambda g, out, x: g * (1 - out * out), torch.tanh, mp=lambda x: mpmath.tanh(x))
+# tanh' = sech^2(x) from x (1 - out^2 is 0 from |x| = 19 in float64, and 2e3 ulps off at 5)
+tanh = _unary("tanh", np.tanh, lambda g, out, x: g * _sech2(x), torch.tanh, mp=lambda x: mpmath.tanh(x),
+              examples=(
+                  ((np.array([-1000.0, -80.0, -20.0, -9.01, -5.0, 1e-8, 5.0, 20.0, 40.0, 1000.0]),), {}),
+                  ((np.array([np.inf, -np.inf, np.nan]),), {}),
+              ))
 erf = _unary("erf", scipy.special.erf, lambda g, out, x: g * (2 / math.sqrt(math.pi)) * exp(-x * x), torch.erf,
              mp=lambda x: mpmath.erf(x))
 square = _unary("square", np.square, lambda g, out, x: (x + x) * g, torch.square,  # x + x: no scalar 2 to convert
@@ -72,8 +142,13 @@ def _sigmoid_forward(x):
     return np.reciprocal(e, out=e)
 
 
-sigmoid = _unary("sigmoid", _sigmoid_forward, lambda g, out, x: g * out * (1 - out), torch.sigmoid,
-                 mp=lambda x: 1 / (1 + mpmath.exp(-x)))
+sigmoid = _unary("sigmoid", _sigmoid_forward, lambda g, out, x: g * _logistic_slope(x), torch.sigmoid,
+                 mp=lambda x: 1 / (1 + mpmath.exp(-x)),
+                 examples=(
+                     ((np.array([-800.0, -40.0, -9.01, 1e-8, 9.01, 20.0, 40.0, 300.0, 800.0]),), {}),
+                     ((np.linspace(-60.0, 60.0, 1200),), {}),        # >= 1024 entries: the exp-based forward
+                     ((np.array([np.inf, -np.inf, np.nan]),), {}),
+                 ))
 
 
 # the mask is read from the output, as torch's threshold_backward does (relu's input then need not be
@@ -126,19 +201,26 @@ _GELU_C = 0.044715
 
 
 def _gelu_forward(x, approximate="none"):
+    # x Phi(x) and x s(2u) rather than 0.5 x (1 + erf) and 0.5 x (1 + tanh u), which are 0 below
+    # x = -8.3 (and -4.6 for tanh in float32) where gelu(-10) = -7.6e-23
     if approximate == "tanh":
-        return 0.5 * x * (1 + np.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x ** 3)))
+        return x * scipy.special.expit((2 * _SQRT_2_OVER_PI) * (x + _GELU_C * x ** 3))
     if approximate != "none":
         raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
-    return 0.5 * x * (1 + scipy.special.erf(x / math.sqrt(2)))
+    return x * scipy.special.ndtr(x)
 
 
 def _gelu_vjp(g, out, x, approximate="none"):
     if approximate == "tanh":
-        t = tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
-        return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * x * x))
-    # exact: d/dx x*Phi(x) = Phi(x) + x*phi(x)
-    return g * (0.5 * (1 + erf(x * (1 / math.sqrt(2)))) + x * exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi)))
+        # gelu = x s(2u), u = k (x + c x^3), as 0.5 (1 + tanh u) = s(2u); the derivative
+        # s(2u) (1 + 2 x u' s(-2u)) has no 1 + tanh or 1 - tanh^2, which cancel in the tails
+        two_u = (2 * _SQRT_2_OVER_PI) * (x + _GELU_C * x * x * x)
+        slope = (2 * _SQRT_2_OVER_PI) * (1 + 3 * _GELU_C * x * x)      # 2 u'
+        return g * (sigmoid(two_u) * (1 + x * slope * sigmoid(-two_u)))
+    # exact: d/dx x Phi(x) = Phi(x) + x phi(x), with Phi from erfc in the lower tail (0.5 (1 + erf)
+    # cancels to 0 from x = -8.3, where the derivative is -1e-15); the sum cancels only near the
+    # derivative's zero at x = -0.75, as its conditioning says it must
+    return g * (_normal_cdf(x) + x * _normal_pdf(x))
 
 
 def _gelu_mp(x, approximate="none"):
@@ -149,7 +231,11 @@ def _gelu_mp(x, approximate="none"):
 
 gelu = _unary("gelu", _gelu_forward, _gelu_vjp,
               lambda x, approximate="none": torch.nn.functional.gelu(x, approximate=approximate), mp=_gelu_mp,
-              sample=lambda gen: ((gen.array(gen.shape(), REAL),), {"approximate": gen.choice(["none", "tanh"])}))
+              sample=lambda gen: ((gen.array(gen.shape(), REAL),), {"approximate": gen.choice(["none", "tanh"])}),
+              examples=(
+                  ((np.array([-40.0, -20.0, -10.0, -5.0, -0.75, 1e-8, 10.0, 40.0]),), {}),   # 1 + erf cancels below -8
+                  ((np.array([-40.0, -20.0, -10.0, -5.0, -0.75, 1e-8, 10.0, 40.0]),), {"approximate": "tanh"}),
+              ))
 
 
 def _softplus_forward(x):
@@ -157,8 +243,13 @@ def _softplus_forward(x):
     return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
 
 
+# softplus' = sigmoid, accurate in both tails; torch's gradient is exactly 1 above its threshold of 20,
+# where the true value is 1 - 2e-9 (float64): torch is the less accurate reference there
 softplus = _unary("softplus", _softplus_forward, lambda g, out, x: g * sigmoid(x), torch.nn.functional.softplus,
-                  mp=lambda x: mpmath.log1p(mpmath.exp(x)))
+                  mp=lambda x: mpmath.log1p(mpmath.exp(x)),
+                  examples=(
+                      ((np.array([-40.0, -20.0, 1e-8, 15.0]),), {}),
+                  ))
 
 _CLIP_BOUNDS = Domain(avoid=(-0.5, 0.5), description="real (kinks at min and max)")
 
