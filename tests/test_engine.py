@@ -389,3 +389,61 @@ def test_sigmoid_on_large_arrays_matches_expit_to_a_few_ulps_with_no_overflow_wa
     assert np.all(out.data[~normal] <= tiny) and out.dtype == dtype
     reference = torch.sigmoid(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(out.data[normal], reference[normal], rtol=4 * np.finfo(dtype).eps)
+
+
+# ---- shared version counters: detach() and x.data (torch's detach shares the counter) ----------------
+
+def _uses(kind, x, w):
+    """(w * <x as a constant>).sum() for the ways a Variable's values reach an op without its graph."""
+    constant = {"detach": lambda: x.detach(), "data": lambda: x.data, "numpy": lambda: x.numpy(),
+                "asarray": lambda: np.asarray(x)}[kind]()
+    return (constant * w).sum() if kind == "data" else (w * constant).sum()
+
+
+@pytest.mark.parametrize("kind", ["detach", "data", "numpy", "asarray"])
+@pytest.mark.parametrize("change", ["sub_", "setitem", "zero_", "data ="])
+def test_in_place_change_after_detach_or_data_was_used_raises(kind, change):
+    x = sg.Variable(np.array([1.0, 2.0]), requires_grad=True)
+    w = sg.Variable(np.array([3.0, 4.0]), requires_grad=True)
+    y = _uses(kind, x, w)
+    {"sub_": lambda: x.sub_(1.0), "setitem": lambda: x.__setitem__(0, 5.0), "zero_": lambda: x.zero_(),
+     "data =": lambda: setattr(x, "data", np.zeros(2))}[change]()
+    with pytest.raises(sg.GraphError, match=r"op 'mul'.*modified in place"):
+        y.backward()                               # before: w.grad silently held x's new values
+
+
+@pytest.mark.parametrize("kind", ["detach", "data"])
+def test_detach_and_data_without_an_in_place_change_give_the_gradient(kind):
+    x = sg.Variable(np.array([1.0, 2.0]), requires_grad=True)
+    w = sg.Variable(np.array([3.0, 4.0]), requires_grad=True)
+    _uses(kind, x, w).backward()
+    np.testing.assert_array_equal(w.grad, [1.0, 2.0])
+    assert x.grad is None                          # a constant: no gradient flows back to x
+
+
+def test_in_place_change_of_a_detached_variable_reaches_x_and_its_graphs():
+    x = sg.Variable(np.array([1.0, 2.0]), requires_grad=True)
+    y = (x * x).sum()
+    d = x.detach()
+    d.sub_(1.0)                                    # shares x's array and version counter, as in torch
+    np.testing.assert_array_equal(x.data, [0.0, 1.0])
+    with pytest.raises(sg.GraphError, match="modified in place"):
+        y.backward()
+    assert not d.requires_grad and d.is_leaf
+
+
+def test_detach_in_a_loop_keeps_the_counter_family_small():
+    import gc
+    x = sg.Variable(np.ones(2), requires_grad=True)
+    for _ in range(200):
+        x.detach()
+    gc.collect()
+    x.detach()
+    assert len(x._family) <= 20                    # freed members are pruned
+
+
+def test_data_of_an_op_result_is_read_only():
+    y = sg.Variable(np.ones(2), requires_grad=True) * 2.0
+    with pytest.raises(ValueError):
+        y.data[0] = 7.0                            # y's array is saved by the graph of every later op
+

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..engine import Variable, _forward_error, _GradMode, _new_variable, _record, _saved_copy, apply
+from ..engine import Variable, _constant_input, _forward_error, _GradMode, _new_variable, _record, apply
 from ..errors import DomainError, ScratchGradError
 
 KINDS = ("elementwise", "binary", "reduction", "matmul", "shape", "indexing", "nn")
@@ -221,13 +221,16 @@ def make_function(spec):
                 else:
                     if x_var:
                         versions = (x._version, None) if x._version else _VERSIONS_ZERO_CONSTANT
+                        if type(y) is ndarray:       # one the caller could change before backward
+                            y, y_data, version = _constant_input(y)
+                            if version is not None:
+                                versions = (x._version, version)
                     else:
                         versions = (None, y._version) if y._version else _VERSIONS_CONSTANT_ZERO
-                    # a writable raw ndarray could be changed by the caller before backward: save a copy
-                    if not x_var and type(x) is ndarray and x.flags.writeable:
-                        x_data = _saved_copy(x)
-                    if not y_var and type(y) is ndarray and y.flags.writeable:
-                        y_data = _saved_copy(y)
+                        if type(x) is ndarray:
+                            x, x_data, version = _constant_input(x)
+                            if version is not None:
+                                versions = (version, y._version)
                 return _record(out, spec, vjps, (x, y), (x_data, y_data), params or _NO_PARAMS, edges, versions)
         if _GradMode.tracing is not None:
             return _GradMode.tracing.constant_node(out, spec, (x, y), (x_data, y_data), params)
