@@ -447,3 +447,35 @@ def test_data_of_an_op_result_is_read_only():
     with pytest.raises(ValueError):
         y.data[0] = 7.0                            # y's array is saved by the graph of every later op
 
+
+# ---- NumPy-only keywords are refused by every op -----------------------------------------------------
+
+@pytest.mark.parametrize("keyword", ["out", "where", "dtype", "casting"])
+@pytest.mark.parametrize("name", sorted(sg.REGISTRY))
+def test_every_op_refuses_numpy_only_keywords(name, keyword):
+    from scratch_grad.ops.sampling import sample_inputs
+    from scratch_grad.testing.gen import RandomGen
+    spec = sg.REGISTRY[name]
+    inputs, params = sample_inputs(spec, RandomGen(seed=0, dtype="float64"))
+    function = sg.ops.registry.make_function(spec)          # the entry's public function, as sg.<op> is made
+    args = [sg.Variable(v, requires_grad=True) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v
+            for v in inputs]
+    value = {"out": np.empty(3), "where": True, "dtype": np.float32, "casting": "unsafe"}[keyword]
+    with pytest.raises(sg.ArgumentError, match=rf"op '{name}' got the keyword '{keyword}'"):
+        function(*args, **params, **{keyword: value})
+
+
+def test_exp_out_is_refused_and_nothing_is_written():
+    x = sg.Variable(np.array([0.0, 1.0]), requires_grad=True)
+    buffer = np.full(2, 7.0)
+    with pytest.raises(sg.ArgumentError, match="op 'exp'.*out"):
+        sg.exp(x, out=buffer)
+    np.testing.assert_array_equal(buffer, [7.0, 7.0])
+    with pytest.raises(sg.ArgumentError, match="op 'sum'.*dtype.*its keywords are axis, keepdims"):
+        x.sum(dtype=np.float32)
+    for call in (lambda: sg.concatenate([x, x], out=buffer), lambda: sg.stack([x, x], out=buffer),
+                 lambda: sg.einsum("i,i", x, x, out=buffer), lambda: sg.split(x, 2, out=buffer)):
+        with pytest.raises(sg.ArgumentError, match="out"):
+            call()
+    assert issubclass(sg.ArgumentError, (sg.ScratchGradError, TypeError))
+

@@ -6,7 +6,7 @@ import string
 import numpy as np
 
 from .lazy_torch import torch
-from .registry import REAL, OpSpec, register
+from .registry import REAL, OpSpec, refuse_keywords, register
 from .shape import reshape, transpose
 from ..engine import Variable
 from ..errors import ShapeError
@@ -225,9 +225,11 @@ _einsum = register(OpSpec(
     "matmul", sample=_einsum_sample, variadic=True))
 
 
-def einsum(subscripts, *operands):
+def einsum(subscripts, *operands, **unknown):
     """np.einsum / torch.einsum: 'ij,jk->ik', implicit output ('ij,jk'), repeated indices
     (diagonals, traces: 'ii->i', 'ii'), and '...' with broadcasting."""
+    if unknown:
+        raise refuse_keywords("einsum", unknown, ())
     return _einsum(*operands, subscripts=subscripts)
 
 

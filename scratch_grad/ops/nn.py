@@ -15,7 +15,7 @@ from .indexing import scatter_add
 from .lazy_torch import torch
 from .linalg import _swap_last
 from .reductions import _axes, sum as reduce_sum
-from .registry import NOT_DIFFERENTIABLE, REAL, Domain, OpSpec, register
+from .registry import NOT_DIFFERENTIABLE, REAL, Domain, OpSpec, refuse_keywords, register
 from .shape import reshape, transpose
 from ..engine import Variable, _GradMode
 from ..errors import DomainError, DTypeError, GraphError, ShapeError, describe
@@ -461,9 +461,11 @@ _conv2d = register(OpSpec(
     (REAL, REAL, REAL), "nn", sample=_conv2d_sample))
 
 
-def conv2d(x, w, b=None, stride=1, padding=0):
+def conv2d(x, w, b=None, stride=1, padding=0, **unknown):
     """2-D cross-correlation, NCHW (like torch.nn.functional.conv2d): x (N, C_in, H, W),
     w (C_out, C_in, kH, kW), optional bias b (C_out,); stride and padding an int or (h, w) pair."""
+    if unknown:
+        raise refuse_keywords("conv2d", unknown, ("b", "stride", "padding"))
     if b is None:
         return _conv2d(x, w, stride=stride, padding=padding)
     return _conv2d(x, w, b, stride=stride, padding=padding)
@@ -553,10 +555,12 @@ _max_pool2d = register(OpSpec(
     sample=_max_pool2d_sample))
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0):
+def max_pool2d(x, kernel_size, stride=None, padding=0, **unknown):
     """Max over kH x kW windows of x (N, C, H, W), like torch.nn.functional.max_pool2d: stride defaults
     to the kernel, padding (at most half the kernel) never wins. The gradient of each window goes to
     its first maximum in row-major order (torch's choice at ties)."""
+    if unknown:
+        raise refuse_keywords("max_pool2d", unknown, ("kernel_size", "stride", "padding"))
     return _max_pool2d(x, kernel_size=kernel_size, stride=stride, padding=padding)
 
 
@@ -626,11 +630,13 @@ _dropout = register(OpSpec(
     "dropout", _dropout_forward, (_dropout_vjp,), _torch_dropout, (REAL,), "nn", sample=_dropout_sample))
 
 
-def dropout(x, p=0.5, seed=None, mask=None, training=True):
+def dropout(x, p=0.5, seed=None, mask=None, training=True, **unknown):
     """Inverted dropout: each element is zeroed with probability p and survivors are scaled by
     1/(1 - p); training=False is the identity. The mask is `mask` when given, else drawn from
     np.random.default_rng(seed) (fresh entropy when seed is None). The mask is drawn once here and
     kept with the graph node, so the VJP uses exactly the forward's mask."""
+    if unknown:
+        raise refuse_keywords("dropout", unknown, ("p", "seed", "mask", "training"))
     if training and mask is None:
         refuse_random_mask_in_trace("dropout")
         _check_p(p)

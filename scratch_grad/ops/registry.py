@@ -12,6 +12,7 @@ functions so that the same code runs on raw arrays (fast) and on Variables (`cre
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from functools import partial
@@ -20,7 +21,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..engine import Variable, _constant_input, _forward_error, _GradMode, _new_variable, _record, apply
-from ..errors import DomainError, ScratchGradError
+from ..errors import ArgumentError, DomainError, ScratchGradError
 
 KINDS = ("elementwise", "binary", "reduction", "matmul", "shape", "indexing", "nn")
 
@@ -138,6 +139,48 @@ _VERSIONS_CONSTANT_ZERO = (None, 0)
 _NO_PARAMS = {}
 
 
+class _AnyKeyword:
+    """The keywords of a forward that takes **kwargs: all of them."""
+
+    @staticmethod
+    def issuperset(names):
+        return True
+
+
+def keyword_names(spec):
+    """The keyword params an op defines: its forward's parameters after the inputs. A NumPy ufunc as the
+    forward (np.exp) defines none: its out=, where=, dtype= are NumPy's, not the op's."""
+    forward = spec.forward
+    if isinstance(forward, np.ufunc):
+        return frozenset()
+    try:
+        parameters = inspect.signature(forward).parameters.values()
+    except (TypeError, ValueError):
+        return frozenset()
+    inputs = 0 if spec.variadic else spec.arity
+    names = []
+    for p in parameters:
+        if p.kind is p.VAR_KEYWORD:
+            return _AnyKeyword()
+        if p.kind is p.POSITIONAL_ONLY or p.kind is p.VAR_POSITIONAL:
+            continue
+        if p.kind is p.POSITIONAL_OR_KEYWORD and inputs:
+            inputs -= 1
+            continue
+        names.append(p.name)
+    return frozenset(names)
+
+
+def refuse_keywords(op_name, given, allowed):
+    """The ArgumentError for keywords an op does not define (given: the names passed)."""
+    unknown = sorted(set(given) - set(allowed))
+    takes = f"its keywords are {', '.join(sorted(allowed))}" if allowed else "it takes no keywords"
+    return ArgumentError(
+        f"op '{op_name}' got the keyword{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}, which it "
+        f"does not define ({takes}). NumPy's out=, where=, dtype= are not supported: an op returns a new "
+        "array (recorded in the graph when an input is a Variable); cast or copy the result instead")
+
+
 def make_function(spec):
     """The public function of an op, a closure over its spec.
 
@@ -147,6 +190,7 @@ def make_function(spec):
     positional arguments go to the forward as params."""
     forward = spec.forward
     ndarray = np.ndarray
+    allowed = keyword_names(spec)
 
     def raw(args, params):
         try:
@@ -157,6 +201,8 @@ def make_function(spec):
             raise _forward_error(spec, args, params, exc) from None
 
     def op(*args, **params):
+        if params and not allowed.issuperset(params):
+            raise refuse_keywords(spec.name, params, allowed)
         for a in args:
             if isinstance(a, Variable):
                 return apply(spec, args, params)
@@ -165,6 +211,8 @@ def make_function(spec):
     def unary_op(x, *rest, **params):
         if rest:
             return op(x, *rest, **params)
+        if params and not allowed.issuperset(params):
+            raise refuse_keywords(spec.name, params, allowed)
         if not isinstance(x, Variable):           # raw arrays: the path VJPs take in a backward pass
             try:
                 return forward(x, **params) if params else forward(x)
@@ -195,6 +243,8 @@ def make_function(spec):
     def binary_op(x, y, *rest, **params):
         if rest:
             return op(x, y, *rest, **params)
+        if params and not allowed.issuperset(params):
+            raise refuse_keywords(spec.name, params, allowed)
         x_var, y_var = isinstance(x, Variable), isinstance(y, Variable)
         if not (x_var or y_var):
             return raw((x, y), params)

@@ -4,7 +4,7 @@ import math
 import numpy as np
 from .lazy_torch import torch
 
-from .registry import REAL, OpSpec, make_function, register
+from .registry import REAL, OpSpec, make_function, refuse_keywords, register
 from ..engine import Variable, _sum_to_array
 
 
@@ -235,13 +235,17 @@ _stack = register(OpSpec(
     sample=lambda gen: _same_shapes_sample(gen, False), variadic=True))
 
 
-def concatenate(arrays, *more, axis=0):
+def concatenate(arrays, *more, axis=0, **unknown):
     """concatenate([a, b], axis) like NumPy, or concatenate(a, b, axis=axis)."""
+    if unknown:
+        raise refuse_keywords("concatenate", unknown, ("axis",))
     xs = tuple(arrays) if isinstance(arrays, (list, tuple)) else (arrays,) + more
     return _concatenate(*xs, axis=axis)
 
 
-def stack(arrays, *more, axis=0):
+def stack(arrays, *more, axis=0, **unknown):
+    if unknown:
+        raise refuse_keywords("stack", unknown, ("axis",))
     xs = tuple(arrays) if isinstance(arrays, (list, tuple)) else (arrays,) + more
     return _stack(*xs, axis=axis)
 
@@ -300,8 +304,10 @@ _split_piece = register(OpSpec(
     )))
 
 
-def split(x, sections, axis=0):
+def split(x, sections, axis=0, **unknown):
     """np.split: `sections` equal pieces, or pieces cut at the given indices."""
+    if unknown:
+        raise refuse_keywords("split", unknown, ("axis",))
     n = sections if isinstance(sections, (int, np.integer)) else len(sections) + 1
     _split_bounds(np.shape(_raw(x))[axis], sections)  # validate before making pieces
     return [_split_piece(x, sections=sections, index=k, axis=axis) for k in range(n)]
