@@ -479,3 +479,28 @@ def test_exp_out_is_refused_and_nothing_is_written():
             call()
     assert issubclass(sg.ArgumentError, (sg.ScratchGradError, TypeError))
 
+
+# ---- domain checks on raw arrays, as on Variables ----------------------------------------------------
+
+def test_raw_array_outside_the_domain_is_a_domain_error_as_for_a_variable():
+    with pytest.raises(sg.DomainError, match=r"op 'log': input 0 .* e.g. -1.0 at index \(0,\)"):
+        sg.log(np.array([-1.0, 2.0]))
+    with pytest.raises(sg.DomainError, match="op 'log'"):
+        sg.log(-1.0)
+    with pytest.raises(sg.DomainError, match="op 'pow'"):
+        sg.pow(np.array(-8.0), 1 / 3)
+    with pytest.raises(sg.DomainError, match="op 'sqrt'"):
+        sg.sqrt(np.array([4.0, -1.0]))
+    assert np.isnan(sg.log(np.array([np.nan]))[0])           # NaN that came in is passed on
+    np.testing.assert_array_equal(sg.log(np.array([1.0, 0.0])), [0.0, -np.inf])
+
+
+def test_backward_through_a_nan_gradient_does_not_run_domain_checks():
+    # VJPs call ops on raw arrays with checking off: a NaN there is a value, not a user error
+    x = sg.Variable(np.array([-1.0, 2.0]), requires_grad=True)
+    y = sg.pow(sg.Variable(np.array([2.0, 2.0])), x)       # d/dy 2^y = 2^y log 2: fine
+    y.sum().backward()
+    base = sg.Variable(np.array([-2.0, 0.0]), requires_grad=True)
+    exponent = sg.Variable(np.array([2.0, 3.0]), requires_grad=True)
+    (base ** exponent).sum().backward()                     # log(-2) inside the exponent's VJP: NaN, as torch
+    assert np.isnan(exponent.grad[0]) and exponent.grad[1] == 0.0

@@ -194,11 +194,16 @@ def make_function(spec):
 
     def raw(args, params):
         try:
-            return forward(*args, **params)
+            out = forward(*args, **params)
         except ScratchGradError:
             raise
         except Exception as exc:
             raise _forward_error(spec, args, params, exc) from None
+        # a user's call on raw arrays is checked like one on Variables (sg.log(np.array([-1.0]))); VJPs
+        # run with checking off, so a backward pass never pays for it
+        if spec.may_produce_nan and _GradMode.checking:
+            spec.check_domain(args, out)
+        return out
 
     def op(*args, **params):
         if params and not allowed.issuperset(params):
@@ -215,11 +220,14 @@ def make_function(spec):
             raise refuse_keywords(spec.name, params, allowed)
         if not isinstance(x, Variable):           # raw arrays: the path VJPs take in a backward pass
             try:
-                return forward(x, **params) if params else forward(x)
+                out = forward(x, **params) if params else forward(x)
             except ScratchGradError:
                 raise
             except Exception as exc:
                 raise _forward_error(spec, (x,), params, exc) from None
+            if spec.may_produce_nan and _GradMode.checking:
+                spec.check_domain((x,), out)
+            return out
         data = x._data
         try:
             out = forward(data, **params) if params else forward(data)
