@@ -1,6 +1,7 @@
 """MyGrad (`pip install mygrad`): a tape engine on NumPy (Tensor.backward(grad)); first order only
-(MyGrad does not differentiate its gradients), no forward mode. Saved tensors are made read-only
-(its memory guarding) and in-place operations are supported, so in-place changes are handled.
+(MyGrad does not differentiate its gradients), no forward mode. in_place_detection is False: MyGrad
+does not refuse an in-place change of a saved tensor, it rewrites the graph so that the gradient
+stays right (and its memory guard makes the arrays it saved read-only).
 
 MyGrad's own API throughout; an op it lacks is left out. Conventions that differ from the
 registry's (torch's) are passed through for the checker to find, not adjusted here."""
@@ -13,7 +14,7 @@ from mygrad.nnet.losses import softmax_crossentropy
 from . import Capabilities, not_provided
 
 name = "mygrad"
-capabilities = Capabilities(in_place_detection=True)
+capabilities = Capabilities()
 
 
 def _reduction(function):
