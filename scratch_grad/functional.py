@@ -76,9 +76,9 @@ def _require_twice_differentiable(outputs, where):
     says twice_differentiable=False): differentiating its VJP could silently give zeros.
     An iterative walk over the recorded nodes (no recursion: graphs can be deep)."""
     seen = set()
-    stack_ = [out for out in outputs if out._spec is not None]
-    while stack_:
-        node = stack_.pop()
+    pending = [out for out in outputs if out._spec is not None]
+    while pending:
+        node = pending.pop()
         if id(node) in seen:
             continue
         seen.add(id(node))
@@ -87,7 +87,7 @@ def _require_twice_differentiable(outputs, where):
                              "differentiates its VJP (a VJP of the VJP), which that op does not support")
         if node._inputs is None:
             raise GraphError(f"{where}: the graph of op '{node._spec.name}' was already freed (fn called backward)")
-        stack_.extend(inp for inp in node._inputs if isinstance(inp, Variable) and inp._spec is not None)
+        pending.extend(inp for inp in node._inputs if isinstance(inp, Variable) and inp._spec is not None)
 
 
 def _values(arrays, single):

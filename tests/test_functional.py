@@ -20,7 +20,12 @@ from scratch_grad.testing.program import _torch_constant, single_op_program
 from scratch_grad.testing.tolerance import error_ratio, result_tolerance
 
 TWICE_DIFFERENTIABLE = sorted(name for name, spec in sg.REGISTRY.items() if spec.twice_differentiable)
-SAMPLES = 3
+SAMPLES = 2
+
+
+def as64(tensor):
+    """A torch result as a float64 array (force: torch's lazy ZeroTensor gradients)."""
+    return tensor.detach().numpy(force=True).astype(np.float64)
 
 
 class OpCase:
@@ -68,7 +73,6 @@ class OpCase:
         jacobian = dict(zip(argnums, torch.func.jacrev(function, argnums=argnums)(*leaves))) if argnums else {}
         hessian = torch.func.hessian(scalar, argnums=argnums)(*leaves) if argnums else ()
         hessian = {(i, j): block for i, row in zip(argnums, hessian) for j, block in zip(argnums, row)}
-        as64 = lambda t: t.detach().numpy(force=True).astype(np.float64)  # noqa: E731  (force: a ZeroTensor)
         shapes = [tuple(leaf.shape) for leaf in leaves]
         jacobian_blocks = [as64(jacobian[j]) if j in jacobian else np.zeros(tuple(out.shape) + shapes[j])
                            for j in range(len(leaves))]
