@@ -304,9 +304,10 @@ div = _binary("div", np.divide, lambda g, out, x, y: g / y, lambda g, out, x, y:
 
 
 # pow's VJPs are torch's formulas, written with the same ops in the same places, so that values, NaN
-# and inf agree with torch at the edges of the domain (x <= 0, y == 0) in the gradient and in the
-# second order (whose NaN at x == 0 comes from differentiating these wheres and is honest: x^y has
-# no derivative in y for x < 0, so none of second order in a neighbourhood of x == 0 either).
+# and inf agree with torch at the edges of the domain (x <= 0) in the gradient and in the second order
+# (whose NaN at x == 0 comes from differentiating these wheres and is honest: x^y has no derivative
+# in y for x < 0, so none of second order in a neighbourhood of x == 0 either). One exception, the
+# base's mask at y == 0 (see _pow_vjp_base).
 
 
 def _pow_vjp_exponent(g, out, x, y):
@@ -318,8 +319,11 @@ def _pow_vjp_exponent(g, out, x, y):
 
 
 def _pow_vjp_base(g, out, x, y):
-    # d/dx x^y = y x^(y-1). torch: where(y == 0, 0, g * (y * x^(y-1))) (at x == 0, y == 0 the formula
-    # is 0 * inf = NaN); for a Python exponent, zeros for 0 (even where g is inf or NaN), else the formula
+    # d/dx x^y = y x^(y-1). torch: where(y == 0, 0, g * (y * x^(y-1))). Here the mask is y == 0 and
+    # x == 0 only, where the formula is 0 * inf = NaN: at y == 0 with x > 0 the formula is already 0 and
+    # its cross derivative d/dy is the true 1/x (torch's mask gives 0 there, a convention that is not the
+    # derivative: the oracle's finite differences and mpmath side against it). A Python exponent 0
+    # gives zeros (even where g is inf or NaN), as torch; otherwise the formula
     if isinstance(y, (int, float)):
         if y == 2:
             return (x + x) * g                    # the square: skip x ** 1 (and x * 2's scalar conversion)
@@ -328,7 +332,7 @@ def _pow_vjp_base(g, out, x, y):
             return np.zeros(data.shape, dtype=data.dtype)
         return g * (y * x ** (y - 1))
     with np.errstate(divide="ignore", invalid="ignore"):
-        return where(_raw(y) == 0, 0.0, g * (y * x ** (y - 1)))
+        return where((_raw(y) == 0) & (_raw(x) == 0), 0.0, g * (y * x ** (y - 1)))
 
 
 def _pow_forward(x, y):
