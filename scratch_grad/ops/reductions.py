@@ -131,12 +131,16 @@ def _centered(x, axis):
 def _var_forward(x, axis=None, keepdims=False, ddof=0):
     x = np.asarray(x)
     axes = _axes(x.ndim, axis)
+    # float32 is reduced in float64, as torch accumulates it: squares of 1e-30 or 1e30 are out of
+    # float32's range, while the variance of those values (or their std) is not
+    work = x.astype(np.float64) if x.dtype == np.float32 else x
     # an empty axis (0/0) and ddof >= n (division by max(n - ddof, 0) = 0, as NumPy and torch) give
     # NaN or inf: expected values, not warnings
-    with np.errstate(invalid="ignore", divide="ignore"):
-        centered = _centered(x, axes)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        centered = _centered(work, axes)
         squares = np.add.reduce(centered * centered, axis=axes, keepdims=keepdims)
-        return squares / builtins.max(_count(x.shape, axes) - ddof, 0)   # `max` here is the op
+        result = squares / builtins.max(_count(x.shape, axes) - ddof, 0)   # `max` here is the op
+    return result.astype(x.dtype) if work is not x else result
 
 
 def _mp_var(values, ddof):
@@ -188,7 +192,15 @@ def _std_vjp(g, out, x, axis=None, keepdims=False, ddof=0):
     return where(flat, 0.0, _expand(g, x, axis) * centered * scale / safe)
 
 
-std = _reduction("std", lambda x, axis=None, keepdims=False, ddof=0: np.sqrt(_var_forward(x, axis, keepdims, ddof)),
+def _std_forward(x, axis=None, keepdims=False, ddof=0):
+    x = np.asarray(x)
+    if x.dtype == np.float32:       # the square root of the float64 variance (which may exceed float32)
+        with np.errstate(over="ignore"):
+            return np.sqrt(_var_forward(x.astype(np.float64), axis, keepdims, ddof)).astype(np.float32)
+    return np.sqrt(_var_forward(x, axis, keepdims, ddof))
+
+
+std = _reduction("std", _std_forward,
                  _std_vjp,
                  lambda x, axis=None, keepdims=False, ddof=0: torch.std(x, dim=_torch_dims(x, axis), keepdim=keepdims,
                                                                        correction=ddof),
@@ -291,22 +303,44 @@ prod = _reduction("prod", lambda x, axis=None, keepdims=False: np.prod(x, axis=_
                   ))
 
 
+def _row_max(x, axes):
+    """The max over axes (kept), 0 where it is +-inf or the axes are empty: the shift of logsumexp."""
+    if x.size == 0:
+        return np.zeros(_kept_shape(x.shape, axes), dtype=x.dtype)
+    m = np.max(x, axis=axes, keepdims=True)
+    return np.where(np.isfinite(m), m, 0)
+
+
 def _logsumexp_forward(x, axis=None, keepdims=False):
-    # m + log(sum(exp(x - m))) with m the max: exp never overflows; m is 0 where it is +-inf
+    # m + log(sum(exp(x - m))) with m the max: exp never overflows; m is 0 where it is +-inf (and over
+    # an empty axis, whose logsumexp is log 0 = -inf, as torch)
     x = np.asarray(x)
     axes = _axes(x.ndim, axis)
-    m = np.max(x, axis=axes, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0)
-    out = np.log(np.sum(np.exp(x - m), axis=axes, keepdims=True)) + m
+    m = _row_max(x, axes)
+    with np.errstate(divide="ignore"):
+        out = np.log(np.sum(np.exp(x - m), axis=axes, keepdims=True)) + m
     return out if keepdims else np.squeeze(out, axis=axes)
 
 
-logsumexp = _reduction("logsumexp", _logsumexp_forward,
-                       lambda g, out, x, axis=None, keepdims=False: _expand(g, x, axis) * exp(x - _keep(out, x, axis)),
+def _logsumexp_vjp(g, out, x, axis=None, keepdims=False):
+    # d lse / dx = softmax(x) = e / sum(e) with e = exp(x - m). exp(x - lse), the same in exact
+    # arithmetic, loses it where lse rounds to m: lse([1e200, 1e200]) = 1e200 + log 2 = 1e200, and
+    # exp(0) = 1 where the gradient is 1/2 (torch shares that error). m is a constant shift (the
+    # ratio does not depend on it), so under create_graph the ratio is differentiated as it is
+    axes = _axes(_raw(x).ndim, axis)
+    e = exp(x - _row_max(_raw(x), axes))
+    return _expand(g, x, axes) * (e / sum(e, axis=axes, keepdims=True))
+
+
+logsumexp = _reduction("logsumexp", _logsumexp_forward, _logsumexp_vjp,
                        lambda x, axis=None, keepdims=False: torch.logsumexp(x, dim=_torch_dims(x, axis), keepdim=keepdims),
                        mp=lambda values: mpmath.log(mpmath.fsum(mpmath.exp(v) for v in values)),
                        examples=(
                            *_ZERO_D,
+                           # lse rounds to the max (in float32: 1e8 + log 2 == 1e8): exp(x - lse) = 1, not 1/2
+                           ((np.array([[1e8, 1e8, 0.0], [3e4, 3e4, -3e4]]),), {"axis": 1}),
+                           ((np.array([[np.inf, 1.0], [-np.inf, -np.inf], [np.nan, 0.0]]),), {"axis": -1}),
+                           ((np.ones((2, 0)),), {"axis": 1}),                                   # empty: -inf
                        ))
 
 
