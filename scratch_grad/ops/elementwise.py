@@ -335,7 +335,9 @@ def _pow_vjp_exponent(g, out, x, y):
     # (by continuity from x > 0), -inf * g at 0^y for y < 0 (out * log 0 = inf * -inf), NaN for x < 0
     # (log of a negative number: x^y is real there for integer y only, and has no derivative in y)
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_x = log(x)
+        # NumPy's log on raw values: the VJP means the NaN of a negative base (no domain check, even when
+        # called outside backprop); under create_graph, sg.log records (backprop does not check domains)
+        log_x = log(x) if isinstance(x, Variable) else np.log(x)
     if isinstance(log_x, np.generic):
         log_x = float(log_x)      # a Python base: a NumPy float64 scalar would make a float32 y's gradient float64
     return g * where((_raw(x) == 0) & (_raw(y) >= 0), 0.0, out * log_x)
