@@ -2,11 +2,11 @@
 checked in float64 and float32, read from the registry (no per-op list here).
 
 Two checks per example:
-- the three-way oracle (forward, VJP and second order against torch and finite differences, as
-  `check_sample`) on every example whose inputs and torch results are all finite;
-- a direct comparison with torch on every example, non-finite ones included: the same NaN and inf
-  positions and the same values (to a tolerance for rounding), for the forward, the gradient of a
-  fixed cotangent and the second order along a fixed direction (torch.autograd.grad create_graph).
+- the oracle (forward, VJP and second order against torch, finite differences and its high-precision
+  reference, as `check_sample`) on every example;
+- on examples with inf or NaN (inputs or torch's results), a strict direct comparison with torch: the
+  same NaN and inf positions and the same values (to a tolerance for rounding), for the forward, the
+  gradient of a fixed cotangent and the second order along a fixed direction (create_graph).
 """
 import numpy as np
 import pytest
@@ -43,19 +43,28 @@ def test_examples_exist():
     assert CASES, "no registry entry has regression examples"
 
 
+def _three_way(spec, inputs, params, k, high_precision):
+    program = single_op_program(spec, inputs, params, rng=np.random.default_rng(k))
+    second_order = spec.twice_differentiable and bool(program.differentiable_leaves())
+    return check_program(program, second_order=second_order, seed=k, label=spec.name,
+                         high_precision_reference=high_precision)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name,k", CASES)
 def test_example_three_ways(name, k, dtype):
     spec, inputs, params = _example(name, k, dtype)
-    if not _finite(inputs) or not all(np.all(np.isfinite(v)) for part in _references(spec, inputs, params, k, dtype)[1]
-                                      for v in (part if isinstance(part, list) else [part])):
-        pytest.skip("non-finite inputs or torch results: compared with torch directly (test_example_matches_torch)")
-    # torch and finite differences here; the elementwise tails these examples hold are compared with
-    # mpmath in test_tail_accuracy.py, at a precision that resolves derivatives tiny next to f (the
-    # oracle's high-precision reference returns 0 for some of them, e.g. tanh'(40): reported)
-    program = single_op_program(spec, inputs, params, rng=np.random.default_rng(k))
-    report = check_program(program, second_order=spec.twice_differentiable and bool(program.differentiable_leaves()),
-                           seed=k, label=spec.name, high_precision_reference=False)
+    try:
+        report = _three_way(spec, inputs, params, k, "auto")
+    except TypeError:
+        # the high-precision reference itself fails where an op's mp definition turns complex (pow of a
+        # negative base, std with ddof > n): reported; torch and finite differences still judge
+        report = None
+    if report is None or not report.passed and all(f.check.endswith("_mp") for f in report.failures()):
+        # only the oracle's high-precision reference objects: it returns 0 for derivatives tiny next to f
+        # (tanh'(40), sigmoid'(300): reported). Those tails are compared with mpmath at a precision that
+        # resolves them in test_tail_accuracy.py; here torch and finite differences must agree
+        report = _three_way(spec, inputs, params, k, False)
     assert report.passed, report.message()
 
 
@@ -143,11 +152,20 @@ def _references(spec, inputs, params, k, dtype):
             _torch(spec, inputs, params, wanted, cotangent, direction), wanted)
 
 
+def _all_finite(arrays):
+    return all(np.all(np.isfinite(v)) for part in arrays for v in (part if isinstance(part, list) else [part]))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name,k", CASES)
 def test_example_matches_torch(name, k, dtype):
+    """Examples with inf or NaN (in the inputs or torch's results): the same NaN and inf positions as
+    torch, strictly, in the forward, the gradient and the second order. (Finite examples are judged by
+    the oracle, whose high-precision reference also knows where torch is the imprecise one.)"""
     spec, inputs, params = _example(name, k, dtype)
     ours, theirs, wanted = _references(spec, inputs, params, k, dtype)
+    if _finite(inputs) and _all_finite(theirs):
+        pytest.skip("finite inputs and results: judged by test_example_three_ways")
     assert_matches_torch(ours[0], theirs[0], dtype, f"{name} forward")
     for j, (a, b) in enumerate(zip(ours[1], theirs[1])):
         assert_matches_torch(a, b, dtype, f"{name} gradient of input {wanted[j]}")
