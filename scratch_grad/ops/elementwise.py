@@ -35,7 +35,7 @@ def _sech2_forward(x):
     accurate and never cancels); |x| is capped where cosh would overflow (sech^2 has underflowed to
     0 there already: 4e^(-2|x|) < the smallest subnormal), so no overflow warning."""
     x = np.asarray(x)
-    c = np.abs(x)
+    c = np.abs(x, out=np.empty_like(x))      # an array also for a 0-d x (np.abs would return a scalar)
     # log(finfo.max): 709.78 for float64, 88.72 for float32 (cosh(88.72) < 3.4e38)
     np.minimum(c, 709.0 if x.dtype.itemsize >= 8 else 88.0, out=c)
     np.cosh(c, out=c)
@@ -53,11 +53,11 @@ def _logistic_slope_forward(x):
     a few ulps at every x (out * (1 - out) is 0 once sigmoid(x) rounds to 1, from x = 37 in float64).
     The exp costs ~30 instructions per entry where out * (1 - out) cost ~10: what accuracy needs."""
     x = np.asarray(x)
-    e = np.abs(x)
+    e = np.abs(x, out=np.empty_like(x))      # an array also for a 0-d x (np.abs would return a scalar)
     np.negative(e, out=e)
     np.exp(e, out=e)
     d = e + 1.0
-    np.multiply(d, d, out=d)
+    d *= d                                   # in place for arrays (of a 0-d e, d is a NumPy scalar)
     return np.divide(e, d, out=e)
 
 
@@ -118,6 +118,7 @@ tanh = _unary("tanh", np.tanh, _tanh_vjp, torch.tanh, mp=lambda x: mpmath.tanh(x
               examples=(
                   ((np.array([-1000.0, -80.0, -20.0, -9.01, -5.0, 1e-8, 5.0, 20.0, 40.0, 1000.0]),), {}),
                   ((np.array([np.inf, -np.inf, np.nan]),), {}),
+                  ((np.array(-20.0),), {}),                       # 0-d
               ))
 erf = _unary("erf", scipy.special.erf, lambda g, out, x: g * (2 / math.sqrt(math.pi)) * exp(-x * x), torch.erf,
              mp=lambda x: mpmath.erf(x))
@@ -154,6 +155,7 @@ sigmoid = _unary("sigmoid", _sigmoid_forward, _sigmoid_vjp, torch.sigmoid,
                      ((np.array([-800.0, -40.0, -9.01, 1e-8, 9.01, 20.0, 40.0, 300.0, 800.0]),), {}),
                      ((np.linspace(-60.0, 60.0, 1200),), {}),        # >= 1024 entries: the exp-based forward
                      ((np.array([np.inf, -np.inf, np.nan]),), {}),
+                     ((np.array(40.0),), {}),                     # 0-d
                  ))
 
 
