@@ -504,3 +504,40 @@ def test_backward_through_a_nan_gradient_does_not_run_domain_checks():
     exponent = sg.Variable(np.array([2.0, 3.0]), requires_grad=True)
     (base ** exponent).sum().backward()                     # log(-2) inside the exponent's VJP: NaN, as torch
     assert np.isnan(exponent.grad[0]) and exponent.grad[1] == 0.0
+
+
+# ---- masks select, as torch's: a NaN or inf in the incoming gradient stays out of zeroed entries -------
+
+@pytest.mark.parametrize("name, call, torch_call", [
+    ("relu", lambda x: sg.relu(x), lambda t: torch.relu(t)),
+    ("clip", lambda x: sg.clip(x, -0.5, 0.5), lambda t: torch.clamp(t, -0.5, 0.5)),
+    ("maximum", lambda x: sg.maximum(x, sg.Variable(np.full(4, 0.25))), lambda t: torch.maximum(t, torch.full((4,), 0.25, dtype=t.dtype))),
+    ("minimum", lambda x: sg.minimum(x, sg.Variable(np.full(4, 0.25))), lambda t: torch.minimum(t, torch.full((4,), 0.25, dtype=t.dtype))),
+])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_masked_vjps_keep_non_finite_incoming_gradients_out_of_zeroed_entries(name, call, torch_call, dtype):
+    x = np.array([-1.0, 2.0, 0.25, 0.1], dtype=dtype)
+    for size in (4, 2000):                           # small arrays and the large-array path alike
+        values = np.resize(x, size)
+        incoming = np.resize(np.array([np.nan, np.inf, -np.inf, 1.5], dtype=dtype), size)
+        if name in ("maximum", "minimum") and size != 4:
+            continue
+        v = sg.Variable(values, requires_grad=True)
+        (ours,) = sg.grad(call(v), v, grad_outputs=incoming)
+        t = torch.tensor(values, requires_grad=True)
+        (theirs,) = torch.autograd.grad(torch_call(t), t, torch.tensor(incoming))
+        np.testing.assert_array_equal(ours, theirs.numpy(), err_msg=name)
+
+
+def test_second_order_through_relu_of_a_zero_vector_norm_matches_torch():
+    # found by the random graphs: norm's second order at the zero vector is NaN (as torch); relu,
+    # whose input made that zero vector, must keep it out of its inactive entries as torch does
+    x = np.array([-0.5, -1.9, -0.01])
+    direction = np.array([0.3, -0.7, 1.1])
+    v = sg.Variable(x, requires_grad=True)
+    (g,) = sg.grad(sg.norm(sg.relu(v)), v, create_graph=True)
+    (ours,) = sg.grad(sg.sum(g * direction), v, allow_unused=True)
+    t = torch.tensor(x, requires_grad=True)
+    (tg,) = torch.autograd.grad(torch.linalg.vector_norm(torch.relu(t)), t, create_graph=True)
+    (theirs,) = torch.autograd.grad((tg * torch.tensor(direction)).sum(), t)
+    np.testing.assert_array_equal(ours, theirs.numpy())

@@ -159,10 +159,23 @@ sigmoid = _unary("sigmoid", _sigmoid_forward, _sigmoid_vjp, torch.sigmoid,
                  ))
 
 
-# the mask is read from the output, as torch's threshold_backward does (relu's input then need not be
-# kept alive for the backward). torch zeroes g where out <= 0, so a NaN input passes g through; out is
-# 0 exactly where x <= 0 and NaN where x is NaN, so out != 0 is that mask at the cost of out > 0
-relu = _unary("relu", lambda x: np.maximum(x, 0), lambda g, out, x: g * (_raw(out) != 0), torch.relu, KINK_AT_ZERO,
+def _relu_vjp(g, out, x):
+    # The mask is read from the output, as torch's threshold_backward does (relu's input then need not
+    # be kept alive for the backward). torch zeroes g where out <= 0, so a NaN input passes g through;
+    # out is 0 exactly where x <= 0 and NaN where x is NaN, so out != 0 is that mask at the cost of
+    # out > 0. torch selects (out <= 0 ? 0 : g): a NaN or inf in g (a second order through norm at 0,
+    # a 1/0 upstream) stays out of the zeroed entries, where g * mask would give NaN * 0 = NaN. The
+    # multiply is that select whenever g is finite, which one BLAS pass over g (vdot) confirms; np.where
+    # costs 7x the multiply on large arrays, so it runs only when g is not finite
+    mask = _raw(out) != 0
+    if type(g) is not np.ndarray:
+        return where(mask, g, 0.0)             # create_graph: the select as an op
+    if math.isfinite(np.vdot(g, g)):
+        return g * mask
+    return np.where(mask, g, 0.0)
+
+
+relu = _unary("relu", lambda x: np.maximum(x, 0), _relu_vjp, torch.relu, KINK_AT_ZERO,
               smooth=False, kink_rule="relu'(0) = 0, as torch", mp=lambda x: x if x > 0 else 0 * x,
               examples=(
                   ((np.array([np.nan, 0.0, -0.0, 1.5, -2.0, np.inf, -np.inf]),), {}),
@@ -266,13 +279,14 @@ def _clip_vjp(g, out, x, min=None, max=None):
     # the gradient passes where min <= x <= max (inclusive at the bounds, as torch.clamp; nowhere when
     # min > max, where the result is max). Array bounds may broadcast x to a larger shape: the mask is
     # built by broadcasting, not in place into x's shape, and the engine sums g back to x's shape
+    # torch selects (where(inside, g, 0)), so a NaN or inf in g does not reach the clipped entries
     data = _raw(x)
     inside = True
     if min is not None:
         inside = data >= _bound(min, data)
     if max is not None:
         inside = inside & (data <= _bound(max, data))
-    return g * inside
+    return where(inside, g, 0.0)
 
 
 def _torch_clamp(x, min=None, max=None):
@@ -398,27 +412,28 @@ power = _binary("pow", _pow_forward, _pow_vjp_base, _pow_vjp_exponent, torch.pow
                 ))
 
 
-def _tie_split(first, second, loses):
-    """Share of the gradient that goes to `first` in maximum/minimum, with torch's masks: 0 where it
-    loses (first < second for maximum, first > second for minimum), 0.5 at ties, 1 otherwise. A NaN
-    on either side loses nothing, so both inputs get the whole gradient there, as in torch."""
-    first, second = _raw(first), _raw(second)
-    lost = first < second if loses == "<" else first > second
-    return np.where(lost, 0.0, np.where(first == second, 0.5, 1.0)).astype(np.result_type(first, second))
+def _max_min_vjp(g, first, second, loses):
+    """The gradient `first` gets from maximum/minimum, with torch's masks: where(x == y, g / 2, g)
+    .masked_fill_(lost, 0), lost being first < second for maximum, first > second for minimum. A NaN
+    on either side loses nothing, so both inputs get the whole gradient there; the fill is a select,
+    so a NaN or inf in g does not reach the input that lost (g * 0 would be NaN)."""
+    a, b = _raw(first), _raw(second)
+    lost = a < b if loses == "<" else a > b
+    return where(lost, 0.0, where(a == b, g * 0.5, g))
 
 
 _MAX_MIN_EXAMPLES = (
     ((np.array([np.nan, 1.0, np.nan, 2.0, 3.0]), np.array([1.0, np.nan, np.nan, 2.0, -np.inf])), {}),
     ((np.array([[1.0, 2.0]]), np.array([[2.0], [1.0]])), {}),
 )
-maximum = _binary("maximum", np.maximum, lambda g, out, x, y: g * _tie_split(x, y, "<"),
-                  lambda g, out, x, y: g * _tie_split(y, x, "<"), torch.maximum, smooth=False,
+maximum = _binary("maximum", np.maximum, lambda g, out, x, y: _max_min_vjp(g, x, y, "<"),
+                  lambda g, out, x, y: _max_min_vjp(g, y, x, "<"), torch.maximum, smooth=False,
                   kink_rule="ties split the gradient 0.5/0.5, as torch.maximum", mp=lambda x, y: max(x, y),
                   examples=(
                       *_MAX_MIN_EXAMPLES,
                   ))
-minimum = _binary("minimum", np.minimum, lambda g, out, x, y: g * _tie_split(x, y, ">"),
-                  lambda g, out, x, y: g * _tie_split(y, x, ">"), torch.minimum, smooth=False,
+minimum = _binary("minimum", np.minimum, lambda g, out, x, y: _max_min_vjp(g, x, y, ">"),
+                  lambda g, out, x, y: _max_min_vjp(g, y, x, ">"), torch.minimum, smooth=False,
                   kink_rule="ties split the gradient 0.5/0.5, as torch.minimum", mp=lambda x, y: min(x, y),
                   examples=(
                       *_MAX_MIN_EXAMPLES,
