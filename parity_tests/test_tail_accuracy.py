@@ -18,8 +18,8 @@ import pytest
 import scratch_grad as sg
 from scratch_grad.ops import REGISTRY
 
-POINTS = (-745.0, -300.0, -88.0, -40.0, -20.0, -10.0, -9.01, -5.0, -1.0, -1e-3, -1e-8, 1e-8, 1e-3, 0.5, 1.3,
-          5.0, 9.01, 19.9, 20.1, 40.0, 88.0, 300.0, 700.0)
+POINTS = (-745.0, -700.0, -300.0, -88.0, -40.0, -20.0, -10.0, -9.01, -5.0, -1.0, -1e-3, -1e-8, 5e-324, 1e-300,
+          1e-8, 1e-3, 0.5, 1.3, 5.0, 9.01, 19.9, 20.1, 40.0, 88.0, 300.0, 700.0)
 ULPS = 16          # rounding of a few operations, each within an ulp or two
 KINK_MARGIN = 1e-3
 
