@@ -35,7 +35,9 @@ def _sech2_forward(x):
     accurate and never cancels); |x| is capped where cosh would overflow (sech^2 has underflowed to
     0 there already: 4e^(-2|x|) < the smallest subnormal), so no overflow warning."""
     x = np.asarray(x)
-    c = np.abs(x, out=np.empty_like(x))      # an array also for a 0-d x (np.abs would return a scalar)
+    c = np.abs(x)
+    if type(c) is not np.ndarray:
+        c = np.array(c)                      # of a 0-d x, NumPy returns a scalar, which is no out= buffer
     # log(finfo.max): 709.78 for float64, 88.72 for float32 (cosh(88.72) < 3.4e38)
     np.minimum(c, 709.0 if x.dtype.itemsize >= 8 else 88.0, out=c)
     np.cosh(c, out=c)
@@ -53,7 +55,9 @@ def _logistic_slope_forward(x):
     a few ulps at every x (out * (1 - out) is 0 once sigmoid(x) rounds to 1, from x = 37 in float64).
     The exp costs ~30 instructions per entry where out * (1 - out) cost ~10: what accuracy needs."""
     x = np.asarray(x)
-    e = np.abs(x, out=np.empty_like(x))      # an array also for a 0-d x (np.abs would return a scalar)
+    e = np.abs(x)
+    if type(e) is not np.ndarray:
+        e = np.array(e)                      # of a 0-d x, NumPy returns a scalar, which is no out= buffer
     np.negative(e, out=e)
     np.exp(e, out=e)
     d = e + 1.0

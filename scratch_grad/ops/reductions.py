@@ -84,7 +84,7 @@ def _reduction(name, forward, vjp, reference, domain=REAL, **flags):
 
 def _sum_forward(x, axis=None, keepdims=False):
     x = np.asarray(x)
-    return np.add.reduce(x, axis=_numpy_axis(x, axis), keepdims=keepdims)
+    return np.add.reduce(x, axis=axis if axis is None else _axes(x.ndim, axis), keepdims=keepdims)
 
 
 sum = _reduction("sum", _sum_forward,
