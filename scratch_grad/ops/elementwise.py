@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import scipy.special
-from .lazy_torch import torch
+from .lazy_torch import mpmath, torch
 
 from .registry import (ABOVE_MINUS_ONE, KINK_AT_ZERO, NONZERO, NOT_DIFFERENTIABLE, POSITIVE, REAL, Domain,
                        OpSpec, register)
@@ -23,22 +23,27 @@ def _unary(name, forward, vjp, reference, domain=REAL, **flags):
 
 
 # ---- unary ---------------------------------------------------------------------------------------
-neg = _unary("neg", np.negative, lambda g, out, x: -g, torch.neg)
-exp = _unary("exp", np.exp, lambda g, out, x: g * out, torch.exp)
-log = _unary("log", np.log, lambda g, out, x: g / x, torch.log, POSITIVE)
-log1p = _unary("log1p", np.log1p, lambda g, out, x: g / (1 + x), torch.log1p, ABOVE_MINUS_ONE)
-expm1 = _unary("expm1", np.expm1, lambda g, out, x: g * (out + 1), torch.expm1)
-sqrt = _unary("sqrt", np.sqrt, lambda g, out, x: g / (2 * out), torch.sqrt, POSITIVE)
+neg = _unary("neg", np.negative, lambda g, out, x: -g, torch.neg, mp=lambda x: -x)
+exp = _unary("exp", np.exp, lambda g, out, x: g * out, torch.exp, mp=lambda x: mpmath.exp(x))
+log = _unary("log", np.log, lambda g, out, x: g / x, torch.log, POSITIVE, mp=lambda x: mpmath.log(x))
+log1p = _unary("log1p", np.log1p, lambda g, out, x: g / (1 + x), torch.log1p, ABOVE_MINUS_ONE,
+               mp=lambda x: mpmath.log1p(x))
+expm1 = _unary("expm1", np.expm1, lambda g, out, x: g * (out + 1), torch.expm1, mp=lambda x: mpmath.expm1(x))
+sqrt = _unary("sqrt", np.sqrt, lambda g, out, x: g / (2 * out), torch.sqrt, POSITIVE, mp=lambda x: mpmath.sqrt(x))
 abs = _unary("abs", np.abs, lambda g, out, x: g * np.sign(_raw(x)), torch.abs, KINK_AT_ZERO,
-             smooth=False, kink_rule="abs'(0) = 0 (sign(0) = 0, as torch)")
-sin = _unary("sin", np.sin, lambda g, out, x: g * cos(x), torch.sin)
-cos = _unary("cos", np.cos, lambda g, out, x: -g * sin(x), torch.cos)
+             smooth=False, kink_rule="abs'(0) = 0 (sign(0) = 0, as torch)", mp=lambda x: abs(x))
+sin = _unary("sin", np.sin, lambda g, out, x: g * cos(x), torch.sin, mp=lambda x: mpmath.sin(x))
+cos = _unary("cos", np.cos, lambda g, out, x: -g * sin(x), torch.cos, mp=lambda x: mpmath.cos(x))
 # tan: its poles at pi/2 + k*pi are kept out of the sampled interval
-tan = _unary("tan", np.tan, lambda g, out, x: g * (1 + out * out), torch.tan, Domain(-1.4, 1.4, description="|x| < 1.4"))
-tanh = _unary("tanh", np.tanh, lambda g, out, x: g * (1 - out * out), torch.tanh)
-erf = _unary("erf", scipy.special.erf, lambda g, out, x: g * (2 / math.sqrt(math.pi)) * exp(-x * x), torch.erf)
-square = _unary("square", np.square, lambda g, out, x: (x + x) * g, torch.square)  # x + x: no scalar 2 to convert
-reciprocal = _unary("reciprocal", np.reciprocal, lambda g, out, x: -g * out * out, torch.reciprocal, NONZERO)
+tan = _unary("tan", np.tan, lambda g, out, x: g * (1 + out * out), torch.tan, Domain(-1.4, 1.4, description="|x| < 1.4"),
+            mp=lambda x: mpmath.tan(x))
+tanh = _unary("tanh", np.tanh, lambda g, out, x: g * (1 - out * out), torch.tanh, mp=lambda x: mpmath.tanh(x))
+erf = _unary("erf", scipy.special.erf, lambda g, out, x: g * (2 / math.sqrt(math.pi)) * exp(-x * x), torch.erf,
+             mp=lambda x: mpmath.erf(x))
+square = _unary("square", np.square, lambda g, out, x: (x + x) * g, torch.square,  # x + x: no scalar 2 to convert
+                mp=lambda x: x * x)
+reciprocal = _unary("reciprocal", np.reciprocal, lambda g, out, x: -g * out * out, torch.reciprocal, NONZERO,
+                    mp=lambda x: 1 / x)
 
 
 def _sigmoid_forward(x):
@@ -57,13 +62,14 @@ def _sigmoid_forward(x):
     return np.reciprocal(e, out=e)
 
 
-sigmoid = _unary("sigmoid", _sigmoid_forward, lambda g, out, x: g * out * (1 - out), torch.sigmoid)
+sigmoid = _unary("sigmoid", _sigmoid_forward, lambda g, out, x: g * out * (1 - out), torch.sigmoid,
+                 mp=lambda x: 1 / (1 + mpmath.exp(-x)))
 
 
 # the mask is read from the output (out > 0 exactly where x > 0, NaN included), as torch's
 # threshold_backward does: relu's input then need not be kept alive for the backward
 relu = _unary("relu", lambda x: np.maximum(x, 0), lambda g, out, x: g * (_raw(out) > 0), torch.relu, KINK_AT_ZERO,
-              smooth=False, kink_rule="relu'(0) = 0, as torch")
+              smooth=False, kink_rule="relu'(0) = 0, as torch", mp=lambda x: x if x > 0 else 0 * x)
 
 
 def _leaky_relu_vjp(g, out, x, negative_slope=0.01):
@@ -73,6 +79,7 @@ def _leaky_relu_vjp(g, out, x, negative_slope=0.01):
 leaky_relu = _unary("leaky_relu", lambda x, negative_slope=0.01: np.where(x > 0, x, x * negative_slope),
                     _leaky_relu_vjp, lambda x, negative_slope=0.01: torch.nn.functional.leaky_relu(x, negative_slope),
                     KINK_AT_ZERO, smooth=False, kink_rule="leaky_relu'(0) = negative_slope, as torch",
+                    mp=lambda x, negative_slope=0.01: x if x > 0 else x * negative_slope,
                     sample=lambda gen: ((gen.array(gen.shape(), KINK_AT_ZERO),),
                                         {"negative_slope": gen.choice([0.01, 0.2])}))
 
@@ -88,6 +95,7 @@ def _elu_vjp(g, out, x, alpha=1.0):
 elu = _unary("elu", lambda x, alpha=1.0: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))), _elu_vjp,
              lambda x, alpha=1.0: torch.nn.functional.elu(x, alpha), KINK_AT_ZERO, smooth=False,
              kink_rule="elu'(0) = alpha (the left derivative) and elu''(0) = 0, as torch",
+             mp=lambda x, alpha=1.0: x if x > 0 else alpha * mpmath.expm1(x),
              sample=lambda gen: ((gen.array(gen.shape(), KINK_AT_ZERO),), {"alpha": gen.choice([1.0, 0.5])}))
 
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
@@ -110,8 +118,14 @@ def _gelu_vjp(g, out, x, approximate="none"):
     return g * (0.5 * (1 + erf(x * (1 / math.sqrt(2)))) + x * exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi)))
 
 
+def _gelu_mp(x, approximate="none"):
+    if approximate == "tanh":   # the same float64 constants as the forward: they define the approximation
+        return x / 2 * (1 + mpmath.tanh(mpmath.sqrt(2 / mpmath.pi) * (x + mpmath.mpf(_GELU_C) * x ** 3)))
+    return x * mpmath.ncdf(x)
+
+
 gelu = _unary("gelu", _gelu_forward, _gelu_vjp,
-              lambda x, approximate="none": torch.nn.functional.gelu(x, approximate=approximate),
+              lambda x, approximate="none": torch.nn.functional.gelu(x, approximate=approximate), mp=_gelu_mp,
               sample=lambda gen: ((gen.array(gen.shape(), REAL),), {"approximate": gen.choice(["none", "tanh"])}))
 
 
@@ -120,7 +134,8 @@ def _softplus_forward(x):
     return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
 
 
-softplus = _unary("softplus", _softplus_forward, lambda g, out, x: g * sigmoid(x), torch.nn.functional.softplus)
+softplus = _unary("softplus", _softplus_forward, lambda g, out, x: g * sigmoid(x), torch.nn.functional.softplus,
+                  mp=lambda x: mpmath.log1p(mpmath.exp(x)))
 
 _CLIP_BOUNDS = Domain(avoid=(-0.5, 0.5), description="real (kinks at min and max)")
 
@@ -139,6 +154,8 @@ def _clip_vjp(g, out, x, min=None, max=None):
 clip = _unary("clip", lambda x, min=None, max=None: np.clip(x, min, max), _clip_vjp,
               lambda x, min=None, max=None: torch.clamp(x, min, max), _CLIP_BOUNDS, smooth=False,
               kink_rule="gradient 1 on [min, max] inclusive, as torch.clamp",
+              mp=lambda x, min=None, max=None: x if (min is None or x >= min) and (max is None or x <= max) else
+              (min if min is not None and x < min else max),
               sample=lambda gen: ((gen.array(gen.shape(), _CLIP_BOUNDS),),
                                   gen.choice([{"min": -0.5, "max": 0.5}, {"min": -0.5}, {"max": 0.5}])))
 
@@ -148,11 +165,12 @@ def _binary(name, forward, vjp_x, vjp_y, reference, domain=(REAL, REAL), **flags
     return register(OpSpec(name, forward, (vjp_x, vjp_y), reference, domain, "binary", **flags))
 
 
-add = _binary("add", np.add, lambda g, out, x, y: g, lambda g, out, x, y: g, torch.add)
-sub = _binary("sub", np.subtract, lambda g, out, x, y: g, lambda g, out, x, y: -g, torch.sub)
-mul = _binary("mul", np.multiply, lambda g, out, x, y: g * y, lambda g, out, x, y: g * x, torch.mul)
+add = _binary("add", np.add, lambda g, out, x, y: g, lambda g, out, x, y: g, torch.add, mp=lambda x, y: x + y)
+sub = _binary("sub", np.subtract, lambda g, out, x, y: g, lambda g, out, x, y: -g, torch.sub, mp=lambda x, y: x - y)
+mul = _binary("mul", np.multiply, lambda g, out, x, y: g * y, lambda g, out, x, y: g * x, torch.mul,
+              mp=lambda x, y: x * y)
 div = _binary("div", np.divide, lambda g, out, x, y: g / y, lambda g, out, x, y: -g * out / y, torch.div,
-              (REAL, NONZERO))
+              (REAL, NONZERO), mp=lambda x, y: x / y)
 
 
 def _pow_vjp_exponent(g, out, x, y):
@@ -179,7 +197,7 @@ def _pow_forward(x, y):
 
 
 power = _binary("pow", _pow_forward, _pow_vjp_base, _pow_vjp_exponent, torch.pow,
-                (POSITIVE, REAL))
+                (POSITIVE, REAL), mp=lambda x, y: mpmath.power(x, y))
 
 
 def _tie_split(first, second, strict):
@@ -192,10 +210,10 @@ def _tie_split(first, second, strict):
 
 maximum = _binary("maximum", np.maximum, lambda g, out, x, y: g * _tie_split(x, y, ">"),
                   lambda g, out, x, y: g * _tie_split(y, x, ">"), torch.maximum, smooth=False,
-                  kink_rule="ties split the gradient 0.5/0.5, as torch.maximum")
+                  kink_rule="ties split the gradient 0.5/0.5, as torch.maximum", mp=lambda x, y: max(x, y))
 minimum = _binary("minimum", np.minimum, lambda g, out, x, y: g * _tie_split(x, y, "<"),
                   lambda g, out, x, y: g * _tie_split(y, x, "<"), torch.minimum, smooth=False,
-                  kink_rule="ties split the gradient 0.5/0.5, as torch.minimum")
+                  kink_rule="ties split the gradient 0.5/0.5, as torch.minimum", mp=lambda x, y: min(x, y))
 
 
 def _where_sample(gen):
@@ -205,4 +223,5 @@ def _where_sample(gen):
 
 where = register(OpSpec(
     "where", np.where, (None, lambda g, out, c, x, y: where(c, g, 0.0), lambda g, out, c, x, y: where(c, 0.0, g)),
-    lambda c, x, y: torch.where(c, x, y), (NOT_DIFFERENTIABLE, REAL, REAL), "binary", sample=_where_sample))
+    lambda c, x, y: torch.where(c, x, y), (NOT_DIFFERENTIABLE, REAL, REAL), "binary", sample=_where_sample,
+    mp=lambda c, x, y: x if c else y))

@@ -1,7 +1,8 @@
-"""`torch` for registry entries without importing torch with scratch_grad (a test-time dependency).
+"""`torch` and `mpmath` for registry entries without importing them with scratch_grad (test-time
+dependencies: the torch reference and the high-precision reference).
 
 `torch.exp` written in an entry at import time becomes a path that imports torch on first call;
-once torch is imported, attribute access returns the real objects."""
+once torch is imported, attribute access returns the real objects (the same for `mpmath`)."""
 import importlib
 import sys
 
@@ -13,7 +14,8 @@ class _LazyPath:
 
     def _resolve(self):
         if self._target is None:
-            target = importlib.import_module("torch")
+            root = self._path.split(".")[0]
+            target = importlib.import_module(root)
             for part in self._path.split(".")[1:]:
                 target = getattr(target, part)
             self._target = target
@@ -22,7 +24,7 @@ class _LazyPath:
     def __getattr__(self, name):
         if name.startswith("__"):
             raise AttributeError(name)
-        if "torch" in sys.modules:
+        if self._path.split(".")[0] in sys.modules:
             return getattr(self._resolve(), name)
         return _LazyPath(f"{self._path}.{name}")
 
@@ -34,3 +36,4 @@ class _LazyPath:
 
 
 torch = _LazyPath("torch")
+mpmath = _LazyPath("mpmath")

@@ -1,6 +1,6 @@
 """Reductions over axis=None / int / tuple with keepdims. Each VJP expands g back to x's shape."""
 import numpy as np
-from .lazy_torch import torch
+from .lazy_torch import mpmath, torch
 
 from .elementwise import _raw, exp, sqrt, where
 from .registry import NONZERO, REAL, OpSpec, register
@@ -50,11 +50,18 @@ def _reduction(name, forward, vjp, reference, domain=REAL, **flags):
 
 sum = _reduction("sum", lambda x, axis=None, keepdims=False: np.add.reduce(np.asarray(x), axis=axis, keepdims=keepdims),
                  lambda g, out, x, axis=None, keepdims=False: _expand(g, x, axis),
-                 lambda x, axis=None, keepdims=False: torch.sum(x, dim=_torch_dims(x, axis), keepdim=keepdims))
+                 lambda x, axis=None, keepdims=False: torch.sum(x, dim=_torch_dims(x, axis), keepdim=keepdims),
+                 mp=lambda values: mpmath.fsum(values))
 
 mean = _reduction("mean", lambda x, axis=None, keepdims=False: np.mean(x, axis=axis, keepdims=keepdims),
                   lambda g, out, x, axis=None, keepdims=False: _expand(g, x, axis) * (1.0 / _count(_raw(x).shape, axis)),
-                  lambda x, axis=None, keepdims=False: torch.mean(x, dim=_torch_dims(x, axis), keepdim=keepdims))
+                  lambda x, axis=None, keepdims=False: torch.mean(x, dim=_torch_dims(x, axis), keepdim=keepdims),
+                  mp=lambda values: mpmath.fsum(values) / len(values))
+
+
+def _mp_var(values, ddof):
+    mean = mpmath.fsum(values) / len(values)
+    return mpmath.fsum((v - mean) ** 2 for v in values) / (len(values) - ddof)
 
 
 def _var_vjp(g, out, x, axis=None, keepdims=False, ddof=0):
@@ -65,7 +72,8 @@ def _var_vjp(g, out, x, axis=None, keepdims=False, ddof=0):
 var = _reduction("var", lambda x, axis=None, keepdims=False, ddof=0: np.var(x, axis=axis, keepdims=keepdims, ddof=ddof),
                  _var_vjp,
                  lambda x, axis=None, keepdims=False, ddof=0: torch.var(x, dim=_torch_dims(x, axis), keepdim=keepdims,
-                                                                       correction=ddof))
+                                                                       correction=ddof),
+                 mp=lambda values, ddof=0: _mp_var(values, ddof))
 
 
 def _std_vjp(g, out, x, axis=None, keepdims=False, ddof=0):
@@ -83,6 +91,7 @@ std = _reduction("std", lambda x, axis=None, keepdims=False, ddof=0: np.std(x, a
                  _std_vjp,
                  lambda x, axis=None, keepdims=False, ddof=0: torch.std(x, dim=_torch_dims(x, axis), keepdim=keepdims,
                                                                        correction=ddof),
+                 mp=lambda values, ddof=0: mpmath.sqrt(_mp_var(values, ddof)),
                  smooth=False, kink_rule="gradient 0 where all reduced values are equal (std == 0), as torch")
 
 
@@ -94,10 +103,10 @@ def _extremum_vjp(g, out, x, axis=None, keepdims=False):
 
 max = _reduction("max", lambda x, axis=None, keepdims=False: np.max(x, axis=axis, keepdims=keepdims), _extremum_vjp,
                  lambda x, axis=None, keepdims=False: torch.amax(x, dim=_torch_dims(x, axis), keepdim=keepdims),
-                 smooth=False, kink_rule="ties split the gradient evenly, as torch.amax")
+                 smooth=False, kink_rule="ties split the gradient evenly, as torch.amax", mp=lambda values: max(values))
 min = _reduction("min", lambda x, axis=None, keepdims=False: np.min(x, axis=axis, keepdims=keepdims), _extremum_vjp,
                  lambda x, axis=None, keepdims=False: torch.amin(x, dim=_torch_dims(x, axis), keepdim=keepdims),
-                 smooth=False, kink_rule="ties split the gradient evenly, as torch.amin")
+                 smooth=False, kink_rule="ties split the gradient evenly, as torch.amin", mp=lambda values: min(values))
 
 
 def _product_of_others(x, axis):
@@ -129,7 +138,7 @@ def _torch_prod(x, axis=None, keepdims=False):
 
 
 prod = _reduction("prod", lambda x, axis=None, keepdims=False: np.prod(x, axis=axis, keepdims=keepdims), _prod_vjp,
-                  _torch_prod, NONZERO)
+                  _torch_prod, NONZERO, mp=lambda values: mpmath.fprod(values))
 
 
 def _logsumexp_forward(x, axis=None, keepdims=False):
@@ -142,7 +151,8 @@ def _logsumexp_forward(x, axis=None, keepdims=False):
 
 logsumexp = _reduction("logsumexp", _logsumexp_forward,
                        lambda g, out, x, axis=None, keepdims=False: _expand(g, x, axis) * exp(x - _keep(out, x, axis)),
-                       lambda x, axis=None, keepdims=False: torch.logsumexp(x, dim=_torch_dims(x, axis), keepdim=keepdims))
+                       lambda x, axis=None, keepdims=False: torch.logsumexp(x, dim=_torch_dims(x, axis), keepdim=keepdims),
+                       mp=lambda values: mpmath.log(mpmath.fsum(mpmath.exp(v) for v in values)))
 
 
 def _norm_vjp(g, out, x, axis=None, keepdims=False):
@@ -158,4 +168,5 @@ norm = _reduction("norm", lambda x, axis=None, keepdims=False: np.sqrt(np.sum(x 
                   _norm_vjp,
                   lambda x, axis=None, keepdims=False: torch.linalg.vector_norm(x, 2, dim=_torch_dims(x, axis),
                                                                                 keepdim=keepdims),
-                  smooth=False, kink_rule="gradient 0 at the zero vector, as torch")
+                  smooth=False, kink_rule="gradient 0 at the zero vector, as torch",
+                  mp=lambda values: mpmath.sqrt(mpmath.fsum(v * v for v in values)))

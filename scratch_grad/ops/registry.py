@@ -62,6 +62,14 @@ class OpSpec:
     twice_differentiable: bool = True       # double backward is checked for these
     sample: Optional[Callable] = None       # sample(gen) -> (inputs, params); None: the kind's default
     variadic: bool = False                  # any number of inputs sharing domain[0] and vjps[0](..., index=i)
+    # the high-precision reference (mpmath), for kinds elementwise and binary: mp(x, y..., **params) on one
+    # mpmath number per input (entry by entry, broadcast); for kind reduction: mp(values, **params) on the
+    # list of the reduced entries of one output (axis and keepdims are not passed). None: torch and finite
+    # differences only. Differentiated by mpmath itself, so it checks the VJP without trusting its formula
+    mp: Optional[Callable] = None
+    # regression examples, checked before any drawn sample: ((inputs, params), ...) with float arrays in
+    # float64 (cast to each checked dtype); each is an input that once exposed a bug
+    examples: tuple = ()
     may_produce_nan: bool = field(init=False, default=False)
 
     def __post_init__(self):
