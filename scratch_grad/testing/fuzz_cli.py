@@ -105,7 +105,9 @@ def _worker(index, args, deadline, counter, failures, first_failure):
     replay_only = (Phase.explicit, Phase.reuse, Phase.shrink)
     replay = all([run(kind, dtype, replay_only) for kind in kinds for dtype in dtypes])
     round_number = index
-    while time.time() < deadline:
+    # every worker runs at least one chunk, however slow its start (importing torch can take longer
+    # than a short campaign): a campaign never ends with no example run
+    while time.time() < deadline or round_number == index:
         dtype = dtypes[round_number % 2]
         kind = "op" if args.op and round_number % 3 == 2 else "graph"
         # reuse: a failure another worker or machine saved meanwhile is replayed at the next chunk; after
