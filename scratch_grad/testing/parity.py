@@ -482,11 +482,8 @@ def json_safe(value):
 
 
 def _cell_json(cell):
-    evidence = None
-    if cell.evidence is not None:
-        evidence = json_safe({f.name: getattr(cell.evidence, f.name) for f in dataclasses.fields(Evidence)})
     return {"status": "pass" if cell.passed else "fail", "worst_ratio": json_safe(cell.worst), "checks": cell.count,
-            "classifications": dict(cell.classifications), "evidence": evidence}
+            "classifications": dict(cell.classifications), "evidence": json_safe(cell.evidence)}
 
 
 def to_json(result):
