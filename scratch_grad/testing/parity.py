@@ -421,14 +421,17 @@ def columns(result):
 
 
 def column_title(column):
-    return COLUMN_TITLES.get(column, column.replace("_", " "))
+    """The table's title of a column; a check added to the oracle uses the oracle's title for it."""
+    from .oracle import CHECK_TITLES
+    return COLUMN_TITLES.get(column) or CHECK_TITLES.get(column) or column.replace("_", " ")
 
 
 def format_table(result):
     names = sorted(result.rows, key=lambda n: (n == ENGINE_ROW, n))
     shown = columns(result)
     width = max([len(n) for n in names] + [4]) + 2
-    header = f"{'op':<{width}}" + " ".join(f"{column_title(c):<15}" for c in shown) + " notes (warnings)"
+    widths = {column: max(15, len(column_title(column))) for column in shown}
+    header = f"{'op':<{width}}" + " ".join(f"{column_title(c):<{widths[c]}}" for c in shown) + " notes (warnings)"
     lines = [header, "-" * len(header)]
     for name in names:
         row = result.rows[name]
@@ -437,7 +440,7 @@ def format_table(result):
             text = format_cell(row.cells.get(column))
             if column == "graphs" and column in row.cells:
                 text += f" ({row.cells[column].count})"
-            cells.append(f"{text:<15}")
+            cells.append(f"{text:<{widths[column]}}")
         notes = ", ".join(f"{note} x{count}" for note, count in sorted(row.notes.items()))
         lines.append(f"{name:<{width}}" + " ".join(cells) + " " + notes)
     return "\n".join(lines)
