@@ -370,7 +370,11 @@ document.querySelectorAll('button.copy').forEach(function (b) {
 });
 function openFromHash() {
   var target = location.hash && document.getElementById(location.hash.slice(1));
-  if (target) { var d = target.querySelector('details'); if (d) { d.open = true; target.scrollIntoView({block: 'center'}); } }
+  if (!target) return;
+  var d = target.querySelector('details');
+  if (!d) return;
+  d.open = true;   // the cell near the top (below the sticky header), its evidence below it
+  window.scrollTo(0, target.getBoundingClientRect().top + window.scrollY - 90);
 }
 window.addEventListener('hashchange', openFromHash); openFromHash();
 """

@@ -5,6 +5,7 @@ log10 of the worst |error| / tolerance (green far inside, yellow at the toleranc
 failing cells are marked with a cross, cells that did not run are grey.
 """
 import math
+import textwrap
 
 from .report_html import _DTYPE_SHORT, as_float, format_ratio
 
@@ -78,7 +79,7 @@ def figure(data):
                 axis.axvline(index - 0.5, color="white", linewidth=3)
     top = axis.secondary_xaxis("top")
     top.set_xticks([centre for centre, _ in groups])
-    top.set_xticklabels([title for _, title in groups], fontsize=8.5, fontweight="bold")
+    top.set_xticklabels(["\n".join(textwrap.wrap(title, 15)) for _, title in groups], fontsize=8.5, fontweight="bold")
     top.tick_params(length=0)
     axis.tick_params(length=0)
     for tick, op in zip(axis.get_yticklabels(), ops):
