@@ -550,14 +550,14 @@ def main(argv=None):
             print(f"scratch-grad mutate: unknown op(s) {', '.join(unknown)}", file=sys.stderr)
             return 2
 
-    def progress(done, total):
-        if sys.stderr.isatty():
-            print(f"\r{done}/{total} batches", end="", file=sys.stderr, flush=True)
+    from ..progress import bar
+    with bar(desc="mutants", unit="batch") as batches:
+        def progress(done, total):
+            batches.total = total
+            batches.update(done - batches.n)
 
-    summary = run_mutation(ops=args.ops, classes=args.classes, profile=args.profile, seed=args.seed,
-                           workers=args.workers, progress=progress)
-    if sys.stderr.isatty():
-        print("\r", end="", file=sys.stderr)
+        summary = run_mutation(ops=args.ops, classes=args.classes, profile=args.profile, seed=args.seed,
+                               workers=args.workers, progress=progress)
     print(format_report(summary))
     if args.json:
         with open(args.json, "w") as handle:
