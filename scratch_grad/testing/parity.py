@@ -138,7 +138,7 @@ def _op_task(name, dtype, samples, seed, reproducer_dir):
 
 
 def _graph_task(dtype, start, stop, seed, max_ops, reproducer_dir):
-    from .compiled import compare_compiled
+    from .compiled import compare_compiled, compare_mixed
     from .gen import RandomGen
     from .graphs import build_graph, check_graph, localize
     rows = {}
@@ -161,6 +161,8 @@ def _graph_task(dtype, start, stop, seed, max_ops, reproducer_dir):
         for name in program.op_names():
             _record_graph(rows.setdefault(name, OpRow()), report, name in culprits)
         _record_compiled(rows, program.op_names(), compare_compiled(program), f"random graph {k} ({dtype})")
+        _record_compiled(rows, program.op_names(), compare_mixed(program, seed=k),
+                         f"random graph {k} ({dtype}) with compiled calls inside")
         for name in culprits:
             row = rows.setdefault(name, OpRow())
             if name == ENGINE_ROW:
