@@ -111,10 +111,12 @@ class Mutant:
 
     @property
     def trigger(self):
-        """The condition (planted.triggers) some VJP call of the op's input must meet for the mutant to
-        change anything; None when it may change anything anywhere."""
+        """The condition (planted.triggers) some VJP call of the op's input (of any input, for input -1)
+        must meet for the mutant to change anything; None when it may change anything anywhere."""
         if self.klass in CONDITIONAL_CLASSES:
             return conditional.trigger_of(self.klass, self.detail)
+        if self.klass in ENGINE_OP_CLASSES:
+            return conditional.BROADCAST      # the engine reduces only results of another shape
         return None
 
 
@@ -472,11 +474,16 @@ def _run_program(program):
 
 
 def _observation(g, args, result, arrays, before):
-    """One VJP call as a direct check of the VJP protocol sees it (values are compared in the gradients)."""
-    value = _raw(result)      # a raw array or a Variable under create_graph alike: the values are the same
-    return (str(np.asarray(value).dtype), np.shape(value), result is g,
-            isinstance(value, np.ndarray) and any(np.may_share_memory(value, a) for a in arrays),
-            tuple(not _same(a, b) for a, b in zip(arrays, before)))
+    """One VJP call as a direct check of the VJP protocol sees it (values are compared in the gradients):
+    the result's dtype and shape and, on raw arrays (a plain backward: under create_graph Variables
+    are values, not buffers), whether it is g or shares memory with g or an input, and which of those
+    changed during the call."""
+    value = _raw(result)
+    seen = (str(np.asarray(value).dtype), np.shape(value))
+    if isinstance(g, engine.Variable):
+        return seen
+    return seen + (result is g, isinstance(value, np.ndarray) and any(np.may_share_memory(value, a) for a in arrays),
+                   tuple(not _same(a, b) for a, b in zip(arrays, before)))
 
 
 def _observer(vjp, calls):
@@ -557,6 +564,8 @@ def _can_change(mutant, sample):
         with conditional.probe(record):
             _run_program(_fresh(sample.program))
         sample.triggers = record
+    if mutant.input < 0:                          # any input of the op
+        return any(trigger in seen for (op, _), seen in sample.triggers.items() if op == mutant.op)
     return trigger in sample.triggers.get((mutant.op, mutant.input), ())
 
 
@@ -633,6 +642,18 @@ def budget_for(profile):
                           graph_examples=b.graph_examples)
 
 
+def _batches(mutants, count):
+    """`count` batches of about equal size, each op's mutants in one of them: a worker learns an op's
+    samples once (building them, probing them, checking the correct code there) for all its mutants."""
+    by_op = {}
+    for mutant in mutants:
+        by_op.setdefault(mutant.op, []).append(mutant)
+    batches = [[] for _ in range(count)]
+    for group in sorted(by_op.values(), key=len, reverse=True):
+        min(batches, key=len).extend(group)
+    return [batch for batch in batches if batch]
+
+
 def _run_batch(args):
     import torch
     torch.set_num_threads(1)
@@ -647,8 +668,7 @@ def run_mutation(ops=None, classes=None, profile="ci", seed=0, workers=None, dty
     mutants = [m for m in all_mutants(ops) if classes is None or m.klass in classes]
     workers = workers or min(2, os.cpu_count() or 1)
     started = time.perf_counter()
-    batches = [mutants[k::max(1, workers * 4)] for k in range(max(1, workers * 4))]
-    batches = [b for b in batches if b]
+    batches = _batches(mutants, max(1, workers * 4))
     results = []
     if workers == 1:
         for done, batch in enumerate(batches, 1):

@@ -56,6 +56,7 @@ DESCRIPTIONS = {
 }
 
 AXIS_PARAMS = ("axis", "axes", "dim")     # the params that hold axes (the registry's naming convention)
+BROADCAST = "broadcast"                   # the trigger of mutate's engine rewrites of broadcast reductions
 
 
 def _raw(value):
@@ -69,16 +70,19 @@ def _is_python_number(value):
 class Call:
     """One VJP call as a wrapper sees it: g, out, the op's inputs, its params, and which input the
     gradient is for (`position`; for variadic ops the `index` param)."""
-    __slots__ = ("g", "out", "args", "params", "position")
+    __slots__ = ("g", "out", "args", "params", "position", "_x")
 
     def __init__(self, g, out, args, params, position, variadic):
         self.g, self.out, self.args, self.params = g, out, args, params
         self.position = params.get("index", position) if variadic else position
+        self._x = None
 
     @property
     def x(self):
         """The input the gradient is for, as an ndarray."""
-        return np.asarray(_raw(self.args[self.position]))
+        if self._x is None:
+            self._x = np.asarray(_raw(self.args[self.position]))
+        return self._x
 
     @property
     def create_graph(self):
@@ -94,7 +98,7 @@ def _float_input(call):
 
 def _has_zero(call):
     x = _float_input(call)
-    return x is not None and bool(np.any(x == 0))
+    return x is not None and bool((x == 0).any())
 
 
 def _tie_mask(call):
@@ -122,13 +126,27 @@ def _tie_mask(call):
 
 
 def _has_tie(call):
-    mask = _tie_mask(call)
-    return mask is not None and bool(mask.any())
+    """Whether _tie_mask(call) has a True entry (without building it: sorting finds equal neighbours)."""
+    x = _float_input(call)
+    if x is None or x.size == 0:
+        return False
+    ordered = np.sort(x, axis=None)
+    if bool((ordered[1:] == ordered[:-1]).any()):
+        return True
+    for k, other in enumerate(call.args):
+        other = _raw(other)
+        if k != call.position and isinstance(other, np.ndarray) and other.dtype.kind == "f":
+            try:
+                if bool(np.asarray(x == other).any()):
+                    return True
+            except ValueError:
+                continue
+    return False
 
 
 def _has_inf(call):
     x = _float_input(call)
-    return x is not None and bool(np.any(np.isinf(x)))
+    return x is not None and bool(np.isinf(x).any())
 
 
 def _negative_axes(value):
@@ -170,6 +188,8 @@ CONDITIONS = {
 RESULT_CONDITIONS = {
     "alias_returns_g": _fits_g,
     "dtype_float64": lambda call, result: type(result) is np.ndarray and result.dtype == np.float32,
+    # a result of the broadcast shape, which the engine reduces (mutate's broadcast_* classes patch that)
+    BROADCAST: lambda call, result: np.shape(_raw(result)) != call.x.shape,
 }
 
 
@@ -177,10 +197,11 @@ def keyword_trigger(name):
     return f"keyword:{name}"
 
 
-def triggers(call, result):
-    """Every condition name that holds on this call (what `probe` records)."""
-    found = {name for name, condition in CONDITIONS.items() if condition(call)}
-    found.update(name for name, condition in RESULT_CONDITIONS.items() if condition(call, result))
+def triggers(call, result, known=frozenset()):
+    """Every condition name that holds on this call (what `probe` records), except those in `known`
+    (already seen: not tested again)."""
+    found = {name for name, condition in CONDITIONS.items() if name not in known and condition(call)}
+    found.update(name for name, condition in RESULT_CONDITIONS.items() if name not in known and condition(call, result))
     found.update(keyword_trigger(name) for name in call.params if name != "index")
     return found
 
@@ -339,6 +360,7 @@ def _recording(spec, position, original, record):
     @planted
     def vjp(g, out, *args, **params):
         result = original(g, out, *args, **params)
-        record.setdefault(key, set()).update(triggers(Call(g, out, args, params, position, variadic), result))
+        seen = record.setdefault(key, set())
+        seen.update(triggers(Call(g, out, args, params, position, variadic), result, seen))
         return result
     return vjp
