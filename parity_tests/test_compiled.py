@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import scratch_grad as sg
 import scratch_grad.compiler as compiler
 from scratch_grad.testing.compiled import candidate_segments, compare_compiled, compare_mixed, with_boundary_uses
-from scratch_grad.testing.faults import CheckerBug
+from scratch_grad.testing.faults import CheckerError
 from scratch_grad.testing.gen import RandomGen
 from scratch_grad.testing.graphs import build_graph
 from scratch_grad.testing.mutate import plant
@@ -189,5 +189,5 @@ def test_a_vjp_that_raises_only_under_create_graph_is_reported_by_the_second_ord
 def test_an_exception_of_the_checker_itself_is_raised_as_a_checker_bug():
     program = _sin_program()
     program.steps[1] = Step(sg.REGISTRY["mul"], (Ref("step", 0), Ref("leaf", 7)), {})   # no leaf 7: the checker's bug
-    with pytest.raises(CheckerBug, match="bug in the checker .* IndexError"):
+    with pytest.raises(CheckerError, match="bug in the checker .* IndexError"):
         compare_compiled(program)

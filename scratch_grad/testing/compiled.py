@@ -22,7 +22,7 @@ make each crossing happen on every graph.
 An exception from the code under check (an op's forward or VJP, the engine, the compiler) is a
 reported problem, naming the op where the traceback shows it, in either mode; only a clear
 scratch_grad error raised alike by both modes is agreement. An exception from this checker's own
-code is raised as a `faults.CheckerBug`.
+code is raised as a `faults.CheckerError`.
 
 Every registry op reaches it through the random graphs, so an op added to the registry is compiled
 and compared with no test to write.
@@ -31,7 +31,7 @@ import numpy as np
 
 from ..engine import Variable, apply, grad
 from ..errors import ScratchGradError
-from .faults import CheckerBug, describe, is_checker_fault
+from .faults import checker_error, describe, fault_op, raised_by_checker
 from .program import Program, Ref, Step
 
 REPLAY_SHIFT = 0.125     # the replay's leaves: the traced ones plus this (same shapes, other values)
@@ -72,8 +72,8 @@ def _run(fn, leaves, flags):
             return out, [], aux, None
         return out, list(grad(out, wanted, allow_unused=True)), aux, None
     except Exception as error:  # noqa: BLE001 - judged by where it was raised
-        if is_checker_fault(error):
-            raise CheckerBug.wrap(error, "the compiled = eager comparison") from error
+        if raised_by_checker(error):
+            raise checker_error(error, "the compiled = eager comparison") from error
         return None, None, None, error
 
 
@@ -97,8 +97,8 @@ def _guarded_second_order(fn, leaves, flags, directions):
     try:
         return _second_order(fn, leaves, flags, directions), None
     except Exception as error:  # noqa: BLE001 - judged by where it was raised
-        if is_checker_fault(error):
-            raise CheckerBug.wrap(error, "the compiled = eager comparison (second order)") from error
+        if raised_by_checker(error):
+            raise checker_error(error, "the compiled = eager comparison (second order)") from error
         return None, error
 
 
@@ -129,10 +129,16 @@ def _error_problems(call, eager_error, error):
     problems = []
     for mode, exc in (("eager", eager_error), ("compiled", error)):
         if exc is not None and not isinstance(exc, ScratchGradError):
-            problems.append(f"{call}: {mode} mode raised {describe(exc)}")
+            problems.append(f"{call}: {mode} mode raised {_described(exc)}")
     if not problems and type(eager_error) is not type(error):
         problems.append(f"{call}: eager raised {_named(eager_error)}, compiled raised {_named(error)}")
     return problems
+
+
+def _described(exc):
+    """'op NAME: Type: message (at file:line in function)', the op when the traceback shows it."""
+    op = fault_op(exc)
+    return (f"op '{op}': " if op else "") + describe(exc)
 
 
 def _named(exc):

@@ -68,7 +68,7 @@ import numpy as np
 from .. import engine
 from ..errors import ShapeError
 from . import planted as conditional
-from .faults import CheckerBug, describe, is_checker_fault, planted
+from .faults import CheckerError, checker_error, describe, raised_by_checker
 
 ENGINE = "(engine)"
 VJP_CLASSES = ("sign_flip", "scaled_x2", "scaled_x1.001", "ignores_g", "wrong_input", "operands_swapped",
@@ -123,28 +123,24 @@ class Mutant:
 # ---- VJP rewrites --------------------------------------------------------------------------------------------
 
 def _scaled(original, factor):
-    @planted
     def vjp(*args, **params):
         return original(*args, **params) * factor
     return vjp
 
 
 def _negated(original):
-    @planted
     def vjp(*args, **params):
         return -original(*args, **params)
     return vjp
 
 
 def _ignoring_g(original):
-    @planted
     def vjp(g, out, *args, **params):
         return original(np.ones_like(_raw(g)), out, *args, **params)
     return vjp
 
 
 def _swapped_operands(original, first, second):
-    @planted
     def vjp(g, out, *args, **params):
         args = list(args)
         args[first], args[second] = args[second], args[first]
@@ -154,14 +150,12 @@ def _swapped_operands(original, first, second):
 
 def _next_index(original):
     """Variadic ops: input i gets the VJP of input i+1 (wrapping)."""
-    @planted
     def vjp(g, out, *args, index, **params):
         return original(g, out, *args, index=(index + 1) % len(args), **params)
     return vjp
 
 
 def _transposed(original):
-    @planted
     def vjp(*args, **params):
         result = original(*args, **params)
         if _raw(result).ndim < 2:
@@ -175,7 +169,6 @@ def _transposed(original):
 def _kink_side(spec, original, position, direction):
     """The VJP with input `position` nudged toward `direction` by 1, 2, 3... ulps (entry by entry,
     so that ties break and kinks take one side), applied only where the gradient jumps."""
-    @planted
     def vjp(g, out, *args, **params):
         base = original(g, out, *args, **params)
         raw_args = [_raw(a) for a in args]
@@ -246,7 +239,6 @@ def _broadcast_axes(shape, target):
     return lead, stretched
 
 
-@planted
 def _reduce_dropped(gi, target):
     """One slice instead of a sum over every broadcast axis (a forgotten reduction)."""
     shape = _raw(gi).shape
@@ -256,7 +248,6 @@ def _reduce_dropped(gi, target):
     return getitem(gi, index=index) if isinstance(gi, engine.Variable) else gi[index]
 
 
-@planted
 def _reduce_wrong_axis(gi, target):
     """Broadcast axes matched from the left instead of the right (a classic alignment bug)."""
     shape = _raw(gi).shape
@@ -282,7 +273,6 @@ def _patched(module, name, replacement):
 def _fit_gradient_mutant(op, reduce):
     original = engine._fit_gradient
 
-    @planted
     def fit(gi, inp, node, i, create_graph):
         target = inp._data.shape
         if node._spec.name == op and np.shape(_raw(gi)) != target:
@@ -291,13 +281,11 @@ def _fit_gradient_mutant(op, reduce):
     return fit
 
 
-@planted
 def _accumulate_overwrite(total, total_owned, g, create_graph):
     return g, False                                  # keep the last gradient instead of the sum
 
 
 def _send_overwrite_at_leaves():
-    @planted
     def send(leaf, g, owned, create_graph):
         leaf._g, leaf._g_owned = g, False            # overwrite the leaf's gradient gathered so far
     return send
@@ -468,8 +456,8 @@ def _run_program(program):
             result += [np.array(_raw(s)) for s in _scratch_second_order(program, directions)]
         return result
     except Exception as exc:  # noqa: BLE001 - a mutant that makes backward raise changes behaviour
-        if is_checker_fault(exc):
-            raise CheckerBug.wrap(exc, "scratch-grad mutate, running a program") from exc
+        if raised_by_checker(exc):
+            raise checker_error(exc, "scratch-grad mutate, running a program") from exc
         return f"{type(exc).__name__}: {exc}"
 
 
@@ -483,7 +471,6 @@ def _observation(g, args, result, arrays, before):
 
 
 def _observer(vjp, calls):
-    @planted
     def observed(g, out, *args, **params):
         arrays = [a for a in (g, *args) if type(a) is np.ndarray]
         before = [a.copy() for a in arrays]
@@ -616,7 +603,7 @@ def run_mutant(mutant, budget, seed=0, dtypes=("float64", "float32")):
                 detected_by, classification = found
                 break
     except Exception as exc:  # noqa: BLE001 - an exception that escaped the checker is no kill: reported
-        origin = "the checker's own code" if is_checker_fault(exc) or isinstance(exc, CheckerBug) else "op code"
+        origin = "the checker's own code" if isinstance(exc, CheckerError) or raised_by_checker(exc) else "op code"
         crash = f"an exception from {origin} escaped the checks instead of being reported: {describe(exc)}"
         distinguishing = max(distinguishing, 1)
     status = "killed" if detected_by else "survived" if distinguishing else "equivalent"
