@@ -214,3 +214,12 @@ def test_an_exception_that_escapes_the_checks_is_reported_not_a_kill(monkeypatch
     result = run_mutant(Mutant("sign_flip", "sin", 0), budget_for("ci"))
     assert result["status"] == "survived"
     assert "escaped the checks" in result["crash"] and "KeyError" in result["crash"]
+
+
+def test_a_change_below_the_results_resolution_is_not_behaviour():
+    a = np.array([15.0, 1e-16, 2.0])
+    assert not mutate._differ([a], [np.array([15.0, 2e-16, 2.0])], mutate.ROUNDING_ULPS)     # 1e-16 of 15: rounding
+    assert mutate._differ([a], [np.array([15.0, 2e-16, 2.0])])                               # but not bit for bit
+    assert mutate._differ([a], [np.array([15.0, 1e-3, 2.0])], mutate.ROUNDING_ULPS)
+    assert mutate._differ([a], [np.array([15.0, np.nan, 2.0])], mutate.ROUNDING_ULPS)
+    assert mutate._differ([a], [a.astype(np.float32)], mutate.ROUNDING_ULPS)
