@@ -152,7 +152,7 @@ def test_finite_differences_off_by_a_few_of_their_own_errors_are_classified_as_n
     fd = [f for f in clean.findings if f.check == "vjp_fd"][0]
     # a bias whose derivative misses by 3 tolerances at the worst entry: FD's error model was off
     eps = 3 * fd.tolerance / (2 * 1.1)
-    report = check_program(program, objective=_biased(program, eps), second_order=False)
+    report = check_program(program, objective=_biased(program, eps), second_order=False, forward_mode=False)
     assert report.passed
     assert "finite-difference noise" in report.notes()
 
@@ -212,7 +212,8 @@ def test_second_order_is_checked_against_torch_and_finite_differences():
     finally:
         object.__setattr__(spec, "vjps", (original,))
     assert {f.check for f in report.failures()} >= {"second_torch"}
-    assert all(f.check.startswith("second") for f in report.failures())
+    # forward mode is the VJP of the VJP under create_graph: the bug shows there too, never in first order
+    assert all(f.check.startswith(("second", "jvp")) for f in report.failures())
 
 
 # ---- correct ops are never flagged ---------------------------------------------------------------------------
