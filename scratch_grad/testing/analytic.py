@@ -33,13 +33,20 @@ class ScratchAnalytic:
         return _scratch_second_order(self.program, directions)
 
     def jvp(self, tangents):
+        from ..engine import Variable
         from ..functional import jvp
         program = self.program
         wanted = program.differentiable_leaves()
         fn = program_function(program, wanted)
-        _, tangent_outputs = jvp(lambda *xs: tuple(fn(*xs)), [program.leaves[k] for k in wanted],
+        primals = [program.leaves[k] for k in wanted]
+        # outputs computed from constants alone are arrays with no tangent: J t is 0 there
+        live = [isinstance(o, Variable) for o in fn(*[Variable(p) for p in primals])]
+        _, tangent_outputs = jvp(lambda *xs: tuple(o for o, keep in zip(fn(*xs), live) if keep), primals,
                                  [np.asarray(t, dtype=program.leaves[k].dtype) for t, k in zip(tangents, wanted)])
-        return list(tangent_outputs)
+        tangent_outputs = iter(tangent_outputs)
+        outputs = program.evaluate_raw(program.leaves)
+        return [next(tangent_outputs) if keep else np.zeros_like(np.asarray(outputs[k]))
+                for keep, k in zip(live, program.outputs)]
 
     def gradients_at(self, program):
         _, grads, _ = program.scratch_gradients()
