@@ -235,7 +235,7 @@ def _op_task(name, dtype, samples, seed, reproducer_dir):
 
 
 def _graph_task(dtype, start, stop, seed, max_ops, reproducer_dir):
-    from .compiled import compare_compiled
+    from .compiled import compare_compiled, compare_mixed
     from .gen import RandomGen
     from .graphs import build_graph, check_graph, localize
     rows = {}
@@ -263,6 +263,8 @@ def _graph_task(dtype, start, stop, seed, max_ops, reproducer_dir):
             adopted = _record_graph(rows.setdefault(name, OpRow()), worst, culprits, name, dtype)
             _attach(adopted, report, message, reproducer_dir)
         _record_compiled(rows, program.op_names(), compare_compiled(program), f"{where} ({dtype})", dtype)
+        _record_compiled(rows, program.op_names(), compare_mixed(program, seed=k),
+                         f"{where} ({dtype}) with compiled calls inside", dtype)
         for name in culprits:
             row = rows.setdefault(name, OpRow())
             if name == ENGINE_ROW:
