@@ -379,6 +379,7 @@ def check_program(program, *, engine=None, second_order=None, forward_mode=None,
         forward_mode = analytic.forward_mode and program.twice_differentiable() and bool(wanted)
     directions = [rng.uniform(-1, 1, size=np.shape(program.leaves[k])) for k in wanted] if second_order else None
 
+    before = invariants.snapshot(program) if contract and analytic.contract else None
     reference, low = _torch_runs(program, dtype, directions, findings)
     if reference is None:
         return report
@@ -439,7 +440,7 @@ def check_program(program, *, engine=None, second_order=None, forward_mode=None,
         if found is not None:
             findings.append(found)
     if contract and analytic.contract:
-        findings.extend(invariants.check(program, t_grad64))
+        findings.extend(invariants.check(program, t_grad64, before))
     if forward_mode:
         _forward_mode_findings(program, analytic, scalar, points, natural, rng, findings,
                                cut=_CUT if objective is not None else _SHARED)
