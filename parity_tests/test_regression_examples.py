@@ -60,6 +60,11 @@ def test_example_three_ways(name, k, dtype):
         # the high-precision reference itself fails where an op's mp definition turns complex (pow of a
         # negative base, std with ddof > n): reported; torch and finite differences still judge
         report = None
+    if report is not None and not _finite(inputs):
+        # forward mode (derived here from the VJPs) against torch.func where a NaN is an input: torch's own
+        # forward and reverse modes disagree there (maximum(1, NaN): reverse gives g to both inputs,
+        # forward only the tangent of `other`), so the reverse mode, checked above, is the convention
+        report.findings = [f for f in report.findings if not f.check.startswith("jvp")]
     if report is None or not report.passed and all(f.check.endswith("_mp") for f in report.failures()):
         # only the oracle's high-precision reference objects: it returns 0 for derivatives tiny next to f
         # (tanh'(40), sigmoid'(300): reported). Those tails are compared with mpmath at a precision that

@@ -330,7 +330,7 @@ clip = _unary("clip", _clip_forward, _clip_vjp,
               examples=(
                   # array bounds that broadcast x to a larger shape; min > max in some entries
                   ((np.array([-1.0, 0.0, 0.25, 1.0]),), {"min": np.array([[-0.5], [0.5]]), "max": np.array([[0.5], [0.0]])}),
-                  ((np.linspace(-1.0, 1.0, 6).reshape(2, 3),), {"min": np.array([-0.5, 0.0, 0.5]), "max": 0.6}),
+                  ((np.linspace(-1.0, 1.0, 6).reshape(2, 3),), {"min": np.array([-0.5, 0.0, 0.5]), "max": 0.7}),
                   ((np.array([-1.0, 0.0, 1.0]),), {"min": np.full((2, 3), -0.5)}),
                   ((np.array([-1.0, 0.2, 1.0]),), {"min": 0.5, "max": -0.5}),
               ))
@@ -384,8 +384,12 @@ def _pow_vjp_base(g, out, x, y):
             data = _raw(x)
             return np.zeros(data.shape, dtype=data.dtype)
         return g * (y * x ** (y - 1))
+    # the mask selects on g and on the factor separately (the same values as where(mask, 0, g * c)): a
+    # NaN or inf in g stays out of masked entries, and the forward mode derived from this VJP (its
+    # transpose in g) does not multiply a masked 0 by the factor's 0 * inf = NaN (torch's is 0 there)
+    mask = (_raw(y) == 0) & (_raw(x) == 0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return where((_raw(y) == 0) & (_raw(x) == 0), 0.0, g * (y * x ** (y - 1)))
+        return where(mask, 0.0, g) * where(mask, 1.0, y * x ** (y - 1))
 
 
 def _pow_forward(x, y):

@@ -95,8 +95,14 @@ sum = _reduction("sum", _sum_forward,
                      *_ZERO_D,
                  ))
 
+def _mean_vjp(g, out, x, axis=None, keepdims=False):
+    # g / n, then broadcast: scaling the smaller g is cheaper, and over an empty axis (n = 0) the
+    # forward mode derived from this VJP (its transpose: sum(t) / n) is 0/0 = NaN, as torch's
+    return _expand(g * _ratio(1.0, _count(_raw(x).shape, axis)), x, axis)
+
+
 mean = _reduction("mean", lambda x, axis=None, keepdims=False: np.mean(x, axis=_numpy_axis(x, axis), keepdims=keepdims),
-                  lambda g, out, x, axis=None, keepdims=False: _expand(g, x, axis) * _ratio(1.0, _count(_raw(x).shape, axis)),
+                  _mean_vjp,
                   lambda x, axis=None, keepdims=False: torch.mean(x, dim=_torch_dims(x, axis), keepdim=keepdims),
                   mp=lambda values: mpmath.fsum(values) / len(values),
                   examples=(
@@ -157,6 +163,8 @@ def _var_vjp(g, out, x, axis=None, keepdims=False, ddof=0):
         # torch's backward has a branch of its own here: grad * where(x == mean, NaN, inf), constants
         # (so no second order); of a 0-d x, NaN unless x is NaN. Kept, so NaN positions match torch
         return g * np.where(data == data, np.nan, np.inf).astype(data.dtype)
+    # (x - mean) before the factor: over an empty axis torch's forward mode gives 0 (a sum over nothing),
+    # which is what this VJP's transpose gives; mean and std scale g first (NaN there, as torch's)
     return _expand(g, x, axis) * _centered(x, axis) * _ratio(2.0, dof)
 
 
@@ -187,9 +195,10 @@ def _std_vjp(g, out, x, axis=None, keepdims=False, ddof=0):
     centered = _centered(x, axis)
     std_kept = _keep(out, x, axis)
     flat = _raw(std_kept) == 0
-    safe = where(flat, 1.0, std_kept)
     scale = _ratio(1.0, _count(_raw(x).shape, axis) - ddof)
-    return where(flat, 0.0, _expand(g, x, axis) * centered * scale / safe)
+    # g / ((n - ddof) std) in the output's shape first, then broadcast, as mean
+    safe_out = where(_raw(out) == 0, 1.0, out)
+    return where(flat, 0.0, _expand(g * scale / safe_out, x, axis) * centered)
 
 
 def _std_forward(x, axis=None, keepdims=False, ddof=0):
@@ -328,6 +337,9 @@ def _logsumexp_vjp(g, out, x, axis=None, keepdims=False):
     # exp(0) = 1 where the gradient is 1/2 (torch shares that error). m is a constant shift (the
     # ratio does not depend on it), so under create_graph the ratio is differentiated as it is
     axes = _axes(_raw(x).ndim, axis)
+    if _count(_raw(x).shape, axes) == 0:
+        # an empty axis: the gradient is empty; the forward mode derived from this VJP is NaN, as torch's
+        return _expand(g * math.nan, x, axes)
     e = exp(x - _row_max(_raw(x), axes))
     return _expand(g, x, axes) * (e / sum(e, axis=axes, keepdims=True))
 
