@@ -370,8 +370,8 @@ def _pow_vjp_exponent(g, out, x, y):
 
 
 def _pow_vjp_base(g, out, x, y):
-    # d/dx x^y = y x^(y-1). torch: where(y == 0, 0, g * (y * x^(y-1))). Here the mask is y == 0 and
-    # x == 0 only, where the formula is 0 * inf = NaN: at y == 0 with x > 0 the formula is already 0 and
+    # d/dx x^y = y x^(y-1). torch: where(y == 0, 0, g * (y * x^(y-1))). Here the mask is y == 0 and x
+    # 0 or not finite only, where the formula is 0 * inf = NaN: at y == 0 with finite x != 0 it is 0 and
     # its cross derivative d/dy is the true 1/x (torch's mask gives 0 there, a convention that is not the
     # derivative: the oracle's finite differences and mpmath side against it). A Python exponent 0
     # gives zeros (even where g is inf or NaN), as torch; otherwise the formula
@@ -387,7 +387,9 @@ def _pow_vjp_base(g, out, x, y):
     # the mask selects on g and on the factor separately (the same values as where(mask, 0, g * c)): a
     # NaN or inf in g stays out of masked entries, and the forward mode derived from this VJP (its
     # transpose in g) does not multiply a masked 0 by the factor's 0 * inf = NaN (torch's is 0 there)
-    mask = (_raw(y) == 0) & (_raw(x) == 0)
+    data = _raw(x)
+    # y == 0 where x is 0, +-inf or NaN: x^0 = 1 there too, but y x^(y-1) is 0 * inf or NaN
+    mask = (_raw(y) == 0) & ~(np.isfinite(data) & (data != 0))
     with np.errstate(divide="ignore", invalid="ignore"):
         return where(mask, 0.0, g) * where(mask, 1.0, y * x ** (y - 1))
 
@@ -415,6 +417,7 @@ power = _binary("pow", _pow_forward, _pow_vjp_base, _pow_vjp_exponent, torch.pow
                     ((np.array([0.0, 0.5, 2.0, -1.5]), 3), {}),
                     ((np.array([0.0, 0.5, 2.0]), 0.5), {}),
                     ((np.array([0.0, 0.5, -2.0]), -1), {}),
+                    ((np.array([np.nan, np.inf, -np.inf, np.nan]), np.array([0.0, 0.0, -0.0, 1.0])), {}),
                     ((0.0, np.array([0.0, 1.0, 2.0, -1.0, 0.5])), {}),     # Python bases
                     ((2.0, np.array([0.0, 1.0, -1.0, 0.5])), {}),
                 ))
