@@ -331,11 +331,11 @@ def _changes(program, mutant):
 
 def _op_programs(spec, samples, seed, dtypes):
     from ..ops.sampling import sample_inputs
-    from .gen import RandomGen
+    from .gen import RandomGen, sample_modes
     from .program import single_op_program
     for dtype in dtypes:
         for k in range(samples):
-            gen = RandomGen(seed=(seed, k), dtype=dtype, kinks=not spec.smooth and k % 3 == 2)
+            gen = RandomGen(seed=(seed, k), dtype=dtype, **sample_modes(spec, k))
             try:
                 inputs, params = sample_inputs(spec, gen)
                 program = single_op_program(spec, inputs, params, cotangent_gen=gen)

@@ -109,14 +109,14 @@ def _op_task(name, dtype, samples, seed, reproducer_dir):
     from ..ops import REGISTRY
     from ..ops.sampling import sample_inputs
     from .compiled import compare_compiled
-    from .gen import RandomGen
+    from .gen import RandomGen, sample_modes
     from .oracle import check_sample
     from .program import single_op_program
     spec = REGISTRY[name]
     row = OpRow()
     started = time.perf_counter()
     for k in range(samples):
-        gen = RandomGen(seed=(seed, k), dtype=dtype, kinks=not spec.smooth and k % 3 == 2)
+        gen = RandomGen(seed=(seed, k), dtype=dtype, **sample_modes(spec, k))
         try:
             inputs, params = sample_inputs(spec, gen)
         except Exception as exc:  # noqa: BLE001 - a broken sampler is a failure of the op's entry
