@@ -93,7 +93,7 @@ def with_negative_axes(axes, ndim, flags):
 
 
 # ---- the default samplers of the kinds ----------------------------------------------------------------
-SCALAR_ODDS = 4     # the default binary sampler makes one input a Python number in about 1 draw of 4
+SCALAR_ODDS = 3     # the default binary sampler makes one input a Python number in about 1 draw of 3
 
 
 def _elementwise(spec, gen):

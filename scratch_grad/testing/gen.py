@@ -33,11 +33,14 @@ LAYOUTS = ("contiguous", "transposed", "strided", "reversed")
 EDGE_ODDS = 4         # one sample in EDGE_ODDS is an edge sample
 KINK_ODDS = 3         # one sample in KINK_ODDS of a non-smooth op sits exactly at kinks and ties
 # how the entries of an edge array are made (simplest first: hypothesis shrinks towards it):
-#   points    some entries are edge points, the others ordinary values
-#   ties      every entry is one of two values (exact ties, across inputs too: both are edge points)
-#   ulp       every entry is v or one of its neighbours in the dtype (equal up to rounding)
-#   constant  every entry is the same edge point (the zero vector, a row of -inf)
-EDGE_FAMILIES = ("points", "ties", "ulp", "constant")
+#   points     some entries are finite edge points, the others ordinary values
+#   ties       every entry is one of two finite values (exact ties, across inputs too: edge points repeat)
+#   ulp        every entry is v or one of its neighbours in the dtype (equal up to rounding)
+#   constant   every entry is the same edge point, maybe infinite or NaN (the zero vector, a row of -inf)
+#   nonfinite  some entries are the domain's infinities or NaN, the others ordinary values
+# Infinities and NaN are kept to the last two: one of them in an input makes finite differences of
+# the whole sample uninformative, so the finite families are checked three ways
+EDGE_FAMILIES = ("points", "ties", "ulp", "constant", "nonfinite")
 
 
 def sample_modes(spec, k):
@@ -139,14 +142,22 @@ def with_layout(values, layout):
     return values
 
 
+def _involution(permutation):
+    return all(permutation[permutation[i]] == i for i in range(len(permutation)))
+
+
 def non_involution(permutation):
-    """`permutation` itself when it is not its own inverse, else a rotation of it (n >= 3): the
-    inverse of a transpose then differs from the transpose, so a VJP that applies the permutation
-    instead of its inverse shows."""
+    """`permutation` itself when it is not its own inverse, else the first rotation of it that is
+    not, or the cycle (1 2 ... n-1 0) (n >= 3): the inverse of a transpose then differs from the
+    transpose, so a VJP that applies the permutation instead of its inverse shows."""
     n = len(permutation)
-    if n < 3 or any(permutation[permutation[i]] != i for i in range(n)):
+    if n < 3 or not _involution(permutation):
         return list(permutation)
-    return [permutation[(i + 1) % n] for i in range(n)]
+    for shift in range(1, n):
+        rotated = [permutation[(i + shift) % n] for i in range(n)]
+        if not _involution(rotated):
+            return rotated
+    return [(i + 1) % n for i in range(n)]
 
 
 class RandomGen:
@@ -235,18 +246,18 @@ class RandomGen:
 
     def _edge_values(self, shape, domain):
         points = edge_points(domain, self.dtype)
+        finite = [p for p in points if math.isfinite(p)]
         family = self.choice(EDGE_FAMILIES)
-        if family == "points":
-            chosen = self.rng.integers(0, 2, size=shape) == 1
-            return np.where(chosen, self.rng.choice(points, size=shape), self._plain_values(shape, domain))
         if family == "constant":
             return np.full(shape, self.choice(points))
-        base = self.choice(points) if self.boolean() else float(self._plain_values((), domain))
+        if family in ("points", "nonfinite"):
+            pool = [p for p in points if not math.isfinite(p)] if family == "nonfinite" else finite
+            chosen = self.rng.integers(0, 4 if family == "nonfinite" else 2, size=shape) == 1
+            return np.where(chosen, self.rng.choice(pool or finite, size=shape), self._plain_values(shape, domain))
+        base = self.choice(finite) if self.boolean() else float(self._plain_values((), domain))
         if family == "ties":
-            other = float(self._plain_values((), domain)) if self.boolean() else self.choice(points)
+            other = float(self._plain_values((), domain)) if self.boolean() else self.choice(finite)
             return self.rng.choice([base, other], size=shape)
-        if not math.isfinite(base):
-            base = float(self._plain_values((), domain))
         near = [v for v in _neighbours(base, self.dtype) if in_domain(v, domain)]
         return self.rng.choice(near, size=shape)
 

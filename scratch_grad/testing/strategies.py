@@ -83,19 +83,20 @@ def edge_elements(domain, dtype, ordinary):
     `ordinary` draws the usual values; every family shrinks towards it and towards the first edge
     points (0, 1, the bounds)."""
     points = edge_points(domain, dtype)
-    point = st.sampled_from(points)
-    value = st.one_of(ordinary, point)
+    finite = [p for p in points if math.isfinite(p)]
+    nonfinite = [p for p in points if not math.isfinite(p)]
+    value = st.one_of(ordinary, st.sampled_from(finite))
 
     def family(name):
         if name == "points":
-            return st.just(st.one_of(ordinary, point))
+            return st.just(value)
+        if name == "nonfinite":
+            return st.just(st.one_of(ordinary, st.sampled_from(nonfinite or finite)))
         if name == "constant":
-            return point.map(st.just)
+            return st.sampled_from(points).map(st.just)
         if name == "ties":
             return st.tuples(value, value).map(lambda pair: st.sampled_from(pair))
-        finite = st.one_of(ordinary, st.sampled_from([p for p in points if math.isfinite(p)] or [0.0]))
-        return finite.map(lambda v: st.sampled_from([n for n in _neighbours(v, dtype) if in_domain(n, domain)]
-                                                     or [v]))
+        return value.map(lambda v: st.sampled_from([n for n in _neighbours(v, dtype) if in_domain(n, domain)]))
 
     return st.sampled_from(EDGE_FAMILIES).flatmap(family)
 
@@ -146,13 +147,16 @@ class HypothesisGen:
         low = max(min_side, 1)
         shape = self.data.draw(hnp.array_shapes(min_dims=min_dims, max_dims=max(max_dims, min_dims),
                                                 min_side=low, max_side=max(max_side, low)))
-        if self.edges and min_dims == 0 and shape and self.data.draw(st.booleans(), label="0-d"):
+        if self.edges and min_dims == 0 and shape and self._sometimes("0-d"):
             return ()
-        if self.edges and min_side == 0 and shape:
-            empty = self.data.draw(st.integers(-1, len(shape) - 1), label="size-0 dimension")
-            if empty >= 0:
-                shape = shape[:empty] + (0,) + shape[empty + 1:]
+        if self.edges and min_side == 0 and shape and self._sometimes("size-0 dimension"):
+            empty = self.data.draw(st.integers(0, len(shape) - 1), label="size-0 dimension")
+            shape = shape[:empty] + (0,) + shape[empty + 1:]
         return shape
+
+    def _sometimes(self, label):
+        """True about one time in four; shrinks to False."""
+        return self.data.draw(st.sampled_from([False, False, False, True]), label=label)
 
     def broadcastable_shapes(self, n, min_dims=0, max_dims=3, min_side=1):
         if n == 0:
@@ -161,13 +165,12 @@ class HypothesisGen:
                                                                  max_dims=max(max_dims, min_dims),
                                                                  max_side=self.max_side))
         shapes = tuple(drawn.input_shapes)
-        if self.edges and min_side == 0:
+        ndim = max(len(s) for s in shapes)
+        if self.edges and min_side == 0 and ndim and self._sometimes("size-0 dimension"):
             # one dimension of the broadcast result empty: each shape's copy of it is 0 or 1
-            ndim = max(len(s) for s in shapes)
-            empty = self.data.draw(st.integers(-1, ndim - 1), label="size-0 dimension") if ndim else -1
-            if empty >= 0:
-                shapes = tuple(tuple(0 if k == empty - (ndim - len(s)) and d != 1 else d for k, d in enumerate(s))
-                               for s in shapes)
+            empty = self.data.draw(st.integers(0, ndim - 1), label="size-0 dimension")
+            shapes = tuple(tuple(0 if k == empty - (ndim - len(s)) and d != 1 else d for k, d in enumerate(s))
+                           for s in shapes)
         return shapes
 
     def permutation(self, n):
@@ -198,11 +201,11 @@ class HypothesisGen:
         return values
 
     def scalar(self, domain=REAL):
-        """A Python number inside the domain (an int when one fits: x ** 3); edge points in edge mode.
-        Shrinks towards an ordinary float."""
+        """A Python number inside the domain (an int when one fits: x ** 3, x + 1); edge points in edge
+        mode. Shrinks towards the int 2, the commonest exponent."""
         floats = element_strategy(domain, self.dtype)
         ints = [n for n in (2, 3, -1, 0, 1, -2) if domain.low < n < domain.high and n not in domain.avoid]
-        options = [floats] + ([st.sampled_from(ints)] if ints else [])
+        options = ([st.sampled_from(ints)] if ints else []) + [floats]
         if self.edges:
             options.append(st.sampled_from(edge_points(domain, self.dtype)))
         return self.data.draw(st.one_of(*options))
