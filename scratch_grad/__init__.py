@@ -10,6 +10,7 @@ from .compiler import CompiledFunction, compile  # noqa: A004  (sg.compile, like
 from .errors import AxisError, DomainError, DTypeError, GraphError, ScratchGradError, ShapeError
 from .ops import *  # noqa: F401,F403  (every op's public function)
 from .ops import REGISTRY, Domain, OpSpec, register
+from .functional import hessian, jacobian, jvp
 
 __version__ = "0.1.0"
 

@@ -33,3 +33,17 @@ def describe(value):
     if shape is None:
         return f"python {type(value).__name__}"
     return f"shape {tuple(shape)} {data.dtype}"
+
+
+class NotProvidedError(ScratchGradError, NotImplementedError):
+    """An engine adapter lacks what a check needs: an op, a parameter value of an op, a dtype or a
+    capability (second order, forward mode). `ops` names the missing registry ops, if any."""
+
+    def __init__(self, message, ops=()):
+        super().__init__(message)
+        self.ops = tuple(ops)
+
+
+class EngineError(ScratchGradError, ValueError):
+    """An engine adapter that cannot be loaded (unknown name, engine not installed) or that does
+    not follow the adapter protocol (scratch_grad.testing.engines)."""

@@ -216,14 +216,15 @@ def _pow_vjp_exponent(g, out, x, y):
 
 
 def _pow_vjp_base(g, out, x, y):
-    # y x^(y-1), set to 0 where y == 0 as torch does (at x == 0 the formula is 0 * inf = NaN). The
-    # mask also makes the cross derivative d/dy there 0, like torch's, though the exact value is 1/x
+    # y x^(y-1), set to 0 where y == 0 and x == 0 (the formula is 0 * inf = NaN there; torch gives 0).
+    # Only there: at y == 0 with x > 0 the formula is already 0 and its cross derivative d/dy is the
+    # true 1/x (torch masks every y == 0 and gets 0, a convention that is not the derivative)
     if isinstance(y, (int, float)):               # x ** 2 and friends: no mask needed
         if y == 2:
             return (x + x) * g                    # the square: skip x ** 1 (and x * 2's scalar conversion)
         return g * 0.0 if y == 0 else g * y * x ** (y - 1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return where(_raw(y) == 0, 0.0, g * y * x ** (y - 1))
+        return where((_raw(y) == 0) & (_raw(x) == 0), 0.0, g * y * x ** (y - 1))
 
 
 def _pow_forward(x, y):

@@ -25,7 +25,7 @@ class _LazyPath:
         if name.startswith("__"):
             raise AttributeError(name)
         if self._path.split(".")[0] in sys.modules:
-            return getattr(self._resolve(), name)
+            return getattr(self._resolve(), name)     # the real object once its library is imported
         return _LazyPath(f"{self._path}.{name}")
 
     def __call__(self, *args, **kwargs):

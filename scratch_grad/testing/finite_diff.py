@@ -18,10 +18,16 @@ so is one where phi itself jumps (D(h/2) ~ 2 D(h), as for a discontinuous first 
 with its one-sided derivatives (phi(0) - phi(-h/2)) / (h/2) and (phi(h/2) - phi(0)) / (h/2);
 there the derivative does not exist and only the convention (torch's) can be checked.
 
+Domain edges: where a point at -h or +h cannot be evaluated (sqrt just above 0: L raises or is NaN there),
+the step shrinks twice by 4; if that is not enough, one-sided differences are taken on the side that
+can be evaluated (Richardson twice on the O(h) forward difference). Inputs that are not finite have no
+finite difference (`unavailable`): torch and the high-precision reference decide there.
+
 Full mode differentiates along every coordinate (4 evaluations each + 1); projection mode
 (large inputs, like JAX's check_vjp and torch gradcheck's fast mode) along one random
 direction v, giving the scalar u^T J v that is compared with <analytic gradient, v>.
 """
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,17 +50,51 @@ class FiniteDifference:
     right: np.ndarray          # one-sided derivative from above
     direction: np.ndarray = None   # projection mode: the direction v (None in full mode)
     evaluations: int = 0
+    one_sided: np.ndarray = None   # bool: a domain edge (or overflow) on one side: one-sided differences
+    unavailable: np.ndarray = None  # bool: no finite difference exists here (non-finite input or L)
+
+    def __post_init__(self):
+        shape = np.shape(self.value)
+        if self.one_sided is None:
+            self.one_sided = np.zeros(shape, dtype=bool)
+        if self.unavailable is None:
+            self.unavailable = np.zeros(shape, dtype=bool)
 
 
-def _directional(scalar_fn, points, index, direction, step, base_value, base_scale):
-    """phi at -h, -h/2, +h/2, +h along `direction` on input `index`; returns the FD quantities."""
+class _Invalid(Exception):
+    """L cannot be evaluated at a point (outside the domain, an overflow): try other steps."""
+
+
+def _evaluator(scalar_fn, points, index, direction):
+    def phi(t):
+        moved = list(points)
+        moved[index] = np.asarray(points[index] + t * direction)   # 0-d stays an array
+        try:
+            with np.errstate(all="ignore"):
+                value, absolute = scalar_fn(moved)
+        except Exception as exc:  # noqa: BLE001 - a forward that refuses a point: that point is outside
+            if _from_checker(exc):
+                raise
+            raise _Invalid(exc) from None
+        if not (np.isfinite(value) and np.isfinite(absolute)):
+            raise _Invalid("non-finite")
+        return value, absolute
+    return phi
+
+
+def _from_checker(exc):
+    """An exception raised by the checker's own code is a checker bug, never an invalid point."""
+    from .faults import raised_by_checker
+    return raised_by_checker(exc)
+
+
+def _central(phi, step, base_value, base_scale):
+    """phi at -h, -h/2, +h/2, +h: Richardson-extrapolated central difference, its error bound, kink
+    detection and the one-sided derivatives; raises _Invalid if a point cannot be evaluated."""
     values = {}
     scale = base_scale
     for multiple in (-1.0, -0.5, 0.5, 1.0):
-        moved = list(points)
-        moved[index] = np.asarray(points[index] + (multiple * step) * direction)   # 0-d stays an array
-        value, absolute = scalar_fn(moved)
-        values[multiple] = value
+        values[multiple], absolute = phi(multiple * step)
         scale = max(scale, absolute)
     coarse = (values[1.0] - values[-1.0]) / (2 * step)
     fine = (values[0.5] - values[-0.5]) / step
@@ -75,38 +115,111 @@ def _directional(scalar_fn, points, index, direction, step, base_value, base_sca
     return extrapolated, tolerance, kink, left, right
 
 
+def _one_sided(phi, step, side, base_value, base_scale):
+    """Forward (side +1) or backward (side -1) differences at h, h/2, h/4, extrapolated twice
+    (Richardson on the O(h) one-sided difference: error O(h^3)); its error bound is the change between
+    the two extrapolations. Used where the other side leaves the domain (sqrt near 0)."""
+    values = {}
+    scale = base_scale
+    for multiple in (0.25, 0.5, 1.0):
+        values[multiple], absolute = phi(side * multiple * step)
+        scale = max(scale, absolute)
+    d = {m: (values[m] - base_value) / (side * m * step) for m in values}
+    first = 2 * d[0.5] - d[1.0]
+    second = 2 * d[0.25] - d[0.5]
+    extrapolated = (4 * second - first) / 3
+    tolerance = finite_difference_tolerance(first, second, scale, step / 4)
+    return extrapolated, tolerance, False, d[0.25], d[0.25]
+
+
+# central steps tried, largest first, before one-sided differences: next to a domain edge (sqrt at 2e-6)
+# the step must shrink below the distance to it, or the difference averages over a singularity
+SHRINK = tuple(0.25 ** k for k in range(11))
+
+
+def _directional(scalar_fn, points, index, direction, step, base_value, base_scale):
+    """The FD quantities along `direction` on input `index`: central differences at the largest step
+    whose points can all be evaluated, else one-sided on a side that can; (..., one_sided, available)."""
+    phi = _evaluator(scalar_fn, points, index, direction)
+    for factor in SHRINK:
+        try:
+            return _central(phi, step * factor, base_value, base_scale) + (False, True)
+        except _Invalid:
+            continue
+    for side in (1.0, -1.0):
+        try:
+            return _one_sided(phi, step, side, base_value, base_scale) + (True, True)
+        except _Invalid:
+            continue
+    return math.nan, 0.0, False, math.nan, math.nan, False, False
+
+
 def differentiate(scalar_fn, points, index, rng, mode="auto"):
     """Finite-difference derivative of scalar_fn(points) with respect to points[index].
 
     scalar_fn(list of float64 arrays) -> (L, |L|_abs) where |L|_abs bounds the magnitudes summed
     into L (for the cancellation error). mode: "full", "projection" or "auto" (full for inputs
-    of at most FULL_JACOBIAN_LIMIT entries).
+    of at most FULL_JACOBIAN_LIMIT entries). Coordinates where no difference can be taken (a
+    non-finite input, L not finite nearby on either side) are marked `unavailable`; where only one
+    side can be evaluated, the difference is one-sided (`one_sided`).
     """
     points = [np.array(p, dtype=np.float64) if isinstance(p, np.ndarray) else p for p in points]
     x = points[index]
+    if mode == "auto":
+        mode = "full" if x.size <= FULL_JACOBIAN_LIMIT else "projection"
     if x.size == 0:
         empty = np.zeros(x.shape)
         return FiniteDifference(empty, empty, np.zeros(x.shape, dtype=bool), empty, empty, None, evaluations=0)
-    base_value, base_scale = scalar_fn(points)
-    if mode == "auto":
-        mode = "full" if x.size <= FULL_JACOBIAN_LIMIT else "projection"
+    base = _base(scalar_fn, points)
     if mode == "projection":
         direction = rng.standard_normal(x.shape)
         direction /= max(float(np.abs(direction).max()), 1e-300)
+        finite = np.isfinite(x)
+        if base is None or not finite.all() or not all(np.all(np.isfinite(p)) for p in points
+                                                        if isinstance(p, np.ndarray)):
+            return _unavailable((), direction)
         step = STEP * max(float(np.abs(x).max()) if x.size else 1.0, 1.0)
-        value, tolerance, kink, left, right = _directional(scalar_fn, points, index, direction, step,
-                                                          base_value, base_scale)
+        value, tolerance, kink, left, right, one_sided, available = _directional(
+            scalar_fn, points, index, direction, step, *base)
+        if not available:
+            return _unavailable((), direction)
         return FiniteDifference(np.float64(value), np.float64(tolerance), np.bool_(kink), np.float64(left),
-                                np.float64(right), direction, evaluations=5)
-    value = np.zeros(x.shape)
-    tolerance = np.zeros(x.shape)
-    kink = np.zeros(x.shape, dtype=bool)
-    left = np.zeros(x.shape)
-    right = np.zeros(x.shape)
+                                np.float64(right), direction, evaluations=5, one_sided=np.bool_(one_sided))
+    result = _unavailable(x.shape, None)
+    result.evaluations = 1
+    if base is None:
+        return result
+    others_finite = all(np.all(np.isfinite(p)) for k, p in enumerate(points) if k != index
+                        and isinstance(p, np.ndarray))
     for position in np.ndindex(*x.shape):
+        if not (others_finite and np.isfinite(x[position])):
+            continue                     # inf or NaN inputs: no difference exists (torch decides there)
         unit = np.zeros(x.shape)
         unit[position] = 1.0
         step = STEP * max(abs(float(x[position])), 1.0)
-        (value[position], tolerance[position], kink[position], left[position],
-         right[position]) = _directional(scalar_fn, points, index, unit, step, base_value, base_scale)
-    return FiniteDifference(value, tolerance, kink, left, right, None, evaluations=1 + 4 * x.size)
+        (result.value[position], result.tolerance[position], result.kink[position], result.left[position],
+         result.right[position], result.one_sided[position], available) = _directional(
+            scalar_fn, points, index, unit, step, *base)
+        result.unavailable[position] = not available
+        result.evaluations += 4
+    return result
+
+
+def _base(scalar_fn, points):
+    """(L, |L|_abs) at the point itself, or None when it is not finite there."""
+    try:
+        with np.errstate(all="ignore"):
+            value, absolute = scalar_fn(points)
+    except Exception as exc:  # noqa: BLE001
+        if _from_checker(exc):
+            raise
+        return None
+    if not (np.isfinite(value) and np.isfinite(absolute)):
+        return None
+    return value, absolute
+
+
+def _unavailable(shape, direction):
+    nan = np.full(shape, np.nan)
+    return FiniteDifference(nan, np.zeros(shape), np.zeros(shape, dtype=bool), nan.copy(), nan.copy(), direction,
+                            one_sided=np.zeros(shape, dtype=bool), unavailable=np.ones(shape, dtype=bool))

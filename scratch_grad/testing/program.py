@@ -126,8 +126,10 @@ class Program:
         return outputs, grads, variables
 
     # ---- torch ---------------------------------------------------------------------------------------
-    def run_torch(self, dtype, create_graph=False, second_order_directions=None):
-        """Outputs, gradients of L and (optionally) gradients of <grad L, w> computed by torch in dtype."""
+    def run_torch(self, dtype, create_graph=False, second_order_directions=None, return_scale=False):
+        """Outputs, gradients of L and (optionally) gradients of <grad L, w> computed by torch in dtype;
+        with return_scale, also the largest finite |gradient| of L anywhere in the backward pass (every
+        step's value and every leaf): the size of the terms backprop sums (oracle.py's tolerance floor)."""
         import torch
         torch_dtype = getattr(torch, np.dtype(dtype).name)
         leaves = [torch.tensor(np.array(v, order="C"), dtype=torch_dtype, requires_grad=bool(flag))
@@ -143,12 +145,22 @@ class Program:
             wanted = [leaves[k] for k in self.differentiable_leaves()]
             live = [(o, c) for o, c in zip(outputs, self.cotangents) if o.requires_grad]
             grads = [None] * len(wanted)
+            scale = 0.0
             if wanted and live:
                 need_graph = create_graph or second_order_directions is not None
-                grads = list(torch.autograd.grad([o for o, _ in live], wanted,
+                intermediates = [v for v in values if return_scale and isinstance(v, torch.Tensor)
+                                 and v.requires_grad] if return_scale else []
+                found = list(torch.autograd.grad([o for o, _ in live], wanted + intermediates,
                                                  [torch.tensor(np.array(c, order="C"), dtype=torch_dtype)
                                                   for _, c in live],
                                                  allow_unused=True, create_graph=need_graph))
+                grads = found[:len(wanted)]
+                for g in found:
+                    if g is not None and g.numel():
+                        magnitude = g.detach().abs()
+                        magnitude = magnitude[torch.isfinite(magnitude)]
+                        if magnitude.numel():
+                            scale = max(scale, float(magnitude.max()))
             second = None
             if second_order_directions is not None:
                 total = None
@@ -163,6 +175,8 @@ class Program:
                               zip(torch.autograd.grad(total, wanted, allow_unused=True), wanted)]
         outputs = [o.detach().numpy() for o in outputs]
         grads = [_to_numpy(g, v) for g, v in zip(grads, wanted)]
+        if return_scale:
+            return outputs, grads, second, scale
         return outputs, grads, second
 
 

@@ -12,10 +12,15 @@ gets a tolerance built from what can actually go wrong in a correct computation:
    terms cancel (softmax's gradient against a constant cotangent, var of equal values, the
    second derivative of a linear function), even that floor is zero, so a floor from the terms
    themselves is added: for gradients of L = sum <output, cotangent>, the larger of
-   |L|_abs / max(|x|, 1) (|L|_abs = sum |output| |cotangent|) and the problem's natural scale
-   max|cotangent| * max(1, max|x|); for second order, the same times the direction w; for
-   forward values, max(1, max|x|). Below that floor a float32 result is noise, so a relative
-   bug in a value far smaller than the problem's scale is only caught in float64::
+   |L|_abs / max(|x|, 1) (|L|_abs = sum |output| |cotangent|) and the problem's natural scale,
+   the largest gradient anywhere in torch's backward pass (the cotangents, every intermediate
+   value's gradient, every leaf's); for second order, the same times the direction w; for
+   forward values, max(1, max|x|). Not the inputs' magnitude for gradients: with logits of 1e8
+   a softmax gradient is O(1), and a floor of 1e8 u would let a sign flip pass. All magnitudes
+   are taken over finite entries only (an inf input must not make every tolerance infinite;
+   non-finite results must match exactly). Below that floor a float32 result is noise, so a
+   relative bug in a value far smaller than the problem's scale is only caught in float64 (or
+   by the high-precision reference, entry by entry, at the end of this module)::
 
        rounding_i = ROUNDING_SAFETY * u * depth * (m_i + max_j m_j + floor)
 
@@ -58,10 +63,20 @@ def unit_roundoff(dtype):
     return float(np.finfo(np.dtype(dtype)).eps) / 2
 
 
+def finite_max(values):
+    """The largest |value| over the finite entries (0 for none): an inf or NaN entry must not make
+    every other entry's tolerance infinite."""
+    magnitude = np.abs(np.asarray(values, dtype=np.float64))
+    finite = magnitude[np.isfinite(magnitude)]
+    return float(finite.max()) if finite.size else 0.0
+
+
 def rounding_tolerance(reference, dtype, depth, floor=0.0):
     """Per-entry bound on the rounding error of a result computed in `dtype` through `depth` ops;
-    `floor` is the magnitude of the terms the result is summed from (see the module doc)."""
+    `floor` is the magnitude of the terms the result is summed from (see the module doc). Non-finite
+    entries get a tolerance of 0: they must match exactly (inf for inf, NaN for NaN)."""
     magnitude = np.abs(np.asarray(reference, dtype=np.float64))
+    magnitude = np.where(np.isfinite(magnitude), magnitude, 0.0)
     largest = float(magnitude.max()) if magnitude.size else 0.0
     tolerance = ROUNDING_SAFETY * unit_roundoff(dtype) * max(depth, 1) * (magnitude + largest + floor)
     # results that are exactly zero everywhere must still allow the smallest normal number
@@ -102,11 +117,32 @@ def finite_difference_tolerance(coarse, fine, absolute_scale, step):
 
 
 def error_ratio(analytic, reference, tolerance):
-    """|analytic - reference| / tolerance, entry by entry (inf where one is finite and the other not)."""
+    """|analytic - reference| / tolerance, entry by entry: 0 where both are the same non-finite value
+    (inf and inf, NaN and NaN: NaN positions must match), inf where one is finite and the other not."""
     analytic = np.asarray(analytic, dtype=np.float64)
     reference = np.asarray(reference, dtype=np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         error = np.abs(analytic - reference)
     same_nonfinite = ~np.isfinite(analytic) & (analytic == reference) | (np.isnan(analytic) & np.isnan(reference))
     error = np.where(same_nonfinite, 0.0, np.where(np.isnan(error), np.inf, error))
-    return error, error / tolerance
+    tolerance = np.where(np.isfinite(tolerance), tolerance, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(error == 0, 0.0, error / np.maximum(tolerance, np.finfo(np.float64).tiny))
+    return error, ratio
+
+
+# ---- the high-precision reference (testing/high_precision.py) ----------------------------------------------
+# Compared entry by entry, not normwise: the reference gives each entry its own magnitude (the terms
+# summed into it plus its condition number), so a tail that lost its digits fails even where it is tiny
+# next to the rest of the array. A stable computation stays within a few unit roundoffs per op of that
+# magnitude (MP_SAFETY covers the ulps of NumPy's float32 functions and of the VJP's few operations);
+# results in the subnormal range only within the smallest normal number (times the cotangent).
+MP_SAFETY = 16.0
+
+
+def high_precision_tolerance(magnitude, dtype, depth, scale=1.0):
+    """Per-entry tolerance against the mpmath reference; `scale` is the size of the weights (the
+    cotangent) multiplying the entry, for the subnormal floor."""
+    tiny = float(np.finfo(np.dtype(dtype)).tiny)
+    magnitude = np.where(np.isfinite(magnitude), np.abs(magnitude), 0.0)
+    return MP_SAFETY * unit_roundoff(dtype) * max(depth, 1) * magnitude + 4 * tiny * (1.0 + scale)

@@ -1,0 +1,63 @@
+"""Who raised an exception during a check: the engine under test, or the checker itself.
+
+An exception from an op's forward, a VJP or the engine is a finding about the engine, reported like any
+mismatch (classified, attributed to its op, written as a reproducer). An exception from the checker's
+own code is a bug of the checker and must stay loud. The two are told apart by the innermost frame of
+the traceback that belongs to neither a library (NumPy, SciPy, torch, mpmath, hypothesis, the standard
+library) nor the checker: planted mutants (mutate.py) stand for engine code.
+"""
+import sys
+import sysconfig
+import traceback
+from pathlib import Path
+
+_TESTING = Path(__file__).resolve().parent
+_ENGINE_SIDE_FILES = {"mutate.py"}     # mutants are planted engine code
+_LIBRARIES = ("numpy", "scipy", "torch", "mpmath", "hypothesis", "_pytest", "pluggy")
+
+
+def _library_roots():
+    roots = [Path(p).resolve() for p in {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]}]
+    for name in _LIBRARIES:
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "__file__", None):
+            roots.append(Path(module.__file__).resolve().parent)
+    return roots
+
+
+def _is_library(path, roots):
+    return any(root == path or root in path.parents for root in roots)
+
+
+def origin(exc):
+    """'checker', 'engine' or 'library' (no frame of ours at all): where `exc` was raised."""
+    roots = _library_roots()
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        path = Path(frame.filename).resolve()
+        if _is_library(path, roots):
+            continue
+        if path.parent == _TESTING and path.name not in _ENGINE_SIDE_FILES:
+            return "checker"
+        return "engine"
+    return "library"
+
+
+def raised_by_checker(exc):
+    """True when the checker's own code raised `exc` (a checker bug: re-raise it, loudly)."""
+    return origin(exc) == "checker"
+
+
+def describe(exc):
+    """'ValueError: message' with the innermost engine frame (file:line in function), for findings."""
+    roots = _library_roots()
+    where = ""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        path = Path(frame.filename).resolve()
+        if not _is_library(path, roots):
+            where = f" (at {path.name}:{frame.lineno} in {frame.name})"
+            break
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+class CheckerError(RuntimeError):
+    """The checker itself failed (a bug in scratch_grad.testing, not in the engine under test)."""
