@@ -168,6 +168,15 @@ def _clip_sample(gen):
     return (gen.array(x_shape, _CLIP_BOUNDS),), params
 
 
+def _clip_mp(x, min=None, max=None):
+    # as np.clip and torch.clamp: the lower bound first, then the upper one, so min > max gives max
+    if min is not None and x < min:
+        x = min
+    if max is not None and x > max:
+        x = max
+    return x
+
+
 def _torch_clamp(x, min=None, max=None):
     # torch.clamp takes two numbers or two tensors: any bound given becomes a tensor of x's dtype.
     # It does not broadcast x against a bound larger than both x and the other bound (it clamps in
@@ -191,9 +200,7 @@ def _clip_vjp(g, out, x, min=None, max=None):
 clip = _unary("clip", lambda x, min=None, max=None: np.clip(x, min, max), _clip_vjp,
               _torch_clamp, _CLIP_BOUNDS, smooth=False,
               kink_rule="gradient 1 on [min, max] inclusive, as torch.clamp",
-              mp=lambda x, min=None, max=None: x if (min is None or x >= min) and (max is None or x <= max) else
-              (min if min is not None and x < min else max),
-              sample=_clip_sample)
+              mp=_clip_mp, sample=_clip_sample)
 
 
 # ---- binary (broadcasting; the engine reduces each gradient to its input's shape) ---------------------
