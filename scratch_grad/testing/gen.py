@@ -19,6 +19,7 @@ Three modes beyond the protocol's basics, shared by both generators:
   Everything drawn stays inside the op's declared domain: an edge sample is one a correct engine
   passes.
 """
+import functools
 import math
 
 import numpy as np
@@ -44,7 +45,7 @@ EDGE_FAMILIES = ("points", "ties", "ulp", "constant", "nonfinite")
 
 
 def sample_modes(spec, k):
-    """The generator modes of the k-th sample of `spec` in the CLI's loops (parity, mutate, check_op):
+    """The generator modes of the k-th sample of `spec` in the CLI's loops (parity, mutate):
     a third of a non-smooth op's samples exactly at kinks, a quarter of every op's samples at edges."""
     return {"kinks": not spec.smooth and k % KINK_ODDS == KINK_ODDS - 1,
             "edges": k % EDGE_ODDS == EDGE_ODDS - 1}
@@ -98,6 +99,7 @@ def _neighbours(value, dtype):
             float(np.nextafter(v, np.asarray(-np.inf, dtype)))]
 
 
+@functools.lru_cache(maxsize=None)
 def edge_points(domain, dtype):
     """The special values of an input, simplest first, each exactly representable in dtype and in
     the domain: exact zeros (both signs) and ones, kinks (avoided points that are not poles), the
@@ -122,7 +124,7 @@ def edge_points(domain, dtype):
         value = _exact(value, dtype)
         if in_domain(value, domain) and not any(_same_float(value, p) for p in points):
             points.append(value)
-    return points
+    return tuple(points)
 
 
 def _same_float(a, b):
