@@ -71,7 +71,8 @@ def time_call(function):
     return time.perf_counter() - start
 
 
-def time_interleaved(functions, repeats, target_sample_seconds, estimated_seconds=None, release_memory=False):
+def time_interleaved(functions, repeats, target_sample_seconds, estimated_seconds=None, release_memory=False,
+                     on_round=None):
     """Time every function ``repeats`` times, round-robin, rotating the order each round.
 
     Each sample runs a function enough times back to back to last about ``target_sample_seconds``
@@ -86,6 +87,8 @@ def time_interleaved(functions, repeats, target_sample_seconds, estimated_second
     *next* implementation's mallocs: measured, scratch_grad's forward went from 1.2 to 1.6-2.1 us/node
     when it followed torch's 1e6 chain, and back to 1.2 with a trim in between. Each sample then starts
     from the heap a fresh process would have, whichever implementation ran before it.
+
+    ``on_round()`` is called after each round (the run's progress bar).
     """
     timings = {label: Timing() for label in functions}
     active = []
@@ -123,6 +126,8 @@ def time_interleaved(functions, repeats, target_sample_seconds, estimated_second
             finally:
                 gc.enable()
             timings[label].seconds_per_call.append(elapsed / calls)
+        if on_round is not None:
+            on_round()
     return timings
 
 

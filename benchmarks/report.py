@@ -2,6 +2,9 @@
 import json
 import math
 
+# implementations that never ran (the library is missing or does not import): named once in the report's
+# header, not in every table
+NAMED_AT_THE_TOP = ("not installed", "unavailable")
 UNIT_TITLES = {"us/step": "µs per training step", "us/op": "µs per op", "us/node": "µs per node"}
 
 
@@ -32,6 +35,8 @@ def workload_table(workload):
     lines = [f"== {workload['name']}: {workload['description']}  [{UNIT_TITLES[workload['unit']]}; "
              f"checked and timed in {workload['seconds']:.1f} s]", header]
     for label, result in workload["results"].items():
+        if result["status"] in NAMED_AT_THE_TOP:
+            continue
         if result["status"] != "ok":
             lines.append(f"{label:<{width}}{result['status']}: {result.get('detail', '')}")
             continue
@@ -111,17 +116,33 @@ def write_json(report, path):
         file.write("\n")
 
 
-def write_plot(report, path):
-    """Ratio-to-NumPy bars per workload; time per node and peak memory against chain length (log-log).
+def ran(report):
+    """The implementations timed in at least one workload, in table order: the only ones the chart shows."""
+    return [label for label in report["implementations"]
+            if any(workload["results"].get(label, {}).get("status") == "ok" for workload in report["workloads"])]
 
-    Returns None on success, else why no chart was written (matplotlib is optional)."""
+
+def write_plot(report, path):
+    """Write chart(report) as a PNG. Returns None on success, else why no chart was written (matplotlib
+    is optional)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib not installed: no chart"
-    labels = list(report["implementations"])
+    figure = chart(report)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return None
+
+
+def chart(report):
+    """Ratio-to-NumPy bars per workload; time per node and peak memory against chain length (log-log);
+    only the implementations that ran."""
+    import matplotlib.pyplot as plt
+
+    labels = ran(report)
     colors = {label: f"C{index % 10}" for index, label in enumerate(labels)}  # same colour in every panel
     bar_workloads = [workload for workload in report["workloads"] if workload["kind"] != "chain"]
     chains = [workload for workload in report["workloads"] if workload["kind"] == "chain"]
@@ -163,7 +184,8 @@ def write_plot(report, path):
         axes.set_title(title)
         if axes.lines:
             axes.legend(fontsize=8)
+        else:
+            axes.text(0.5, 0.5, "not measured in this run", ha="center", va="center", transform=axes.transAxes,
+                      color="#777")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return None
+    return figure

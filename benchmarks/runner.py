@@ -98,9 +98,31 @@ def attach_memory(scaling_workloads, settings_threads, child_env, quick):
                 result["peak_memory_bytes"] = outcome["peak_memory_bytes"]
 
 
-def run(args):
-    from benchmarks.environment import configure_malloc, limited_threads, set_thread_env
+def _phase_count(args, settings, suite):
+    count = 0
+    if "mlp" in args.workloads:
+        count += len(suite.selected_mlp_configs())
+    if "per-op" in args.workloads:
+        count += 1
+    if "scaling" in args.workloads:
+        count += len(settings.scaling_lengths) + ("memory" in args.workloads)
+    return count + ("parity" in args.workloads)
 
+
+def _say_missing(progress, loaded):
+    """Name once, before any timing, what will not run and why (the tables do not repeat it)."""
+    missing = [item for item in loaded if not item.available]
+    for item in missing:
+        library = item.spec.library
+        hint = f" (pip install {library})" if item.status == "not installed" else ""
+        progress.say(f"{item.label}: {item.status}{hint}: {item.detail}")
+
+
+def run(args, progress=None):
+    from benchmarks.environment import configure_malloc, limited_threads, set_thread_env
+    from benchmarks.progress import Silent
+
+    progress = progress or Silent()
     thread_notes = set_thread_env(args.threads)
     malloc = configure_malloc(args.malloc_mmap_threshold)
 
@@ -109,30 +131,37 @@ def run(args):
     from benchmarks import implementations, memory_probe, parity_speed, suite
 
     settings = suite.Settings.make(args.quick, args.repeats, args.chain_budget)
+    progress.phases = _phase_count(args, settings, suite)
     wanted = None if args.implementations is None else set(args.implementations) | {implementations.REFERENCE}
     phase_started = time.perf_counter()
+    progress.say("importing the implementations...")
     loaded = implementations.load_all(wanted)
     if args.baseline:
         from benchmarks.baseline import load_baseline
         loaded += [load_baseline(ref) for ref in args.baseline]
+    _say_missing(progress, loaded)
     phase_seconds = {"imports": time.perf_counter() - phase_started}
     workloads = []
     with limited_threads(args.threads) as pool_notes, frozen_imports():
         if "mlp" in args.workloads:
             for config in suite.selected_mlp_configs():
-                workloads.append(suite.run_mlp_workload(config, loaded, settings))
+                workloads.append(suite.run_mlp_workload(config, loaded, settings, progress))
         if "per-op" in args.workloads:
-            workloads.append(suite.run_per_op_workload(loaded, settings))
-        scaling = suite.run_scaling_workloads(loaded, settings) if "scaling" in args.workloads else []
+            workloads.append(suite.run_per_op_workload(loaded, settings, progress))
+        scaling = suite.run_scaling_workloads(loaded, settings, progress) if "scaling" in args.workloads else []
         workloads += scaling
     phase_seconds["workloads"] = sum(workload["seconds"] for workload in workloads)
     if scaling and "memory" in args.workloads:
         phase_started = time.perf_counter()
+        progress.announce("measuring peak memory of the chains (a fresh subprocess per implementation)")
         attach_memory(scaling, args.threads, malloc["child_env"], args.quick)
         phase_seconds["memory_probes"] = time.perf_counter() - phase_started
     phase_started = time.perf_counter()
+    if "parity" in args.workloads:
+        progress.announce("timing the parity suite's own checks (check_op per registry op, random graphs)")
     parity = parity_speed.measure(args.quick) if "parity" in args.workloads else None
     phase_seconds["parity_suite"] = time.perf_counter() - phase_started
+    progress.close()
 
     report = {
         "schema_version": 1,
@@ -165,9 +194,14 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     from benchmarks.environment import restored_environ
 
+    from benchmarks.progress import BenchProgress
+
     started = time.perf_counter()
+    progress = BenchProgress(phases=0)
+    progress.say(f"scratch_grad benchmarks ({'quick' if args.quick else 'full'}): progress on stderr, the report "
+                 "on stdout at the end")
     with restored_environ():
-        report = run(args)
+        report = run(args, progress)
     report["started"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     report["duration_seconds"] = time.perf_counter() - started
     report = json_safe(report)

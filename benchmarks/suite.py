@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 from benchmarks.implementations import REFERENCE, TORCH
+from benchmarks.progress import Silent
 from benchmarks.measure import compare, compare_mlp_snapshots, mlp_snapshot, summarise, time_interleaved
 from benchmarks.workloads import (CHAIN_OPS, MLP_CONFIGS, PER_OP_CHAIN_LENGTH, QUICK_SCALING_LENGTHS,
                                   SCALING_LENGTHS, NotApplicable, make_batch, make_chain_input, make_initial_params)
@@ -40,11 +41,20 @@ def error_text(error):
     return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:300]
 
 
+def announce(progress, workload, description, implementations, repeats, skip=None):
+    """The line saying what is timed now (and the bar of its rounds on a terminal)."""
+    count = sum(1 for i in implementations if i.available and i.label not in (skip or {}))
+    skipped = f" (skipped: {', '.join(skip)})" if skip else ""
+    progress.announce(f"{workload} ({description}): checking {count} implementations against NumPy by hand, "
+                      f"then timing {repeats} round(s){skipped}", rounds=repeats)
+
+
 def check_then_time(implementations, build, snapshot, agreement, units_per_call, repeats, settings,
-                    use_check_time_as_estimate=False, skip=None, release_memory=False):
+                    use_check_time_as_estimate=False, skip=None, release_memory=False, progress=None):
     """The shared protocol. ``build(impl) -> (timed_function, snapshot_args)``; the reference goes first."""
     results, timed, estimates, expected = {}, {}, {}, None
     skip = skip or {}
+    progress = progress or Silent()
     for implementation in implementations:
         label = implementation.label
         if not implementation.available:
@@ -80,7 +90,8 @@ def check_then_time(implementations, build, snapshot, agreement, units_per_call,
         estimates[label] = check_seconds
 
     timings = time_interleaved(timed, repeats, settings.target_sample_seconds,
-                               estimates if use_check_time_as_estimate else None, release_memory)
+                               estimates if use_check_time_as_estimate else None, release_memory,
+                               on_round=progress.step)
     for label, timing in timings.items():
         if timing.error:
             results[label].update(status="error", detail=f"while timing: {timing.error}")
@@ -107,8 +118,10 @@ def add_ratios(results):
                         sample / reference for sample, reference in zip(result["samples"], base["samples"]))
 
 
-def run_mlp_workload(config, implementations, settings):
+def run_mlp_workload(config, implementations, settings, progress=None):
     params, batch = make_initial_params(config), make_batch(config)
+    progress = progress or Silent()
+    announce(progress, config.name, config.description, implementations, settings.repeats)
 
     def build(implementation):
         step, loss_and_grads = implementation.make_mlp_step(config, params, batch)
@@ -119,13 +132,13 @@ def run_mlp_workload(config, implementations, settings):
 
     started = time.perf_counter()
     results = check_then_time(implementations, build, mlp_snapshot, agreement, units_per_call=1,
-                              repeats=settings.repeats, settings=settings)
+                              repeats=settings.repeats, settings=settings, progress=progress)
     return {"name": config.name, "kind": "mlp", "description": config.description, "dtype": config.dtype,
             "unit": "us/step", "results": results, "seconds": time.perf_counter() - started}
 
 
 def chain_check_and_time(length, implementations, settings, repeats, use_check_time_as_estimate, skip=None,
-                         release_memory=False):
+                         release_memory=False, progress=None):
     x0 = make_chain_input()
 
     def build(implementation):
@@ -141,7 +154,11 @@ def chain_check_and_time(length, implementations, settings, repeats, use_check_t
 
     return check_then_time(implementations, build, snapshot, agreement, units_per_call=length, repeats=repeats,
                            settings=settings, use_check_time_as_estimate=use_check_time_as_estimate, skip=skip,
-                           release_memory=release_memory)
+                           release_memory=release_memory, progress=progress)
+
+
+def chain_name(length):
+    return f"chain_{length:.0e}".replace("+0", "")
 
 
 def chain_description(length):
@@ -150,20 +167,23 @@ def chain_description(length):
     return f"chain of {length:,} elementwise ops ({cycle}, cycled) on a {make_chain_input().shape} {CHAIN_DTYPE} array"
 
 
-def run_per_op_workload(implementations, settings):
+def run_per_op_workload(implementations, settings, progress=None):
     started = time.perf_counter()
+    progress = progress or Silent()
+    announce(progress, "per_op_overhead", chain_description(PER_OP_CHAIN_LENGTH), implementations, settings.repeats)
     results = chain_check_and_time(PER_OP_CHAIN_LENGTH, implementations, settings, settings.repeats,
-                                   use_check_time_as_estimate=False)
+                                   use_check_time_as_estimate=False, progress=progress)
     return {"name": "per_op_overhead", "kind": "per_op",
             "description": chain_description(PER_OP_CHAIN_LENGTH) + ", forward + backward", "dtype": CHAIN_DTYPE,
             "unit": "us/op", "length": PER_OP_CHAIN_LENGTH, "results": results,
             "seconds": time.perf_counter() - started}
 
 
-def run_scaling_workloads(implementations, settings):
+def run_scaling_workloads(implementations, settings, progress=None):
     """One workload per chain length, shortest first. An implementation is skipped at a length whose projected
     single run exceeds the budget, and at every length after one where it failed or was skipped."""
     workloads, last_us_per_node, stopped = [], {}, {}
+    progress = progress or Silent()
     for length in settings.scaling_lengths:
         skip = dict(stopped)
         for label, us_per_node in last_us_per_node.items():
@@ -172,15 +192,18 @@ def run_scaling_workloads(implementations, settings):
                 skip[label] = (f"projected {projected:.1f} s per run > chain budget "
                                f"{settings.chain_budget_seconds:g} s (--chain-budget)")
         started = time.perf_counter()
+        announce(progress, chain_name(length), chain_description(length), implementations,
+                 settings.chain_repeats(length), skip)
         # each sample starts from a trimmed heap: see measure.time_interleaved
         results = chain_check_and_time(length, implementations, settings, settings.chain_repeats(length),
-                                       use_check_time_as_estimate=True, skip=skip, release_memory=True)
+                                       use_check_time_as_estimate=True, skip=skip, release_memory=True,
+                                       progress=progress)
         for label, result in results.items():
             if result["status"] == "ok":
                 last_us_per_node[label] = result["median"]
             elif result["status"] in ("error", "disagrees", "skipped"):
                 stopped.setdefault(label, f"not run: {result['status']} at the {length:,}-op chain")
-        workloads.append({"name": f"chain_{length:.0e}".replace("+0", ""), "kind": "chain",
+        workloads.append({"name": chain_name(length), "kind": "chain",
                           "description": chain_description(length) + ", forward + backward",
                           "dtype": CHAIN_DTYPE, "unit": "us/node", "length": length, "results": results,
                           "seconds": time.perf_counter() - started})

@@ -183,3 +183,14 @@ def test_correct_ops_satisfy_the_contract_at_the_edges():
                                  ("sum", (np.zeros((2, 0)),), {"axis": 1})]:
         report = check_program(single_op_program(sg.REGISTRY[name], inputs, params), label=name)
         assert [f for f in report.findings if f.check == "invariants" and not f.passed] == [], report.message()
+
+
+def test_a_float32_gradient_that_overflows_like_torch_float32_is_not_blamed():
+    # -1/x^2 at x = 1.2e-38 is 7e75: inf in float32, as torch's own float32 run gives; finite in float64
+    tiny = np.float32(1.1754945e-38)
+    for name, inputs in [("reciprocal", (np.array([tiny, 2.0], dtype=np.float32),)),
+                         ("pow", (np.array([tiny], dtype=np.float32), np.array([-2.0], dtype=np.float32))),
+                         ("div", (np.array([1.0], dtype=np.float32), np.array([-tiny], dtype=np.float32)))]:
+        assert check_sample(sg.REGISTRY[name], inputs, {}).passed, name
+    with plant("sign_flip", "reciprocal", 0):
+        assert not check_sample(sg.REGISTRY["reciprocal"], (np.array([tiny, 2.0], dtype=np.float32),), {}).passed

@@ -56,6 +56,9 @@ __all__ = ["compile", "CompiledFunction"]
 # a second gradient for the same value (fan-out) is added, in the order eager backprop adds it (the
 # compiler's own tests plant an overwrite here and require the comparison with eager mode to catch it)
 _ACCUMULATE = "{name} = {name} + t          # fan-out, summed in eager's order"
+# one buffer returned for two inputs is copied, or the engine could add one's gradient into the other's
+# in place (the mutation tester plants its absence: a compiled call sharing a buffer with eager code)
+_DEALIAS = "if {name} is {other}: {name} = {name}.copy()"
 MAX_PLANS = 32                    # traces kept per function (argument signatures); the oldest is dropped
 _STATIC_VALUES = (numbers.Number, str, bytes, type(None), np.generic)
 _NO_PARAMS = {}
@@ -492,7 +495,7 @@ class _Plan:
                          "the other's")
         for p in range(1, len(returned)):
             for q in range(p):
-                lines.append(f"    if {returned[p]} is {returned[q]}: {returned[p]} = {returned[p]}.copy()")
+                lines.append("    " + _DEALIAS.format(name=returned[p], other=returned[q]))
         lines.append(f"    return ({''.join(r + ', ' for r in returned)})")
         body = "\n".join(lines)
         saved = [f"{kind}{index}" for kind, index in sorted(used)]

@@ -1,6 +1,8 @@
 """The benchmark runner, run once in --quick mode with 2 rounds: every available implementation must agree with
 NumPy by hand, the JSON must have its documented structure, and a wrong implementation must be excluded.
 Timings are never asserted (they live in benchmarks/, as ratios)."""
+import contextlib
+import io
 import json
 import math
 import os
@@ -31,9 +33,12 @@ def bench(tmp_path_factory):
     directory = tmp_path_factory.mktemp("bench")
     json_path, plot_path = directory / "bench.json", directory / "bench.png"
     environ_before = dict(os.environ)
-    exit_code = runner.main(["--quick", "--repeats", str(ROUNDS), "--json", str(json_path), "--plot", str(plot_path)])
+    with contextlib.redirect_stderr(io.StringIO()) as progress, contextlib.redirect_stdout(io.StringIO()) as out:
+        exit_code = runner.main(["--quick", "--repeats", str(ROUNDS), "--json", str(json_path),
+                                 "--plot", str(plot_path)])
     return SimpleNamespace(exit_code=exit_code, report=json.loads(json_path.read_text()), plot_path=plot_path,
-                           environ_changed=dict(os.environ) != environ_before)
+                           environ_changed=dict(os.environ) != environ_before, progress=progress.getvalue(),
+                           output=out.getvalue())
 
 
 def statuses(report, label):
@@ -192,3 +197,50 @@ def test_chain_samples_start_from_a_trimmed_heap_and_other_samples_do_not(monkey
     suite.run_scaling_workloads(reference, settings)
     suite.run_per_op_workload(reference, settings)
     assert [args[-1] for args, _ in calls] == [True] * len(settings.scaling_lengths) + [False]
+
+
+def test_progress_says_what_it_times_as_it_goes(bench):
+    """One line per workload on stderr, in the order they run, naming what is timed and how; the
+    report itself goes to stdout."""
+    lines = [line for line in bench.progress.splitlines() if line.startswith("[")]
+    names = [workload["name"] for workload in bench.report["workloads"]]
+    timed = [line for line in lines if any(f"] {name} (" in line for name in names)]
+    assert [next(name for name in names if f"] {name} (" in line) for line in timed] == names
+    assert all("against NumPy by hand" in line and f"timing {min(ROUNDS, 3)} round" in line for line in timed)
+    assert any("peak memory" in line for line in lines) and any("parity suite" in line for line in lines)
+    assert "\r" not in bench.progress, "no live bar when stderr is not a terminal"
+    assert bench.output.startswith("scratch_grad benchmarks") and "[1/" not in bench.output
+
+
+def _with_a_missing_library(report, missing="mygrad"):
+    """The run's report as if `missing` were not installed (it is, in the test extra)."""
+    report = json.loads(json.dumps(report))
+    report["implementations"][missing].update(status="not installed", detail="`import mygrad` finds no module")
+    for workload in report["workloads"]:
+        workload["results"][missing] = {"status": "not installed", "detail": "`import mygrad` finds no module"}
+    return report
+
+
+def test_a_missing_library_is_named_once_at_the_top_and_left_out_of_tables_and_chart(bench):
+    from benchmarks import report as reporting
+    report = _with_a_missing_library(bench.report)
+    text = reporting.text_report(report)
+    header, _, tables = text.partition("\n== ")
+    assert "mygrad (not installed)" in header and "mygrad: not installed" in header
+    assert "mygrad" not in tables
+    assert "mygrad" not in reporting.ran(report) and "numpy" in reporting.ran(report)
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+    figure = reporting.chart(report)
+    legends = {text.get_text() for axes in figure.axes if axes.get_legend() for text in axes.get_legend().get_texts()}
+    plt.close(figure)
+    assert "mygrad" not in legends and {"numpy", "torch", "scratch_grad"} <= legends
+    assert legends <= set(reporting.ran(report))
+
+
+def test_missing_implementations_are_announced_before_any_timing():
+    from benchmarks.progress import BenchProgress
+    stream = io.StringIO()
+    ghost = implementations.load(implementations.Implementation("ghost", "benchmarks.impl_ghost", "no_such_lib", True))
+    runner._say_missing(BenchProgress(phases=1, stream=stream), [ghost])
+    assert stream.getvalue() == "ghost: not installed (pip install no_such_lib): `import no_such_lib` finds no module\n"

@@ -165,16 +165,65 @@ def test_threads_option(capsys, tmp_path, monkeypatch):
     assert "OPENBLAS_NUM_THREADS" in usage_error(["--task", "random", "--threads", "1"], capsys)
 
 
-def test_progress_bar_shows_loss_and_accuracy_and_stays_quiet_off_a_terminal():
+class FakeTerminal:
+    """A text stream that says it is a terminal, so tqdm draws into it."""
+
+    def __init__(self):
+        import io
+        self.buffer = io.StringIO()
+
+    def write(self, text):
+        return self.buffer.write(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+    def getvalue(self):
+        return self.buffer.getvalue()
+
+
+def test_progress_shows_batches_rate_loss_and_accuracy_on_a_terminal_and_nothing_elsewhere():
+    from scratch_grad.nn.train_cli import EpochProgress
+    terminal = FakeTerminal()
+    progress = EpochProgress(3, stream=terminal, mininterval=0)
+    for done in range(1, 401):
+        progress.on_batch(done, 400, 0.125, 0.9)
+    progress.end_epoch()
+    text = terminal.getvalue()
+    assert "epoch 1/3" in text and "400/400" in text and "batch/s" in text
+    assert "loss 0.1250 acc 90.00%" in text
+    progress.on_batch(1, 400, 0.1, None)
+    progress.end_epoch()
+    assert "epoch 2/3" in terminal.getvalue() and "loss 0.1000" in terminal.getvalue()
     import io
-    from scratch_grad.nn.train_cli import ProgressBar
-    stream = io.StringIO()
-    bar = ProgressBar(3, enabled=True, stream=stream)
-    bar.on_batch(400, 400, 0.125, 0.9)
-    assert "epoch 1/3" in stream.getvalue() and "400/400 loss 0.1250 acc 90.00%" in stream.getvalue()
-    bar.end_epoch()
-    bar.on_batch(400, 400, 0.1, None)
-    assert "epoch 2/3" in stream.getvalue() and stream.getvalue().rstrip().endswith("loss 0.1000")
-    quiet = io.StringIO()
-    ProgressBar(3, enabled=False, stream=quiet).on_batch(1, 400, 0.5, 0.5)
-    assert quiet.getvalue() == ""
+    pipe = io.StringIO()            # not a terminal: no bar at all
+    quiet = EpochProgress(3, stream=pipe)
+    quiet.on_batch(1, 400, 0.5, 0.5)
+    quiet.end_epoch()
+    assert pipe.getvalue() == ""
+    forced_off = FakeTerminal()     # --no-progress on a terminal
+    EpochProgress(3, enabled=False, stream=forced_off).on_batch(1, 400, 0.5, 0.5)
+    assert forced_off.getvalue() == ""
+
+
+def test_plot_has_whole_epoch_ticks_and_accuracy_in_percent(capsys):
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from scratch_grad.nn.experiments import run_random_classifier
+    from scratch_grad.nn.train_cli import _figure
+    result = run_random_classifier(epochs=3, lr=0.01, seed=0, emit=lambda *a: None)
+    figure = _figure(result)
+    figure.canvas.draw()
+    loss_axis, accuracy_axis = figure.axes
+    for axis in (loss_axis, accuracy_axis):
+        ticks = [t for t in axis.get_xticks() if axis.get_xlim()[0] <= t <= axis.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    train_line = accuracy_axis.get_lines()[0]
+    final = result.history.accuracies[-1]
+    assert train_line.get_ydata()[-1] == pytest.approx(100 * final)       # percent, as the epoch lines print
+    assert all(label.get_text().endswith("%") for label in accuracy_axis.get_yticklabels() if label.get_text())
+    plt.close(figure)

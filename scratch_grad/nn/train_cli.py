@@ -16,7 +16,6 @@ import json
 import math
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -88,7 +87,7 @@ def build_parser():
     parser.add_argument("--compile", action="store_true",
                         help="mnist, random: run each step through sg.compile (the same training bit for bit, "
                              "less Python overhead per op); not with dropout (--recipe modern)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (there is none anyway when stderr is not a terminal)")
     return parser
 
 
@@ -143,33 +142,33 @@ def _validate(parser, args):
                          "/ OMP_NUM_THREADS in the environment instead")
 
 
-class ProgressBar:
-    """A one-line bar on stderr within an epoch (only on a terminal), redrawn at most 10 times a second."""
+class EpochProgress:
+    """fit()'s on_batch hook as one tqdm bar per epoch (batches, rate, ETA, running loss and
+    accuracy in percent), live only on a terminal (scratch_grad.progress)."""
 
-    def __init__(self, epochs, enabled, stream=sys.stderr, width=30):
+    def __init__(self, epochs, enabled=None, stream=None, **bar_options):
         self.epochs = epochs
         self.enabled = enabled
         self.stream = stream
-        self.width = width
+        self.bar_options = bar_options      # passed to tqdm (a test sets mininterval=0)
         self.epoch = 1
-        self.last_draw = 0.0
+        self.bar = None
 
     def on_batch(self, done, total, loss, accuracy=None):
-        if not self.enabled:
+        if self.bar is None:
+            from ..progress import bar
+            self.bar = bar(total=total, desc=f"epoch {self.epoch}/{self.epochs}", unit="batch",
+                           stream=self.stream, enabled=self.enabled, **self.bar_options)
+        if self.bar.disable:
             return
-        now = time.perf_counter()
-        if done != total and now - self.last_draw < 0.1:
-            return
-        self.last_draw = now
-        filled = int(self.width * done / total)
-        self.stream.write(f"\repoch {self.epoch}/{self.epochs} [{'#' * filled}{'.' * (self.width - filled)}] "
-                          f"{done}/{total} loss {loss:.4f}" + (f" acc {accuracy:.2%}" if accuracy is not None else ""))
-        self.stream.flush()
+        self.bar.set_postfix_str(f"loss {loss:.4f}" + (f" acc {accuracy:.2%}" if accuracy is not None else ""),
+                                 refresh=False)
+        self.bar.update(done - self.bar.n)
 
     def end_epoch(self):
-        if self.enabled:
-            self.stream.write("\r" + " " * (self.width + 60) + "\r")
-            self.stream.flush()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
         self.epoch += 1
 
 
@@ -183,10 +182,12 @@ def _epoch_line(stats, epochs):
     return "  ".join(parts)
 
 
-def _plot(path, result):
+def _figure(result):
+    """Loss (and accuracy, in percent like the epoch lines) against the epoch, ticks on whole epochs."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
 
     history = result.history
     epochs = [e.epoch for e in history.epochs]
@@ -197,23 +198,36 @@ def _plot(path, result):
     numpy_history = result.extra.get("numpy_history")
     if numpy_history is not None:
         loss_axis.plot(epochs, numpy_history.losses, marker="x", linestyle="--", label="plain NumPy")
-    loss_axis.set_xlabel("epoch")
     loss_axis.set_ylabel("training loss")
     if result.task == "regression":
         loss_axis.set_yscale("log")
     loss_axis.legend()
+
+    def percent(values):
+        return [None if v is None else 100 * v for v in values]
+
     if has_accuracy:
         axis = axes[0][1]
-        axis.plot(epochs, history.accuracies, marker="o", label="train")
+        axis.plot(epochs, percent(history.accuracies), marker="o", label="train")
         if any(a is not None for a in history.test_accuracies):
-            axis.plot(epochs, history.test_accuracies, marker="o", label="held-out")
+            axis.plot(epochs, percent(history.test_accuracies), marker="o", label="held-out")
         if numpy_history is not None:
-            axis.plot(epochs, numpy_history.test_accuracies, marker="x", linestyle="--", label="held-out, NumPy")
-        axis.set_xlabel("epoch")
+            axis.plot(epochs, percent(numpy_history.test_accuracies), marker="x", linestyle="--",
+                      label="held-out, NumPy")
         axis.set_ylabel("accuracy")
+        axis.yaxis.set_major_formatter(PercentFormatter(100))
         axis.legend()
+    for axis in axes[0]:
+        axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.suptitle(f"scratch-grad train --task {result.task}")
     figure.tight_layout()
+    return figure
+
+
+def _plot(path, result):
+    import matplotlib.pyplot as plt
+    figure = _figure(result)
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
@@ -289,7 +303,7 @@ def _train(args):
 
     defaults = MNIST_RECIPES[args.recipe or "classic"] if args.task == "mnist" else TASK_DEFAULTS[args.task]
     epochs = args.epochs or defaults["epochs"]
-    progress = ProgressBar(epochs, enabled=not args.no_progress and sys.stderr.isatty())
+    progress = EpochProgress(epochs, enabled=False if args.no_progress else None)
 
     # at most ~25 epoch lines: every epoch up to 25, then every k-th and the last (the JSON keeps all)
     every = max(1, epochs // 20) if epochs > 25 else 1

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-CHECKS = ("forward", "vjp_torch", "vjp_fd", "second_torch", "second_fd", "forward_mp", "vjp_mp", "invariants")
+CHECKS = ("forward", "vjp_torch", "vjp_fd", "second_torch", "second_fd", "jvp_torch", "jvp_fd", "forward_mp", "vjp_mp",
+          "invariants")
 CHECK_TITLES = {"forward": "forward", "vjp_torch": "VJP vs torch", "vjp_fd": "VJP vs FD",
                 "second_torch": "2nd order vs torch", "second_fd": "2nd order vs FD",
+                "jvp_torch": "JVP vs torch.func", "jvp_fd": "JVP vs FD",
                 "forward_mp": "forward vs high precision", "vjp_mp": "VJP vs high precision",
                 "invariants": "invariants"}
 # classifications that pass: scratch_grad agrees with the reference that can judge it
@@ -60,6 +62,7 @@ class CheckReport:
     label: str
     findings: list = field(default_factory=list)
     reproducer: str = ""               # path of a standalone script, when one was written
+    engine: str = "scratch_grad"       # the engine whose answers were checked
 
     @property
     def passed(self):
@@ -91,8 +94,10 @@ class CheckReport:
             count = f"{len(program.steps)} op{'s' if len(program.steps) != 1 else ''}"
             what = f"{self.label} of {count} ({', '.join(ops)})"
         lines = [f"gradient check failed: {what}, dtype {program.dtype}"]
+        if self.engine != "scratch_grad":
+            lines[0] += f", engine {self.engine}"
         for f in self.failures():
-            lines.append(describe(f, program))
+            lines.append(describe(f, program, self.engine))
         if len(program.steps) == 1 and program.steps[0].params and self.label in program.op_names():
             lines.append(f"  params: {program.steps[0].params}")
         if self.reproducer:
@@ -102,10 +107,12 @@ class CheckReport:
     __str__ = message
 
 
-def describe(f, program=None):
+def describe(f, program=None, engine="scratch_grad"):
     """A failure as lines: the check, the input, its classification, then the worst entry with the
     analytic value beside each reference that judged it."""
-    target = f"output {f.index}" if f.check.startswith("forward") else f"input {f.index}"
+    target = f"output {f.index}" if f.check.startswith(("forward", "jvp_torch")) else f"input {f.index}"
+    if f.check == "jvp_fd":
+        target = "<cotangent, J t>"
     if f.check == "invariants":
         target = f"input {f.index}" if f.index >= 0 else "program"
     head = f"- {CHECK_TITLES.get(f.check, f.check)}: {target}, shape {f.shape}, dtype {f.dtype}: {f.classification}"
@@ -113,7 +120,7 @@ def describe(f, program=None):
         return head + f"\n    {f.detail}"
     where = "projection u^T J v" if f.projected else f"entry {f.position}"
     lines = [head, f"    largest error at {where}: {f.error:.3e} = {f.ratio:.3g} x tolerance {f.tolerance:.3e}"]
-    lines.append(f"    scratch_grad        {f.analytic:.10g}")
+    lines.append(f"    {engine:<20}{f.analytic:.10g}")
     if not math.isnan(f.torch):
         lines.append(f"    torch               {f.torch:.10g}")
     if not math.isnan(f.fd):

@@ -137,10 +137,10 @@ def _one_sided(phi, step, side, base_value, base_scale):
 SHRINK = tuple(0.25 ** k for k in range(11))
 
 
-def _directional(scalar_fn, points, index, direction, step, base_value, base_scale):
+def _directional(scalar_fn, points, index, direction, step, base_value, base_scale, phi=None):
     """The FD quantities along `direction` on input `index`: central differences at the largest step
     whose points can all be evaluated, else one-sided on a side that can; (..., one_sided, available)."""
-    phi = _evaluator(scalar_fn, points, index, direction)
+    phi = phi or _evaluator(scalar_fn, points, index, direction)
     for factor in SHRINK:
         try:
             return _central(phi, step * factor, base_value, base_scale) + (False, True)
@@ -223,3 +223,25 @@ def _unavailable(shape, direction):
     nan = np.full(shape, np.nan)
     return FiniteDifference(nan, np.zeros(shape), np.zeros(shape, dtype=bool), nan.copy(), nan.copy(), direction,
                             one_sided=np.zeros(shape, dtype=bool), unavailable=np.ones(shape, dtype=bool))
+
+
+def differentiate_along(scalar_fn, points, directions):
+    """The derivative of scalar_fn at `points` along `directions` (one per point, moved together):
+    d/ds L(x_1 + s t_1, ..., x_n + s t_n), a scalar FiniteDifference. What a JVP gives as <c, J t>."""
+    points = [np.array(p, dtype=np.float64) if isinstance(p, np.ndarray) else p for p in points]
+    directions = [np.asarray(d, dtype=np.float64) for d in directions]
+    base = _base(scalar_fn, points)
+    if base is None or not all(np.all(np.isfinite(p)) for p in points if isinstance(p, np.ndarray)):
+        return _unavailable((), None)
+
+    def phi(t):
+        moved = [np.asarray(p + t * d) for p, d in zip(points, directions)]
+        return _evaluator(scalar_fn, moved, 0, np.zeros_like(moved[0]))(0.0)
+
+    step = STEP * max([1.0] + [float(np.abs(p).max()) for p in points if np.size(p)])
+    value, tolerance, kink, left, right, one_sided, available = _directional(
+        scalar_fn, points, 0, None, step, *base, phi=phi)
+    if not available:
+        return _unavailable((), None)
+    return FiniteDifference(np.float64(value), np.float64(tolerance), np.bool_(kink), np.float64(left),
+                            np.float64(right), None, evaluations=5, one_sided=np.bool_(one_sided))

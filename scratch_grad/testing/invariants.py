@@ -45,16 +45,23 @@ def _shares(a, b):
         return True
 
 
-def check(program, torch_gradients=None):
+def snapshot(program):
+    """Copies of the program's constants and cotangents, taken before anything ran on them: a write into
+    them that a later run repeats (a VJP returning g with its result written in) is seen only so."""
+    return _snapshot(program.constants), _snapshot(program.cotangents)
+
+
+def check(program, torch_gradients=None, before=None):
     """The invariant findings of `program` (see the module doc); torch_gradients: torch's float64
-    gradients for the program's cotangent, which say where a gradient exists (finite)."""
+    gradients for the program's cotangent, which say where a gradient exists (finite); before: the
+    `snapshot` taken before the program first ran (default: now)."""
     from ..engine import Variable, grad
     dtype = program.dtype
     findings = []
     wanted = program.differentiable_leaves()
     if not wanted:
         return findings
-    constants, cotangents = _snapshot(program.constants), _snapshot(program.cotangents)
+    constants, cotangents = before if before is not None else snapshot(program)
     try:
         variables, outputs = program.run_scratch()
         leaves_before = [np.array(v._data, copy=True) for v in variables]
@@ -81,7 +88,9 @@ def check(program, torch_gradients=None):
         if z is not None:
             exists = np.ones(np.shape(z), dtype=bool)
             if torch_gradients is not None and np.shape(torch_gradients[j]) == np.shape(z):
-                exists = np.isfinite(torch_gradients[j])
+                # finite in the checked dtype: -1/x^2 at x = 1e-38 overflows float32, and 0 * inf is NaN
+                with np.errstate(invalid="ignore", over="ignore"):
+                    exists = np.isfinite(np.asarray(torch_gradients[j], dtype=np.float64).astype(dtype))
             bad = exists & (np.asarray(z) != 0)
             if bad.any():
                 where = tuple(int(i) for i in np.argwhere(bad)[0])
@@ -173,14 +182,18 @@ def _vjp_contract(program):
         if vjp is None or r.kind != "leaf" or not program.requires_grad[r.index]:
             continue
         x = args[i]
+        incoming = g.copy()
         try:
             with np.errstate(all="ignore"):
-                result = vjp(g.copy(), out, *args, **step.params)
+                result = vjp(incoming, out, *args, **step.params)
         except Exception as exc:  # noqa: BLE001
             if raised_by_checker(exc):
                 raise
             findings.append(raised(CHECK, r.index, np.shape(x), dtype, f"the VJP for input {i}", exc))
             continue
+        if not _same_bits(incoming, g):
+            findings.append(_violation(r.index, x.shape, dtype, f"VJP for input {i} wrote into its in-flowing "
+                                       "gradient g", _first_difference(g, incoming)))
         result = np.asarray(result)
         if result.dtype != x.dtype:
             findings.append(_violation(r.index, x.shape, dtype, f"VJP result dtype {result.dtype} for a {x.dtype} "

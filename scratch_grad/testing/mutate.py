@@ -22,11 +22,38 @@ Classes (per op and input where it applies):
                          last one (engine._accumulate, every fan-out)
     overwrite_fan_out_leaf  the same at leaves only (engine._send)
 
-A mutant is only run on samples where it changes the gradient (first or second order) compared
-with the correct code, bit for bit, and where the correct code passes the checks (a sample that
-already fails, a real bug, would kill every mutant for free); a mutant that changes nothing on
-any sample is reported as equivalent, not as a survivor. It is killed when the checker fails on
-one of its samples.
+Conditional classes (testing/planted.py: each shows only under one condition, per op and input):
+    at_zero, at_tie, at_inf  NaN / a doubled gradient where the input is 0, ties, or is +-inf
+    on_empty, on_0d          ZeroDivisionError on an empty input, AxisError on a 0-d input
+    negative_axis            negative axes counted from the front (ops with an axis param)
+    double_backward_raw      under create_graph the VJP drops to raw arrays (second order loses terms)
+    double_backward_frozen   under create_graph the VJP reads its inputs as raw arrays (loses the x terms)
+    alias_returns_g          the result written into the in-flowing g, and g returned
+    alias_mutates_g          g modified in place after the result was computed
+    dtype_float64            a float32 VJP returns float64
+    keyword_ignored          the VJP called without one keyword param (one mutant per keyword: std's ddof)
+    scalar_mishandled        a Python-number input (x ** 3's exponent) taken off by one by the VJP
+    vjp_raises               ValueError on every call
+    vjp_raises_low_rank      IndexError on inputs of fewer than 2 axes
+    vjp_raises_create_graph  TypeError under create_graph
+
+Compiler classes (sg.compile's generated code, killed by the compiled = eager comparisons):
+    compiled_inplace_fan_out  fan-out summed in place into the first gradient, which may be the
+                              cotangent eager code handed to the compiled call
+    compiled_shared_gradient  one gradient buffer returned for two inputs of a compiled call, which
+                              the engine then accumulates into in place
+
+A mutant is only run on samples where it changes behaviour compared with the correct code and
+where the correct code passes the checks (a sample that already fails, a real bug, would kill
+every mutant for free); a mutant that changes nothing on any sample is reported as equivalent, not
+as a survivor. Behaviour is: the gradients (first and second order, bit for bit but for changes
+below ROUNDING_ULPS units in the last place of a gradient's largest entry) or the exception
+raised, the program's arrays changed in place (constants, cotangents), and each call of the
+mutated VJP as observed directly (the kinds of call: its result's dtype and shape, whether g or
+an input changed during the call). For a conditional class, the conditions that hold at each op's
+VJP calls are learnt once per sample from the correct code (planted.probe): where the mutant's
+never does, it cannot change anything and is not run. It is killed when the checker fails on one of its samples; an exception that escapes the checker
+(instead of being reported) is not a kill: the mutant is listed as a survivor, with the exception.
 """
 import argparse
 import contextlib
@@ -34,19 +61,23 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .. import engine
 from ..errors import ShapeError
+from . import planted as conditional
+from .faults import CheckerError, checker_error, describe, raised_by_checker
 
 ENGINE = "(engine)"
 VJP_CLASSES = ("sign_flip", "scaled_x2", "scaled_x1.001", "ignores_g", "wrong_input", "operands_swapped",
                "transposed", "kink_right", "kink_left")
 ENGINE_OP_CLASSES = ("broadcast_dropped", "broadcast_wrong_axis")
 ENGINE_CLASSES = ("overwrite_fan_out", "overwrite_fan_out_leaf")
-CLASSES = VJP_CLASSES + ENGINE_OP_CLASSES + ENGINE_CLASSES
+CONDITIONAL_CLASSES = conditional.CLASSES
+COMPILER_CLASSES = ("compiled_inplace_fan_out", "compiled_shared_gradient")
+CLASSES = VJP_CLASSES + ENGINE_OP_CLASSES + ENGINE_CLASSES + CONDITIONAL_CLASSES + COMPILER_CLASSES
 
 
 def _raw(x):
@@ -58,18 +89,35 @@ class Mutant:
     klass: str
     op: str
     input: int = -1          # the input whose gradient is changed (-1: not input-specific)
+    detail: str = ""         # keyword_ignored: the keyword
 
     @property
     def label(self):
         where = f"[{self.input}]" if self.input >= 0 else ""
-        return f"{self.klass}:{self.op}{where}"
+        detail = f"({self.detail})" if self.detail else ""
+        return f"{self.klass}:{self.op}{where}{detail}"
+
+    @classmethod
+    def from_result(cls, result):
+        """The mutant of one entry of run_mutation's `mutants` list."""
+        return cls(result["class"], result["op"], result["input"], result.get("detail", ""))
 
     def plant(self):
-        return plant(self.klass, self.op, self.input)
+        return plant(self.klass, self.op, self.input, self.detail)
 
     def reproducer_context(self):
         setup = "from scratch_grad.testing.mutate import plant"
-        return setup, f"plant({self.klass!r}, {self.op!r}, {self.input})"
+        return setup, f"plant({self.klass!r}, {self.op!r}, {self.input}, {self.detail!r})"
+
+    @property
+    def trigger(self):
+        """The condition (planted.triggers) some VJP call of the op's input (of any input, for input -1)
+        must meet for the mutant to change anything; None when it may change anything anywhere."""
+        if self.klass in CONDITIONAL_CLASSES:
+            return conditional.trigger_of(self.klass, self.detail)
+        if self.klass in ENGINE_OP_CLASSES:
+            return conditional.BROADCAST      # the engine reduces only results of another shape
+        return None
 
 
 # ---- VJP rewrites --------------------------------------------------------------------------------------------
@@ -152,7 +200,7 @@ def _differentiable_inputs(spec):
     return [i for i, v in enumerate(spec.vjps) if v is not None]
 
 
-def _mutated_vjps(spec, klass, position):
+def _mutated_vjps(spec, klass, position, detail=""):
     vjps = list(spec.vjps)
     original = vjps[position]
     if klass == "sign_flip":
@@ -176,6 +224,8 @@ def _mutated_vjps(spec, klass, position):
         vjps[position] = _transposed(original)
     elif klass in ("kink_right", "kink_left"):
         vjps[position] = _kink_side(spec, original, position, 1.0 if klass == "kink_right" else -1.0)
+    elif klass in CONDITIONAL_CLASSES:
+        vjps[position] = conditional.conditional(spec, klass, position, original, detail)
     else:
         raise ValueError(f"unknown VJP mutation class {klass!r}")
     return tuple(vjps)
@@ -241,10 +291,26 @@ def _send_overwrite_at_leaves():
     return send
 
 
+_COMPILER_TEMPLATES = {
+    # fan-out summed in place into the first gradient: when that is the g eager code handed the compiled
+    # node (a VJP that returns g, as add's), eager code's buffer changes under it
+    "compiled_inplace_fan_out": ("_ACCUMULATE", "{name} += t          # fan-out, in place (planted)"),
+    # one buffer returned for two inputs: the engine takes each as its own and accumulates into it
+    "compiled_shared_gradient": ("_DEALIAS", "pass                  # {name} may be {other} (planted)"),
+}
+
+
 @contextlib.contextmanager
-def plant(klass, op, input=-1):
-    """Context manager: the mutant `klass` planted in op `op` (input `input`), restored on exit."""
+def plant(klass, op, input=-1, detail=""):
+    """Context manager: the mutant `klass` planted in op `op` (input `input`; `detail`: the keyword of a
+    keyword_ignored mutant), restored on exit."""
     from ..ops import REGISTRY
+    if klass in _COMPILER_TEMPLATES:
+        from .. import compiler
+        name, template = _COMPILER_TEMPLATES[klass]
+        with _patched(compiler, name, template):
+            yield
+        return
     if klass == "overwrite_fan_out":
         with _patched(engine, "_accumulate", _accumulate_overwrite):
             yield
@@ -260,7 +326,7 @@ def plant(klass, op, input=-1):
         return
     spec = REGISTRY[op]
     original = spec.vjps
-    object.__setattr__(spec, "vjps", _mutated_vjps(spec, klass, input))
+    object.__setattr__(spec, "vjps", _mutated_vjps(spec, klass, input, detail))
     try:
         yield
     finally:
@@ -283,6 +349,7 @@ def mutants_for(spec):
         if not spec.smooth:
             found.append(Mutant("kink_right", spec.name, position))
             found.append(Mutant("kink_left", spec.name, position))
+        found += [Mutant(klass, spec.name, position, detail) for klass, detail in conditional.applicable(spec, position)]
     for klass in ENGINE_OP_CLASSES:
         found.append(Mutant(klass, spec.name))
     return found
@@ -293,118 +360,284 @@ def all_mutants(ops=None):
     names = sorted(REGISTRY) if ops is None else list(ops)
     found = [m for name in names for m in mutants_for(REGISTRY[name])]
     if ops is None:
-        found += [Mutant(klass, ENGINE) for klass in ENGINE_CLASSES]
+        found += [Mutant(klass, ENGINE) for klass in ENGINE_CLASSES + COMPILER_CLASSES]
     return found
 
 
-# ---- running one mutant ---------------------------------------------------------------------------------------
+# ---- the samples a mutant runs on, and what the correct code does there ------------------------------------------
 
-def _gradients(program, directions):
-    """First-order gradients and (when directions is given) second-order ones, or the exception."""
-    from .oracle import _scratch_second_order
-    try:
-        _, grads, _ = program.scratch_gradients()
-        result = [np.array(g) for g in grads]
-        if directions is not None:
-            result += [np.array(_raw(s)) for s in _scratch_second_order(program, directions)]
-        return result
-    except Exception as exc:  # noqa: BLE001 - a mutant that makes backward raise changes behaviour
-        return f"{type(exc).__name__}: {exc}"
+class _Sample:
+    """One program the mutants of an op run on, and what the correct code does there, learnt once per
+    process (the same samples serve every mutant of the op, and engine mutants share theirs)."""
+    __slots__ = ("where", "k", "program", "triggers", "behaviour", "passes")
 
-
-def _changes(program, mutant):
-    """Whether the mutant changes any gradient of this program, bit for bit."""
-    wanted = program.differentiable_leaves()
-    if not wanted:
-        return False
-    rng = np.random.default_rng(0)
-    directions = None
-    if program.twice_differentiable():
-        directions = [rng.uniform(-1, 1, size=np.shape(program.leaves[k])) for k in wanted]
-    correct = _gradients(program, directions)
-    with mutant.plant():
-        mutated = _gradients(program, directions)
-    if isinstance(correct, str) or isinstance(mutated, str):
-        return correct != mutated
-    return any(a.shape != b.shape or not np.array_equal(a, b, equal_nan=True) for a, b in zip(correct, mutated))
+    def __init__(self, where, k, program):
+        self.where, self.k, self.program = where, k, program
+        self.triggers = None       # {(op, input): the conditions that held at its VJP calls}
+        self.behaviour = {}        # observed (op, input), None or "compiled" -> the correct code's behaviour
+        self.passes = {}           # "check" or "compiled" -> the checks pass on the correct code
 
 
-def _op_programs(spec, samples, seed, dtypes):
+_SAMPLES = {}      # (kind, op, dtype, seed, k) -> _Sample, or None when the sampler could not draw one
+
+
+def _fresh(program):
+    """A copy of the program whose arrays a run may change in place without touching the cached one."""
+    def copy(values):
+        return [v.copy() if isinstance(v, np.ndarray) else v for v in values]
+    return replace(program, leaves=copy(program.leaves), constants=copy(program.constants),
+                   cotangents=copy(program.cotangents), meta=dict(program.meta))
+
+
+def _op_sample(spec, dtype, seed, k):
     from ..ops.sampling import sample_inputs
     from .gen import RandomGen, sample_modes
     from .program import single_op_program
-    for dtype in dtypes:
-        for k in range(samples):
-            gen = RandomGen(seed=(seed, k), dtype=dtype, **sample_modes(spec, k))
-            try:
-                inputs, params = sample_inputs(spec, gen)
-                program = single_op_program(spec, inputs, params, cotangent_gen=gen)
-            except Exception:  # noqa: BLE001 - the parity run reports broken samplers
-                continue
-            yield "op", program, k
+    gen = RandomGen(seed=(seed, k), dtype=dtype, **sample_modes(spec, k))
+    try:
+        inputs, params = sample_inputs(spec, gen)
+        return _Sample("op", k, single_op_program(spec, inputs, params, cotangent_gen=gen))
+    except Exception:  # noqa: BLE001 - the parity run reports broken samplers
+        return None
 
 
-def _graph_programs(require_op, count, seed, dtypes):
+def _graph_sample(require_op, dtype, seed, k):
     from .gen import RandomGen
     from .graphs import build_graph
-    for dtype in dtypes:
-        for k in range(count):
-            program = build_graph(RandomGen(seed=(seed, 2, k), dtype=dtype), require_op=require_op)
-            if program is not None:
-                yield "graph", program, k
+    program = build_graph(RandomGen(seed=(seed, 2, k), dtype=dtype), require_op=require_op)
+    return None if program is None else _Sample("graph", k, program)
 
 
-_BASELINE = {}     # (kind, program name, dtype, k) -> whether the unmutated code passes there
+def _samples(mutant, budget, seed, dtypes):
+    from ..ops import REGISTRY
+    if mutant.op != ENGINE:
+        kinds = [("op", budget.op_examples), ("graph", budget.mutant_graphs)]
+    else:
+        kinds = [("graph", budget.graph_examples)]
+    for kind, count in kinds:
+        for dtype in dtypes:
+            for k in range(count):
+                key = (kind, mutant.op, dtype, seed, k)
+                if key not in _SAMPLES:
+                    _SAMPLES[key] = (_op_sample(REGISTRY[mutant.op], dtype, seed, k) if kind == "op" else
+                                     _graph_sample(None if mutant.op == ENGINE else mutant.op, dtype, seed, k))
+                if _SAMPLES[key] is not None:
+                    yield _SAMPLES[key]
 
 
-def _baseline_passes(where, program, k):
-    """The checks pass on this sample without the mutant (cached: samples recur across mutants)."""
+def _same(a, b):
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
+        return False
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+
+
+# a gradient change this small, in units in the last place of its largest entry, is rounding: far below any
+# tolerance a checker can use (the error model allows the rounding of every op on the path), and above the
+# few ulps by which a tiny term added in (a doubled 1e-16) moves a float32 second order
+ROUNDING_ULPS = 16
+
+
+def _within_rounding(a, b, ulps):
+    """a and b equal up to `ulps` units in the last place of their largest finite entry (same shape, dtype,
+    NaN and infinity positions): a mutant whose only effect on a sample is below the result's resolution
+    (doubling a 1e-16 entry of a gradient of size 10, or the same second order summed in another order)
+    changes nothing a checker could see."""
+    if a.shape != b.shape or a.dtype != b.dtype or a.dtype.kind != "f":
+        return False
+    special = ~np.isfinite(a) | ~np.isfinite(b)
+    if not np.array_equal(a[special], b[special], equal_nan=True):
+        return False
+    finite = ~special
+    if not finite.any():
+        return True
+    scale = max(float(np.max(np.abs(a[finite]))), float(np.max(np.abs(b[finite]))))
+    return bool(np.all(np.abs(a[finite].astype(np.float64) - b[finite]) <= ulps * np.spacing(a.dtype.type(scale))))
+
+
+def _differ(a, b, ulps=0):
+    """Whether two behaviours (nested lists of arrays, strings, numbers) differ: arrays bit for bit, or
+    by more than `ulps` units in the last place (_within_rounding)."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
+            return True
+        return not (_same(a, b) or (ulps and _within_rounding(a, b, ulps)))
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) != len(b) or any(_differ(x, y, ulps) for x, y in zip(a, b))
+    return a != b
+
+
+def _run_program(program):
+    """The gradients (first order, and second order when every op is twice differentiable), or the
+    exception the code under check raised, as 'Type: message'."""
+    from .oracle import _scratch_second_order
+    wanted = program.differentiable_leaves()
+    try:
+        _, grads, _ = program.scratch_gradients()
+        result = [np.array(g) for g in grads]
+        if program.twice_differentiable() and wanted:
+            rng = np.random.default_rng(0)
+            directions = [rng.uniform(-1, 1, size=np.shape(program.leaves[k])) for k in wanted]
+            result += [np.array(_raw(s)) for s in _scratch_second_order(program, directions)]
+        return result
+    except Exception as exc:  # noqa: BLE001 - a mutant that makes backward raise changes behaviour
+        if raised_by_checker(exc):
+            raise checker_error(exc, "scratch-grad mutate, running a program") from exc
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _observation(g, args, result, arrays, before):
+    """One VJP call as a direct check of the VJP protocol sees it (values are compared in the gradients):
+    the result's dtype and shape, and which of g and the inputs changed during the call. Returning g
+    itself or a view of it is allowed (the engine never accumulates into a buffer it does not own), so
+    it is not a change: only writing into one is."""
+    value = _raw(result)
+    return (str(np.asarray(value).dtype), np.shape(value), tuple(not _same(a, b) for a, b in zip(arrays, before)))
+
+
+def _observer(vjp, calls):
+    def observed(g, out, *args, **params):
+        arrays = [a for a in (g, *args) if type(a) is np.ndarray]
+        before = [a.copy() for a in arrays]
+        result = vjp(g, out, *args, **params)
+        calls.append(_observation(g, args, result, arrays, before))
+        return result
+    return observed
+
+
+@contextlib.contextmanager
+def _observing(observe, calls):
+    """Every call of the VJP of (op, input) `observe` appended to `calls` as an _observation."""
+    if observe is None:
+        yield
+        return
+    from ..ops import REGISTRY
+    op, position = observe
+    spec = REGISTRY[op]
+    original = spec.vjps
+    vjps = list(original)
+    vjps[position] = _observer(original[position], calls)
+    object.__setattr__(spec, "vjps", tuple(vjps))
+    try:
+        yield
+    finally:
+        object.__setattr__(spec, "vjps", original)
+
+
+def _arrays(program):
+    return [v for v in program.constants + program.cotangents if isinstance(v, np.ndarray)]
+
+
+def _behaviour(program, observe):
+    """[the gradients or the exception, the observed VJP calls, which of the program's constants and
+    cotangents changed in place] of one run of the program. observe: (op, input) whose VJP calls are
+    observed, None, or "compiled" (the compiled = eager comparisons' runs instead)."""
+    fresh = _fresh(program)
+    if observe == "compiled":
+        from .compiled import compiled_behaviour
+        outcome, calls = compiled_behaviour(fresh), []
+    else:
+        calls = []
+        with _observing(observe, calls):
+            outcome = _run_program(fresh)
+    changed = [k for k, (a, b) in enumerate(zip(_arrays(program), _arrays(fresh))) if not _same(a, b)]
+    # the kinds of call seen, not their number: a mutant may change how many nodes a create_graph
+    # backward records (and so calls) without changing any value
+    return [outcome, sorted(set(calls), key=repr), changed]
+
+
+def _observed(mutant):
+    if mutant.klass in COMPILER_CLASSES:
+        return "compiled"
+    if mutant.op == ENGINE or mutant.input < 0:
+        return None
+    return (mutant.op, mutant.input)
+
+
+def _changes(mutant, sample):
+    """Whether the mutant changes what this sample does (see the module docstring)."""
+    observe = _observed(mutant)
+    if observe not in sample.behaviour:
+        sample.behaviour[observe] = _behaviour(sample.program, observe)
+    with mutant.plant():
+        mutated = _behaviour(sample.program, observe)
+    # the compiled = eager comparisons are bit for bit: there one bit is a change
+    return _differ(sample.behaviour[observe], mutated, 0 if observe == "compiled" else ROUNDING_ULPS)
+
+
+def _can_change(mutant, sample):
+    """False when the mutant's condition never holds on the sample (learnt once from the correct code)."""
+    trigger = mutant.trigger
+    if trigger is None:
+        return True
+    if sample.triggers is None:
+        record = {}
+        with conditional.probe(record):
+            _run_program(_fresh(sample.program))
+        sample.triggers = record
+    if mutant.input < 0:                          # any input of the op
+        return any(trigger in seen for (op, _), seen in sample.triggers.items() if op == mutant.op)
+    return trigger in sample.triggers.get((mutant.op, mutant.input), ())
+
+
+def _check(mutant, sample):
+    """(detected_by, classification) of the first failure the checks report on the sample, or None."""
+    program = _fresh(sample.program)
+    if mutant.klass in COMPILER_CLASSES:
+        from .compiled import compare_compiled, compare_mixed
+        problems = compare_mixed(program, seed=sample.k) + compare_compiled(_fresh(sample.program))
+        return ("compiled: " + problems[0], "sg.compile differs from eager mode") if problems else None
     from .graphs import check_graph
     from .oracle import check_program
-    key = (where, program.name, tuple(program.op_names()), str(program.dtype), k)
-    if key not in _BASELINE:
-        report = check_program(program, seed=k, label=program.name) if where == "op" else check_graph(program, seed=k)
-        _BASELINE[key] = report.passed
-    return _BASELINE[key]
+    if sample.where == "op":
+        report = check_program(program, seed=sample.k, label=program.name)
+    else:
+        report = check_graph(program, seed=sample.k)
+    if report.passed:
+        return None
+    failure = report.failures()[0]
+    return f"{sample.where}: {failure.check}", failure.classification
+
+
+def _baseline_passes(mutant, sample):
+    """The checks pass on this sample without the mutant (a sample that already fails proves nothing)."""
+    kind = "compiled" if mutant.klass in COMPILER_CLASSES else "check"
+    if kind not in sample.passes:
+        sample.passes[kind] = _check(mutant, sample) is None
+    return sample.passes[kind]
 
 
 def run_mutant(mutant, budget, seed=0, dtypes=("float64", "float32")):
     """Run the checks on a mutant until one fails. Returns a result dict (plain data)."""
-    from ..ops import REGISTRY
-    from .graphs import check_graph
-    from .oracle import check_program
     started = time.perf_counter()
-    sources = []
-    if mutant.op != ENGINE:
-        sources.append(_op_programs(REGISTRY[mutant.op], budget.op_examples, seed, dtypes))
-        sources.append(_graph_programs(mutant.op, budget.mutant_graphs, seed, dtypes))
-    else:
-        sources.append(_graph_programs(None, budget.graph_examples, seed, dtypes))
     distinguishing = checked = baseline_failures = 0
-    for source in sources:
-        for where, program, k in source:
+    detected_by = classification = crash = ""
+    try:
+        for sample in _samples(mutant, budget, seed, dtypes):
             checked += 1
-            if not _changes(program, mutant):
+            if not sample.program.differentiable_leaves() or not _can_change(mutant, sample):
                 continue
-            if not _baseline_passes(where, program, k):
+            if not _changes(mutant, sample):
+                continue
+            if not _baseline_passes(mutant, sample):
                 baseline_failures += 1      # the correct code already fails here: proves nothing
                 continue
             distinguishing += 1
             with mutant.plant():
-                if where == "op":
-                    report = check_program(program, seed=k, label=program.name)
-                else:
-                    report = check_graph(program, seed=k)
-            if not report.passed:
-                failure = report.failures()[0]
-                return {"mutant": mutant.label, "class": mutant.klass, "op": mutant.op, "input": mutant.input,
-                        "status": "killed", "seconds": time.perf_counter() - started, "samples": checked,
-                        "distinguishing": distinguishing, "baseline_failures": baseline_failures,
-                        "detected_by": f"{where}: {failure.check}", "classification": failure.classification}
-    status = "survived" if distinguishing else "equivalent"
-    return {"mutant": mutant.label, "class": mutant.klass, "op": mutant.op, "input": mutant.input, "status": status,
-            "seconds": time.perf_counter() - started, "samples": checked, "distinguishing": distinguishing,
-            "baseline_failures": baseline_failures, "detected_by": "", "classification": ""}
+                found = _check(mutant, sample)
+            if found:
+                detected_by, classification = found
+                break
+    except Exception as exc:  # noqa: BLE001 - an exception that escaped the checker is no kill: reported
+        origin = "the checker's own code" if isinstance(exc, CheckerError) or raised_by_checker(exc) else "op code"
+        crash = f"an exception from {origin} escaped the checks instead of being reported: {describe(exc)}"
+        distinguishing = max(distinguishing, 1)
+    status = "killed" if detected_by else "survived" if distinguishing else "equivalent"
+    return {"mutant": mutant.label, "class": mutant.klass, "op": mutant.op, "input": mutant.input,
+            "detail": mutant.detail, "status": status, "seconds": time.perf_counter() - started, "samples": checked,
+            "distinguishing": distinguishing, "baseline_failures": baseline_failures, "detected_by": detected_by,
+            "classification": classification, "crash": crash}
 
 
 @dataclass(frozen=True)
@@ -421,6 +654,18 @@ def budget_for(profile):
                           graph_examples=b.graph_examples)
 
 
+def _batches(mutants, count):
+    """`count` batches of about equal size, each op's mutants in one of them: a worker learns an op's
+    samples once (building them, probing them, checking the correct code there) for all its mutants."""
+    by_op = {}
+    for mutant in mutants:
+        by_op.setdefault(mutant.op, []).append(mutant)
+    batches = [[] for _ in range(count)]
+    for group in sorted(by_op.values(), key=len, reverse=True):
+        min(batches, key=len).extend(group)
+    return [batch for batch in batches if batch]
+
+
 def _run_batch(args):
     import torch
     torch.set_num_threads(1)
@@ -435,8 +680,7 @@ def run_mutation(ops=None, classes=None, profile="ci", seed=0, workers=None, dty
     mutants = [m for m in all_mutants(ops) if classes is None or m.klass in classes]
     workers = workers or min(2, os.cpu_count() or 1)
     started = time.perf_counter()
-    batches = [mutants[k::max(1, workers * 4)] for k in range(max(1, workers * 4))]
-    batches = [b for b in batches if b]
+    batches = _batches(mutants, max(1, workers * 4))
     results = []
     if workers == 1:
         for done, batch in enumerate(batches, 1):
@@ -455,7 +699,7 @@ def run_mutation(ops=None, classes=None, profile="ci", seed=0, workers=None, dty
 
 
 def summarize(results, profile="ci", seconds=0.0):
-    results = sorted(results, key=lambda r: (r["op"], r["class"], r["input"]))
+    results = sorted(results, key=lambda r: (r["op"], r["class"], r["input"], r.get("detail", "")))
     planted = [r for r in results if r["status"] != "equivalent"]
     killed = [r for r in planted if r["status"] == "killed"]
 
@@ -502,8 +746,11 @@ def format_report(summary):
         lines.append("")
         lines.append("SURVIVORS (the suite is blind here):")
         for r in summary["survivors"]:
-            lines.append(f"  {r['mutant']}: changed the gradient on {r['distinguishing']} of {r['samples']} "
-                         "samples, no check failed")
+            if r.get("crash"):
+                lines.append(f"  {r['mutant']}: {r['crash']}")
+            else:
+                lines.append(f"  {r['mutant']}: changed behaviour on {r['distinguishing']} of {r['samples']} "
+                             "samples, no check failed")
     stale = [m for m in summary["equivalent"] if m.split(":")[0] in ENGINE_CLASSES]
     if stale:
         lines.append("")
@@ -550,14 +797,14 @@ def main(argv=None):
             print(f"scratch-grad mutate: unknown op(s) {', '.join(unknown)}", file=sys.stderr)
             return 2
 
-    def progress(done, total):
-        if sys.stderr.isatty():
-            print(f"\r{done}/{total} batches", end="", file=sys.stderr, flush=True)
+    from ..progress import bar
+    with bar(desc="mutants", unit="batch") as batches:
+        def progress(done, total):
+            batches.total = total
+            batches.update(done - batches.n)
 
-    summary = run_mutation(ops=args.ops, classes=args.classes, profile=args.profile, seed=args.seed,
-                           workers=args.workers, progress=progress)
-    if sys.stderr.isatty():
-        print("\r", end="", file=sys.stderr)
+        summary = run_mutation(ops=args.ops, classes=args.classes, profile=args.profile, seed=args.seed,
+                               workers=args.workers, progress=progress)
     print(format_report(summary))
     if args.json:
         with open(args.json, "w") as handle:

@@ -42,8 +42,9 @@ import numpy as np
 from . import high_precision, invariants
 from .faults import raised_by_checker
 from .findings import CHECK_TITLES, CHECKS, WARNINGS, CheckFailure, CheckReport, Finding, raised
-from .finite_diff import differentiate
-from .program import single_op_program, trace
+from .analytic import analytic_for
+from .finite_diff import differentiate, differentiate_along
+from .program import single_op_program, torch_jvp, trace
 from .tolerance import error_ratio, finite_max, high_precision_tolerance, result_tolerance
 
 __all__ = ["CHECKS", "CHECK_TITLES", "WARNINGS", "CheckFailure", "CheckReport", "Finding", "check_fn", "check_op",
@@ -90,6 +91,14 @@ def _compare_to_torch(check, index, analytic, torch64, torch_low, dtype, depth, 
     if expected_dtype is not None and analytic_arr.dtype != expected_dtype:
         return Finding(check, index, shape, str(analytic_arr.dtype), False, math.inf, "dtype mismatch",
                        detail=f"scratch_grad gives dtype {analytic_arr.dtype}, expected {expected_dtype}"), None
+    torch64 = _overflowed(torch64, dtype)
+    if torch_low is not None and np.dtype(dtype) != np.float64 and np.shape(torch_low) == shape:
+        # past float32's range a float32 computation can give NaN (inf - inf) where float64 gives inf:
+        # torch's own run in the checked dtype is the reference for those non-finite entries
+        low = np.asarray(torch_low, dtype=np.float64)
+        analytic64 = np.asarray(analytic_arr, dtype=np.float64)
+        same = ~np.isfinite(low) & ~np.isfinite(torch64) & ((analytic64 == low) | (np.isnan(analytic64) & np.isnan(low)))
+        torch64 = np.where(same, analytic64, torch64)
     tolerance = result_tolerance(torch64, dtype, depth, torch_low, floor, analytic_arr)
     error, ratio = error_ratio(analytic_arr, torch64, tolerance)
     position = _worst(ratio)
@@ -100,6 +109,16 @@ def _compare_to_torch(check, index, analytic, torch64, torch_low, dtype, depth, 
                       torch=_at(torch64, position), error=float(error[position]) if error.size else 0.0,
                       tolerance=float(tolerance[position]) if tolerance.size else 0.0)
     return finding, ratio
+
+
+def _overflowed(reference, dtype):
+    """The float64 reference as the checked dtype can hold it: beyond float32's range the right
+    float32 answer is inf (-1/x^2 at x = 1e-38), which torch's own float32 run gives too."""
+    reference = np.asarray(reference, dtype=np.float64)
+    largest = float(np.finfo(np.dtype(dtype)).max)
+    with np.errstate(invalid="ignore"):
+        beyond = np.isfinite(reference) & (np.abs(reference) > largest)
+    return np.where(beyond, np.sign(reference) * np.inf, reference) if beyond.any() else reference
 
 
 def _fd_errors(values, fd, tolerance, judged):
@@ -331,37 +350,45 @@ def _torch_runs(program, dtype, directions, findings):
     return reference, low
 
 
-def check_program(program, *, second_order=None, finite_differences=True, fd_mode="auto", seed=0,
-                  objective=None, label=None, contract=True, high_precision_reference="auto"):
-    """Compare forward, first and (optionally) second order of `program` three ways (four where the op
-    has a high-precision definition), and check the engine's contract (testing/invariants.py).
+def check_program(program, *, engine=None, second_order=None, forward_mode=None, finite_differences=True,
+                  fd_mode="auto", seed=0, objective=None, label=None, contract=True,
+                  high_precision_reference="auto"):
+    """Compare forward, first and (optionally) second order and forward mode of `program` three ways
+    (four where the op has a high-precision definition), and check the engine's contract
+    (testing/invariants.py).
 
-    second_order: None = when every op is declared twice differentiable. objective: an optional
-    replacement for the float64 objective used by finite differences, objective(leaves) -> (L, |L|)
-    (check_fn passes the user's function itself). high_precision_reference: True, False, or "auto" (the
-    slow mpmath reference on samples with entries where tails live, and on every fourth seed).
-    Returns a CheckReport; never raises on a mismatch or on an exception of the engine (both are
-    findings).
+    engine: None for scratch_grad, or an adapter (testing/engines) whose answers are checked instead;
+    raises NotProvidedError when the engine lacks an op of the program. second_order / forward_mode:
+    None = when the engine provides it and every op is declared twice differentiable. objective: an
+    optional replacement for the float64 objective used by finite differences, objective(leaves) ->
+    (L, |L|) (check_fn passes the user's function itself). high_precision_reference: True, False, or
+    "auto" (the slow mpmath reference on samples with entries where tails live, and on every fourth
+    seed). Returns a CheckReport; never raises on a mismatch or on an exception of the engine (both
+    are findings).
     """
     rng = np.random.default_rng(seed)
+    analytic = analytic_for(program, engine)
     dtype = program.dtype
-    report = CheckReport(program, label or program.name or "program")
+    report = CheckReport(program, label or program.name or "program", engine=analytic.name)
     findings = report.findings
     depth = program.depth
     wanted = program.differentiable_leaves()
     if second_order is None:
-        second_order = program.twice_differentiable() and bool(wanted)
+        second_order = analytic.second_order and program.twice_differentiable() and bool(wanted)
+    if forward_mode is None:
+        forward_mode = analytic.forward_mode and program.twice_differentiable() and bool(wanted)
     directions = [rng.uniform(-1, 1, size=np.shape(program.leaves[k])) for k in wanted] if second_order else None
 
+    before = invariants.snapshot(program) if contract and analytic.contract else None
     reference, low = _torch_runs(program, dtype, directions, findings)
     if reference is None:
         return report
     t_out64, t_grad64, t_second64, gradient_scale = reference
     t_out_low, t_grad_low, t_second_low = low if low is not None else (None, None, None)
-    result = _guarded("scratch_grad", "vjp_torch", dtype, findings, program.scratch_gradients)
+    result = _guarded(analytic.name, "vjp_torch", dtype, findings, analytic.first)
     if result is None:
         return report
-    outputs, grads, _ = result
+    outputs, grads = result
 
     # The natural scale of the problem: the largest gradient anywhere in the backward pass (the
     # cotangents, every intermediate's and every leaf's gradient, finite ones, from torch). Terms
@@ -378,8 +405,7 @@ def check_program(program, *, second_order=None, finite_differences=True, fd_mod
     if high_precision_reference:
         mp = _guarded("the high-precision reference", "vjp_mp", dtype, findings, high_precision.reference, program,
                       np.random.default_rng(seed))
-    for k, (out, ref) in enumerate(zip(outputs, t_out64)):
-        data = getattr(out, "_data", out)
+    for k, (data, ref) in enumerate(zip(outputs, t_out64)):
         expected = t_out_low[k].dtype if t_out_low is not None and dtype != np.float64 else ref.dtype
         finding, ratio = _compare_to_torch("forward", k, data, ref, None if t_out_low is None else t_out_low[k],
                                            dtype, depth, expected, max(1.0, largest_leaf))
@@ -394,40 +420,97 @@ def check_program(program, *, second_order=None, finite_differences=True, fd_mod
     program64 = program.astype(np.float64)
     scalar = objective or program64.scalar_raw
     points = list(program64.leaves)
-    base = _guarded("scratch_grad's forward", "vjp_fd", dtype, findings, scalar, points)
+    base = _guarded(f"{analytic.name}'s forward", "vjp_fd", dtype, findings, scalar, points)
     objective_scale = base[1] if base is not None and math.isfinite(base[1]) else 0.0
     for j, k in enumerate(wanted):
-        analytic = grads[j]
-        if analytic.dtype != program.leaves[k].dtype:
-            findings.append(Finding("vjp_torch", k, analytic.shape, str(analytic.dtype), False, math.inf,
-                                    "dtype mismatch", detail=f"gradient of a {program.leaves[k].dtype} input "
-                                                             f"has dtype {analytic.dtype}"))
+        analytic_gradient = np.asarray(grads[j])
+        if analytic_gradient.dtype != program.leaves[k].dtype:
+            findings.append(Finding("vjp_torch", k, analytic_gradient.shape, str(analytic_gradient.dtype), False,
+                                    math.inf, "dtype mismatch", detail=f"gradient of a {program.leaves[k].dtype} "
+                                                                       f"input has dtype {analytic_gradient.dtype}"))
             continue
         fd = differentiate(scalar, points, k, rng, fd_mode) if finite_differences else None
         floor = max(objective_scale / _input_scale(points[k]), natural)
         leaf_mp = mp.gradients.get(k) if mp is not None else None
-        findings.extend(_leaf_findings("vjp", k, analytic, t_grad64[j], None if t_grad_low is None else t_grad_low[j],
-                                       fd, dtype, 2 * depth + 1, floor, leaf_mp, largest_cotangent,
-                                       cut=_CUT if objective is not None else _SHARED))
-        found = _mp_finding("vjp_mp", k, analytic, leaf_mp, t_grad64[j], dtype, 2 * depth + 1, largest_cotangent)
+        findings.extend(_leaf_findings("vjp", k, analytic_gradient, t_grad64[j],
+                                       None if t_grad_low is None else t_grad_low[j], fd, dtype, 2 * depth + 1, floor,
+                                       leaf_mp, largest_cotangent, cut=_CUT if objective is not None else _SHARED))
+        found = _mp_finding("vjp_mp", k, analytic_gradient, leaf_mp, t_grad64[j], dtype, 2 * depth + 1,
+                            largest_cotangent)
         if found is not None:
             findings.append(found)
-    if contract:
-        findings.extend(invariants.check(program, t_grad64))
+    if contract and analytic.contract:
+        findings.extend(invariants.check(program, t_grad64, before))
+    if forward_mode:
+        _forward_mode_findings(program, analytic, scalar, points, natural, rng, findings,
+                               cut=_CUT if objective is not None else _SHARED)
     if second_order:
         first_order_ok = all(f.passed for f in findings if f.check in ("vjp_torch", "vjp_fd", "vjp_mp"))
-        _second_order_findings(program, program64, directions, t_second64, t_second_low, natural, points, rng,
-                               first_order_ok, findings)
+        _second_order_findings(program, program64, analytic, directions, t_second64, t_second_low, natural, points,
+                               rng, first_order_ok, findings)
+    if analytic.name != "scratch_grad":          # the verdicts name the engine that was checked
+        for finding in findings:
+            finding.classification = finding.classification.replace("scratch_grad", analytic.name)
     return report
 
 
-def _second_order_findings(program, program64, directions, t_second64, t_second_low, natural, points, rng,
-                           first_order_ok, findings):
-    """grad of S = sum_i <dL/dx_i, w_i> (double backward, with a non-contiguous cotangent and directions)
-    against torch and against finite differences of scratch's first gradient."""
+def _forward_mode_findings(program, analytic, scalar, points, natural, rng, findings, cut=_SHARED):
+    """J t (the engine's forward mode, t random per differentiable leaf) against torch.func.jvp entry by
+    entry, and <c, J t> against the finite difference of L along t (JAX's check_grads(modes=("fwd",))
+    and torch's check_forward_ad)."""
     dtype, depth, wanted = program.dtype, program.depth, program.differentiable_leaves()
-    second = _guarded("scratch_grad (create_graph)", "second_torch", dtype, findings, _scratch_second_order,
-                      program, directions)
+    tangents = [rng.uniform(-1, 1, size=np.shape(program.leaves[k])) for k in wanted]
+    ours = _guarded(f"{analytic.name} (forward mode)", "jvp_torch", dtype, findings, analytic.jvp, tangents)
+    if ours is None:
+        return
+    try:
+        theirs = torch_jvp(program, tangents)
+    except Exception:  # noqa: BLE001 - torch has no forward mode for this program: nothing to compare with
+        return
+    floor = natural * max([1.0] + [finite_max(t) for t in tangents])
+    total, total_tolerance, judged = 0.0, 0.0, True
+    for k, (a, t) in enumerate(zip(ours, theirs)):
+        finding, _ = _compare_to_torch("jvp_torch", k, a, t, None, dtype, 2 * depth + 1, None, floor)
+        findings.append(finding)
+        if finding.classification in ("shape mismatch", "dtype mismatch"):
+            judged = False
+            continue
+        c = np.asarray(program.cotangents[k], dtype=np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            total += float(np.sum(np.asarray(a, dtype=np.float64) * c))
+            tolerance = result_tolerance(t, dtype, 2 * depth + 1, None, floor, a)
+            total_tolerance += float(np.sum(np.abs(c) * tolerance))
+    fd = differentiate_along(scalar, points, [np.zeros_like(points[k]) if k not in wanted else
+                                              tangents[wanted.index(k)] for k in range(len(points))])
+    if not judged or fd.unavailable or not math.isfinite(total):
+        return
+    error = abs(total - float(fd.value))
+    bound = total_tolerance + float(fd.tolerance)
+    ratio = error / max(bound, np.finfo(np.float64).tiny) if error else 0.0
+    agrees_torch = all(f.passed for f in findings if f.check == "jvp_torch")
+    # the same verdicts as for a gradient (see _leaf_findings), on the one projection <c, J t>
+    if ratio <= 1.0:
+        passed, classification = True, "agree"
+    elif fd.kink:
+        passed, classification = agrees_torch, "kink" if agrees_torch else "kink/convention (J t differs from torch's)"
+    elif not agrees_torch:
+        passed, classification = False, "engine bug (J t disagrees with torch.func.jvp and the finite difference)"
+    elif ratio <= GRAPH_CUT_RATIO or fd.one_sided:
+        passed, classification = True, "finite-difference noise"
+    else:
+        passed, classification = False, cut
+    findings.append(Finding("jvp_fd", -1, (), str(dtype), passed, ratio, classification, analytic=total,
+                            reference=float(fd.value), fd=float(fd.value), fd_left=float(fd.left),
+                            fd_right=float(fd.right), error=error, tolerance=bound, projected=True))
+
+
+def _second_order_findings(program, program64, analytic, directions, t_second64, t_second_low, natural, points,
+                           rng, first_order_ok, findings):
+    """grad of S = sum_i <dL/dx_i, w_i> (double backward, with a non-contiguous cotangent and directions)
+    against torch and against finite differences of the engine's own first gradient."""
+    dtype, depth, wanted = program.dtype, program.depth, program.differentiable_leaves()
+    second = _guarded(f"{analytic.name} (create_graph)", "second_torch", dtype, findings, analytic.second,
+                      directions)
     if second is None:
         return
     # S = sum <dL/dx_i, w_i> sums first-derivative terms (natural size) times w
@@ -435,12 +518,13 @@ def _second_order_findings(program, program64, directions, t_second64, t_second_
     second_terms = natural * direction_size
 
     def first_gradient_objective(leaves):
-        _, g, _ = program64.scratch_gradients(leaves)
-        total = sum(float(np.sum(gi * w)) for gi, w in zip(g, directions))
-        absolute = sum(float(np.sum(np.abs(gi) * np.abs(w))) for gi, w in zip(g, directions))
+        g = analytic.gradients_at(replace(program64, leaves=list(leaves)))
+        total = sum(float(np.sum(np.asarray(gi, dtype=np.float64) * w)) for gi, w in zip(g, directions))
+        absolute = sum(float(np.sum(np.abs(np.asarray(gi, dtype=np.float64)) * np.abs(w)))
+                       for gi, w in zip(g, directions))
         return total, absolute + second_terms
 
-    base = _guarded("scratch_grad (at the points finite differences take)", "second_fd", dtype, findings,
+    base = _guarded(f"{analytic.name} (at the points finite differences take)", "second_fd", dtype, findings,
                     first_gradient_objective, points)
     if base is None:
         return

@@ -2,10 +2,21 @@
 
 Work is split into tasks (one op in one dtype; a batch of random graphs) that run in worker
 processes; each returns plain data that is merged into one table: op x (forward, VJP vs torch,
-VJP vs FD, second order, random graphs containing the op), each cell the worst error relative to
-its tolerance over all the draws, and pass/fail.
+VJP vs FD, second order, random graphs containing the op, compiled=eager), each cell the worst
+error relative to its tolerance over all the draws, and pass/fail. A check the oracle adds later
+(a name not in COLUMNS) gets a column of its own.
+
+Each row also keeps the same cells per dtype (`OpRow.matrix`: (column, dtype) -> Cell), and every
+cell keeps the evidence of its worst draw (`Evidence`: the oracle's Finding, the failure message,
+the reproducer and its source): `to_json` writes them, and `report_html` / `report_plot` draw the
+op x check x dtype matrix from that JSON.
 """
+import dataclasses
+import datetime
+import math
 import os
+import platform
+import subprocess
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -20,6 +31,25 @@ COLUMN_TITLES = {"forward": "forward", "vjp_torch": "VJP vs torch", "vjp_fd": "V
                  "second": "2nd order", "graphs": "random graphs", "compiled": "compiled=eager"}
 ENGINE_ROW = "(engine)"       # graph failures that no op explains on its own
 COMPILED_EVERY = 4            # every 4th sample of each op is also compiled (all random graphs are)
+MAX_FAILURES = 3              # failure messages (and reproducers) kept per op and task
+
+
+@dataclass
+class Evidence:
+    """The draw behind a cell's number: where it was, the oracle's Finding (any of its fields),
+    and for a failure the message and the standalone reproducer with its source."""
+    ratio: float                       # the ratio the cell counts (warnings count 0)
+    passed: bool
+    where: str                         # "sample 3", "random graph 17"
+    classification: str = ""
+    finding: object = None             # a testing.oracle.Finding, or None (compiled=eager has none)
+    message: str = ""
+    reproducer: str = ""
+    reproducer_source: str = ""
+
+    def rank(self):
+        """Failures first, then the larger ratio (NaN as the largest)."""
+        return (not self.passed, math.inf if math.isnan(self.ratio) else self.ratio)
 
 
 @dataclass
@@ -27,27 +57,48 @@ class Cell:
     worst: float = 0.0
     passed: bool = True
     count: int = 0
+    classifications: Counter = field(default_factory=Counter)
+    evidence: Evidence = None
 
-    def add(self, ratio, passed):
+    def add(self, ratio, passed, classification=None, evidence=None):
         if not np.isnan(ratio):
             self.worst = max(self.worst, float(ratio))
         self.passed = self.passed and bool(passed)
         self.count += 1
+        if classification:
+            self.classifications[classification] += 1
+        return self.offer(evidence)
+
+    def offer(self, evidence):
+        """Keep `evidence` if it is worse than the cell's; True if it was kept."""
+        if evidence is None or (self.evidence is not None and evidence.rank() <= self.evidence.rank()):
+            return False
+        self.evidence = evidence
+        return True
 
     def merge(self, other):
         self.worst = max(self.worst, other.worst)
         self.passed = self.passed and other.passed
         self.count += other.count
+        self.classifications.update(other.classifications)
+        self.offer(other.evidence)
 
 
 @dataclass
 class OpRow:
-    cells: dict = field(default_factory=dict)
+    cells: dict = field(default_factory=dict)        # column -> Cell, over all dtypes (the table)
+    matrix: dict = field(default_factory=dict)       # (column, dtype) -> Cell (the HTML report)
     notes: Counter = field(default_factory=Counter)
     failures: list = field(default_factory=list)
 
     def cell(self, column):
         return self.cells.setdefault(column, Cell())
+
+    def add(self, column, dtype, ratio, passed, classification=None, evidence=None):
+        """Count one draw in the column's cell and in its (column, dtype) cell; True if `evidence`
+        became the worst of the (column, dtype) cell."""
+        self.cell(column).add(ratio, passed, classification, evidence)
+        return self.matrix.setdefault((column, dtype), Cell()).add(ratio, passed, classification, evidence)
 
     @property
     def passed(self):
@@ -64,29 +115,51 @@ def _counted_ratio(finding):
     return finding.ratio if (finding.classification == "agree" or not finding.passed) else 0.0
 
 
-def _record(row, report):
-    """Fold one CheckReport of a single op into its row, check by check."""
+def _record(row, report, dtype, where):
+    """Fold one CheckReport of a single op into its row, check by check. Returns the evidence that
+    became the worst of its cell and failed (it gets the report's message and reproducer)."""
+    adopted = []
     for finding in report.findings:
-        row.cell(_column(finding.check)).add(_counted_ratio(finding), finding.passed)
+        evidence = Evidence(_counted_ratio(finding), finding.passed, where, finding.classification, finding)
+        if row.add(_column(finding.check), dtype, evidence.ratio, finding.passed, finding.classification, evidence) \
+                and not finding.passed:
+            adopted.append(evidence)
     for note in report.notes():
         row.notes[_short_note(note)] += 1
+    return adopted
 
 
-def _record_graph(row, report, guilty):
-    """Fold a graph's report into the graph column of one op it contains; a failing graph counts
-    against the op only if localize() found the op failing on its own inputs there."""
-    worst = max((_counted_ratio(f) for f in report.findings), default=0.0)
-    row.cell("graphs").add(worst, report.passed or not guilty)
+def _graph_evidence(report, where):
+    """A graph's worst finding (failures first) as the evidence of the ops it contains."""
+    findings = [(Evidence(_counted_ratio(f), f.passed, where, f.classification, f)) for f in report.findings]
+    return max(findings, key=Evidence.rank, default=Evidence(0.0, True, where))
 
 
-def _record_compiled(rows, names, problems, where):
+def _record_graph(row, worst, culprits, name, dtype):
+    """Fold a graph's worst evidence into the graph column of one op it contains. A failing graph
+    counts against the op only if localize() found the op failing on its own inputs there; for the
+    other ops of that graph it counts 0 (as a warning does), since its error is another op's.
+    Returns the op's evidence if it failed and became the worst of its cell (as _record)."""
+    if culprits and name not in culprits:
+        evidence = dataclasses.replace(worst, ratio=0.0, passed=True,
+                                       classification=f"graph failed, localized to {', '.join(culprits)}")
+    else:
+        evidence = worst
+    adopted = row.add("graphs", dtype, evidence.ratio, evidence.passed, evidence.classification, evidence)
+    return [evidence] if adopted and not evidence.passed else []
+
+
+def _record_compiled(rows, names, problems, where, dtype):
     """sg.compile against eager mode on one program (testing/compiled.py): bit for bit, so a cell is
     0 (equal) or inf; a mismatch counts against every op of the program and is reported with it."""
+    classification = "differs from eager mode" if problems else "bit for bit"
+    message = f"sg.compile differs from eager mode on {where}: " + "; ".join(problems[:3]) if problems else ""
     for name in names:
         row = rows.setdefault(name, OpRow())
-        row.cell("compiled").add(np.inf if problems else 0.0, not problems)
-        if problems and len(row.failures) < 3:
-            row.failures.append(f"sg.compile differs from eager mode on {where}: " + "; ".join(problems[:3]))
+        evidence = Evidence(np.inf if problems else 0.0, not problems, where, classification, message=message)
+        row.add("compiled", dtype, evidence.ratio, evidence.passed, classification, evidence)
+        if problems and len(row.failures) < MAX_FAILURES:
+            row.failures.append(message)
 
 
 def _short_note(note):
@@ -101,6 +174,25 @@ def _reproducer(report, directory):
         return ""
     from . import reproducer
     return reproducer.write(report.program, report, directory=directory)
+
+
+def _attach(evidence_list, report, message, reproducer_dir):
+    """Give failing evidence its report's message and reproducer: the path and the script's source,
+    read from the file the run wrote (rendered in memory when no directory was given)."""
+    if not evidence_list:
+        return
+    if not report.reproducer and reproducer_dir is not None:
+        report.reproducer = _reproducer(report, reproducer_dir)
+    if report.reproducer:
+        with open(report.reproducer) as handle:
+            source = handle.read()
+    else:
+        from . import reproducer
+        source = reproducer.render(report.program, report)
+    for evidence in evidence_list:
+        evidence.message = message or report.message()
+        evidence.reproducer = report.reproducer
+        evidence.reproducer_source = source
 
 
 # ---- tasks (run in workers; return plain data) --------------------------------------------------------------
@@ -120,25 +212,30 @@ def _op_task(name, dtype, samples, seed, reproducer_dir):
         try:
             inputs, params = sample_inputs(spec, gen)
         except Exception as exc:  # noqa: BLE001 - a broken sampler is a failure of the op's entry
-            row.cell("forward").add(np.inf, False)
-            row.failures.append(f"op '{name}' ({dtype}): its sampler raised {type(exc).__name__}: {exc}")
+            message = f"op '{name}' ({dtype}): its sampler raised {type(exc).__name__}: {exc}"
+            row.add("forward", dtype, np.inf, False, "sampler raised",
+                    Evidence(np.inf, False, f"sample {k}", "sampler raised", message=message))
+            row.failures.append(message)
             break
         report = check_sample(spec, inputs, params, cotangent_gen=gen, seed=k)
-        _record(row, report)
-        if not report.passed and len(row.failures) < 3:
+        adopted = _record(row, report, dtype, f"sample {k}")
+        if not report.passed and (len(row.failures) < MAX_FAILURES or adopted):
             report.reproducer = _reproducer(report, reproducer_dir)
-            row.failures.append(report.message())
+            message = report.message()
+            if len(row.failures) < MAX_FAILURES:
+                row.failures.append(message)
+            _attach(adopted, report, message, reproducer_dir)
         if k % COMPILED_EVERY == 0:
             program = single_op_program(spec, inputs, params, rng=np.random.default_rng(k))
             if program.differentiable_leaves():
                 _record_compiled({name: row}, [name], compare_compiled(program, second_order=False),
-                                 f"sample {k} ({dtype})")
+                                 f"sample {k} ({dtype})", dtype)
     return {"kind": "op", "name": name, "dtype": dtype, "row": row, "seconds": time.perf_counter() - started,
             "checks": samples}
 
 
 def _graph_task(dtype, start, stop, seed, max_ops, reproducer_dir):
-    from .compiled import compare_compiled
+    from .compiled import compare_compiled, compare_mixed
     from .gen import RandomGen
     from .graphs import build_graph, check_graph, localize
     rows = {}
@@ -155,18 +252,27 @@ def _graph_task(dtype, start, stop, seed, max_ops, reproducer_dir):
         report = check_graph(program, seed=k)
         notes.update(_short_note(n) for n in report.notes())
         culprits = []
+        where = f"random graph {k}"
+        message = ""
         if not report.passed:
             culprits = localize(program, seed=k) or [ENGINE_ROW]
             report.reproducer = _reproducer(report, reproducer_dir)
+            message = report.message() + f"\n  localized to: {', '.join(culprits)}"
+        worst = _graph_evidence(report, where)
         for name in program.op_names():
-            _record_graph(rows.setdefault(name, OpRow()), report, name in culprits)
-        _record_compiled(rows, program.op_names(), compare_compiled(program), f"random graph {k} ({dtype})")
+            adopted = _record_graph(rows.setdefault(name, OpRow()), worst, culprits, name, dtype)
+            _attach(adopted, report, message, reproducer_dir)
+        _record_compiled(rows, program.op_names(), compare_compiled(program), f"{where} ({dtype})", dtype)
+        _record_compiled(rows, program.op_names(), compare_mixed(program, seed=k),
+                         f"{where} ({dtype}) with compiled calls inside", dtype)
         for name in culprits:
             row = rows.setdefault(name, OpRow())
             if name == ENGINE_ROW:
-                row.cell("graphs").add(np.inf, False)
-            if len(row.failures) < 3:
-                row.failures.append(report.message() + f"\n  localized to: {', '.join(culprits)}")
+                evidence = dataclasses.replace(worst, ratio=np.inf, passed=False)
+                if row.add("graphs", dtype, np.inf, False, evidence.classification, evidence):
+                    _attach([evidence], report, message, reproducer_dir)
+            if len(row.failures) < MAX_FAILURES:
+                row.failures.append(message)
     return {"kind": "graphs", "dtype": dtype, "rows": rows, "graphs": graphs, "steps": steps, "notes": notes,
             "seconds": time.perf_counter() - started}
 
@@ -194,6 +300,9 @@ class ParityResult:
     graph_steps: int
     seconds: float
     workers: int
+    settings: dict = field(default_factory=dict)     # the run's arguments
+    versions: dict = field(default_factory=dict)     # python, numpy, torch, scratch_grad
+    started: str = ""                                # ISO time, UTC
 
     @property
     def failed_ops(self):
@@ -228,6 +337,12 @@ def run_parity(ops=None, samples=40, graphs=1200, dtypes=("float64", "float32"),
                                      reproducer_dir), imports))
     # graph batches are the longest tasks: start them first so the pool finishes evenly
     tasks.sort(key=lambda t: t[0] != "graphs")
+    settings = {"ops": "all" if ops is None else list(names), "samples": samples, "graphs": graphs,
+                "dtypes": list(dtypes), "seed": seed, "workers": workers, "max_ops": max_ops or MAX_OPS,
+                "imports": list(imports), "reproducer_dir": reproducer_dir}
+    started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    if progress is not None:
+        progress(0, len(tasks))
     started = time.perf_counter()
     rows = {name: OpRow() for name in names}
     op_checks = graph_count = graph_steps = 0
@@ -259,14 +374,34 @@ def run_parity(ops=None, samples=40, graphs=1200, dtypes=("float64", "float32"),
         if pool is not None:
             pool.shutdown()
     return ParityResult(rows, graph_notes, tuple(dtypes), op_checks, graph_count, graph_steps,
-                        time.perf_counter() - started, workers)
+                        time.perf_counter() - started, workers, settings, versions(), started_at)
+
+
+def versions():
+    """Versions of what the run used (scratch_grad with its git commit when run from a checkout)."""
+    import torch
+
+    from .. import __version__
+    found = {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
+             "scratch_grad": __version__}
+    try:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                                timeout=5, cwd=os.path.dirname(os.path.abspath(__file__)))
+        if commit.returncode == 0 and commit.stdout.strip():
+            found["scratch_grad"] += f" (git {commit.stdout.strip()})"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    found["platform"] = platform.platform()
+    return found
 
 
 def _merge(row, partial):
     for column, cell in partial.cells.items():
         row.cell(column).merge(cell)
+    for key, cell in partial.matrix.items():
+        row.matrix.setdefault(key, Cell()).merge(cell)
     row.notes.update(partial.notes)
-    row.failures.extend(partial.failures[:max(0, 3 - len(row.failures))])
+    row.failures.extend(partial.failures[:max(0, MAX_FAILURES - len(row.failures))])
 
 
 # ---- output -----------------------------------------------------------------------------------------------
@@ -279,19 +414,35 @@ def format_cell(cell):
     return f"{status} {worst}"
 
 
+def columns(result):
+    """The table's columns: COLUMNS, then any check the oracle added (in the order first seen)."""
+    extra = []
+    for row in result.rows.values():
+        extra += [c for c in row.cells if c not in COLUMNS and c not in extra]
+    return list(COLUMNS) + extra
+
+
+def column_title(column):
+    """The table's title of a column; a check added to the oracle uses the oracle's title for it."""
+    from .oracle import CHECK_TITLES
+    return COLUMN_TITLES.get(column) or CHECK_TITLES.get(column) or column.replace("_", " ")
+
+
 def format_table(result):
     names = sorted(result.rows, key=lambda n: (n == ENGINE_ROW, n))
+    shown = columns(result)
     width = max([len(n) for n in names] + [4]) + 2
-    header = f"{'op':<{width}}" + " ".join(f"{COLUMN_TITLES[c]:<15}" for c in COLUMNS) + " notes (warnings)"
+    widths = {column: max(15, len(column_title(column))) for column in shown}
+    header = f"{'op':<{width}}" + " ".join(f"{column_title(c):<{widths[c]}}" for c in shown) + " notes (warnings)"
     lines = [header, "-" * len(header)]
     for name in names:
         row = result.rows[name]
         cells = []
-        for column in COLUMNS:
+        for column in shown:
             text = format_cell(row.cells.get(column))
             if column == "graphs" and column in row.cells:
                 text += f" ({row.cells[column].count})"
-            cells.append(f"{text:<15}")
+            cells.append(f"{text:<{widths[column]}}")
         notes = ", ".join(f"{note} x{count}" for note, count in sorted(row.notes.items()))
         lines.append(f"{name:<{width}}" + " ".join(cells) + " " + notes)
     return "\n".join(lines)
@@ -314,17 +465,53 @@ def summary_line(result):
     return text
 
 
+def json_safe(value):
+    """A JSON-ready copy: dataclasses as dicts of their fields (whatever fields they have), tuples as
+    lists, NumPy scalars and arrays as Python numbers and lists, NaN and infinities as the strings
+    "nan", "inf", "-inf" (JSON has no such numbers; float() reads them back)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _cell_json(cell):
+    return {"status": "pass" if cell.passed else "fail", "worst_ratio": json_safe(cell.worst), "checks": cell.count,
+            "classifications": dict(cell.classifications), "evidence": json_safe(cell.evidence)}
+
+
 def to_json(result):
+    """The run as JSON-ready data. Per op: `cells` (per column over all dtypes, as the table) and
+    `matrix` ({column: {dtype: cell}}, each cell with the evidence of its worst draw: the oracle's
+    Finding with all its fields, and for a failure its message, reproducer path and source)."""
     ops = {}
     for name, row in sorted(result.rows.items()):
+        matrix = {}
+        for (column, dtype), cell in row.matrix.items():
+            matrix.setdefault(column, {})[dtype] = _cell_json(cell)
         ops[name] = {"passed": row.passed,
                      "cells": {column: {"status": "pass" if cell.passed else "fail",
                                         "worst_ratio": cell.worst if np.isfinite(cell.worst) else None,
                                         "checks": cell.count}
                                for column, cell in row.cells.items()},
-                     "notes": dict(row.notes), "failures": row.failures}
+                     "matrix": matrix, "notes": dict(row.notes), "failures": row.failures}
+    shown = columns(result)
     return {"passed": result.passed, "failed_ops": result.failed_ops, "dtypes": list(result.dtypes),
             "op_checks": result.op_checks, "graphs": result.graphs,
             "mean_graph_ops": result.graph_steps / result.graphs if result.graphs else 0.0,
             "graph_notes": dict(result.graph_notes), "seconds": result.seconds, "workers": result.workers,
-            "summary": summary_line(result), "ops": ops}
+            "summary": summary_line(result), "columns": shown,
+            "column_titles": {column: column_title(column) for column in shown},
+            "settings": json_safe(result.settings), "versions": dict(result.versions), "started": result.started,
+            "ops": ops}

@@ -4,6 +4,7 @@ Exit status 0 when every cell passes, 1 otherwise. Deterministic for a given --s
 """
 import argparse
 import json
+import os
 import sys
 
 
@@ -23,6 +24,10 @@ def build_parser():
     parser.add_argument("--seed", type=int, default=0, help="seed of every draw (default 0)")
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: min(2, cores))")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--html", metavar="PATH",
+                        help="also write a self-contained HTML report: the op x check x dtype matrix coloured by "
+                             "worst error over tolerance, each cell opening on its evidence, reproducers inline")
+    parser.add_argument("--plot", metavar="PATH", help="also write the matrix as a PNG heatmap (needs matplotlib)")
     parser.add_argument("--reproducers", metavar="DIR", default="reproducers",
                         help="where failing checks write standalone reproducer scripts (default ./reproducers)")
     parser.add_argument("--import", action="append", dest="imports", default=[], metavar="MODULE",
@@ -31,8 +36,36 @@ def build_parser():
     return parser
 
 
+def output_path_problem(path):
+    """Why `path` cannot be written (None if it can): checked before a run of minutes starts."""
+    full = os.path.abspath(os.path.expanduser(path))
+    directory = os.path.dirname(full)
+    if os.path.isdir(full):
+        return f"{path} is a directory"
+    if not os.path.isdir(directory):
+        return f"directory {directory} does not exist"
+    if not os.access(directory, os.W_OK):
+        return f"directory {directory} is not writable"
+    return None
+
+
+def validate(parser, args):
+    """Bad output options exit 2 with a message before any work."""
+    for flag, path in (("--json", args.json), ("--html", args.html), ("--plot", args.plot)):
+        problem = path is not None and output_path_problem(path)
+        if problem:
+            parser.error(f"{flag} {path}: {problem}")
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            parser.error("--plot needs matplotlib: pip install 'scratch_grad[plot]'")
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    validate(parser, args)
     try:
         import torch  # noqa: F401 - the reference
     except ImportError:
@@ -50,16 +83,16 @@ def main(argv=None):
             print(f"scratch-grad parity: unknown op(s) {', '.join(unknown)}; see `scratch-grad ops`", file=sys.stderr)
             return 2
 
-    def progress(done, total):
-        if sys.stderr.isatty():
-            print(f"\r{done}/{total} tasks", end="", file=sys.stderr, flush=True)
+    from ..progress import bar
+    with bar(desc="parity", unit="task", enabled=False if args.quiet else None) as tasks:
+        def progress(done, total):
+            tasks.total = total
+            tasks.update(done - tasks.n)
 
-    result = run_parity(ops=args.ops, samples=args.samples, graphs=args.graphs,
-                        dtypes=tuple(args.dtypes or ("float64", "float32")), seed=args.seed, workers=args.workers,
-                        reproducer_dir=args.reproducers, progress=None if args.quiet else progress,
-                        imports=args.imports)
-    if sys.stderr.isatty() and not args.quiet:
-        print("\r", end="", file=sys.stderr)
+        result = run_parity(ops=args.ops, samples=args.samples, graphs=args.graphs,
+                            dtypes=tuple(args.dtypes or ("float64", "float32")), seed=args.seed,
+                            workers=args.workers, reproducer_dir=args.reproducers, progress=progress,
+                            imports=args.imports)
     if not args.quiet:
         print(format_table(result))
         print()
@@ -68,9 +101,19 @@ def main(argv=None):
             print(message)
             print()
     print(summary_line(result))
+    if args.json or args.html or args.plot:
+        data = to_json(result)
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(to_json(result), handle, indent=2)
+        with open(os.path.expanduser(args.json), "w") as handle:
+            json.dump(data, handle, indent=2)
+    if args.html:
+        from . import report_html
+        report_html.write(data, os.path.expanduser(args.html))
+        print(f"HTML report written to {args.html}")
+    if args.plot:
+        from . import report_plot
+        report_plot.write(data, os.path.expanduser(args.plot))
+        print(f"heatmap written to {args.plot}")
     return 0 if result.passed else 1
 
 

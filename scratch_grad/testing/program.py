@@ -180,6 +180,53 @@ class Program:
         return outputs, grads, second
 
 
+def program_function(program, wanted=None):
+    """fn(*Variables) -> the program's outputs, a function of the leaves `wanted` (default: the
+    differentiable ones); the other leaves are held fixed at their values."""
+    wanted = program.differentiable_leaves() if wanted is None else list(wanted)
+
+    def fn(*variables):
+        leaves = {k: Variable(v) for k, v in enumerate(program.leaves) if k not in wanted}
+        leaves.update(zip(wanted, variables))
+        values = []
+        for step in program.steps:
+            args = [leaves[ref.index] if ref.kind == "leaf" else values[ref.index] if ref.kind == "step"
+                    else program.constants[ref.index] for ref in step.args]
+            values.append(apply(step.spec, args, step.params))
+        return [values[k] for k in program.outputs]
+    fn.__name__ = program.name or "program"
+    return fn
+
+
+def torch_jvp(program, tangents):
+    """J t of every output, by torch's forward mode (torch.func.jvp) on the program's torch replay in
+    float64, t one tangent per differentiable leaf; torch's double-backward JVP where a reference
+    has no forward-mode rule."""
+    import torch
+    program = program.astype(np.float64)
+    wanted = program.differentiable_leaves()
+    fixed = {k: torch.tensor(np.array(v, order="C")) for k, v in enumerate(program.leaves) if k not in wanted}
+    constants = [_torch_constant(c, torch.float64) for c in program.constants]
+
+    def fn(*tensors):
+        leaves = dict(fixed)
+        leaves.update(zip(wanted, tensors))
+        values = []
+        for step in program.steps:
+            args = [leaves[ref.index] if ref.kind == "leaf" else values[ref.index] if ref.kind == "step"
+                    else constants[ref.index] for ref in step.args]
+            values.append(step.spec.torch(*args, **step.params))
+        return tuple(values[k] for k in program.outputs)
+
+    primals = tuple(torch.tensor(np.array(program.leaves[k], order="C")) for k in wanted)
+    directions = tuple(torch.tensor(np.array(t, dtype=np.float64, order="C")) for t in tangents)
+    try:
+        _, result = torch.func.jvp(fn, primals, directions)
+    except Exception:  # noqa: BLE001 - a reference without a forward-mode rule: the double-backward JVP
+        _, result = torch.autograd.functional.jvp(fn, primals, directions)
+    return [r.detach().numpy().astype(np.float64) for r in result]
+
+
 def _to_numpy(gradient, leaf):
     """A torch gradient as a float64 array; None and torch's lazy ZeroTensor become zeros."""
     if gradient is None or gradient._is_zerotensor():

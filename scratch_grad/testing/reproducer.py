@@ -130,14 +130,17 @@ def _torch_name(spec):
 
 # ---- the script ------------------------------------------------------------------------------------------
 
-def render(program, report=None, context=None, title=""):
+def render(program, report=None, context=None, title="", directory=None):
     """The reproducer's source. context: (setup source, expression of a context manager) that
-    re-creates the conditions of the failure (a planted mutant), or None."""
+    re-creates the conditions of the failure (a planted mutant), or None. directory: where the
+    script will live; ops defined outside scratch_grad are found by module name, or else by their
+    path relative to the script (never an absolute path of the machine that wrote it)."""
     import scratch_grad
     specs = {}
     for step in program.steps:
         specs.setdefault(step.spec.name, step.spec)
-    roots = {str(Path(scratch_grad.__file__).resolve().parent.parent)}
+    base = Path(directory if directory is not None else reproducer_directory()).resolve()
+    roots = set()
     spec_lines, scratch_names, torch_names = [], {}, {}
     for name, spec in specs.items():
         if _fresh_registry_has(spec):
@@ -150,7 +153,7 @@ def render(program, report=None, context=None, title=""):
                 spec_lines.append(f"# op {name!r} was defined where it cannot be imported from: re-create it here")
                 spec_expr = f"sg.REGISTRY[{name!r}]"
             else:
-                roots.add(_import_root(module))
+                roots.add(os.path.relpath(_import_root(module), base))
                 alias = f"spec_{name}"
                 spec_lines.append(f"from {module} import {attribute.split('.')[0]} as _{alias}  # defines {name!r}")
                 spec_expr = f"_{alias}" + ("." + attribute.split(".", 1)[1] if "." in attribute else "")
@@ -202,10 +205,17 @@ program. Exit status 1 while the mismatch persists.
 """
 import contextlib
 import sys
+import traceback
+from pathlib import Path
 
-for root in {sorted(roots)!r}:
+# where the ops of this program that scratch_grad does not define were imported from, relative to
+# this script (the current directory is searched first, as Python does for `python -c "import m"`)
+for relative in {sorted(roots)!r}:
+    root = str((Path(__file__).resolve().parent / relative).resolve())
     if root not in sys.path:
-        sys.path.insert(0, root)
+        sys.path.append(root)
+if "" not in sys.path:
+    sys.path.insert(0, "")
 
 import numpy as np
 import torch
@@ -246,37 +256,47 @@ def torch_program({t_args}{", " if t_args else ""}dtype=torch.float64):
 def main():
     leaves = [{", ".join(leaf_names)}]
     with {manager}:
-        variables = [sg.Variable(x, requires_grad=flag) for x, flag in zip(leaves, REQUIRES_GRAD)]
-        wanted = [v for v, flag in zip(variables, REQUIRES_GRAD) if flag]
-        # outputs computed from constants alone are plain arrays: they carry no gradient
-        live = [isinstance(o, sg.Variable) and o.requires_grad for o in scratch_program(*variables)]
-        outputs = [o for o, keep in zip(scratch_program(*variables), live) if keep]
-        cotangents = [c for c, keep in zip(COTANGENTS, live) if keep]
-        scratch_grads = sg.grad(outputs, wanted, grad_outputs=cotangents, allow_unused=True)
-        tensors = [torch.tensor(np.array(x, order="C"), dtype=torch.float64, requires_grad=flag)
-                   for x, flag in zip(leaves, REQUIRES_GRAD)]
-        torch_wanted = [t for t, flag in zip(tensors, REQUIRES_GRAD) if flag]
-        torch_outputs = [o for o, keep in zip(torch_program(*tensors), live) if keep]
-        torch_grads = torch.autograd.grad(torch_outputs, torch_wanted,
-                                          [torch.tensor(c, dtype=torch.float64) for c in cotangents],
-                                          allow_unused=True)
-        for k, (mine, theirs) in enumerate(zip(scratch_grads, torch_grads)):
-            mine = np.zeros(wanted[k].shape) if mine is None else np.asarray(mine, dtype=np.float64)
-            theirs = np.zeros(wanted[k].shape) if theirs is None else theirs.detach().numpy()
-            if mine.shape != theirs.shape:
-                print(f"input {{k}}: scratch_grad gradient shape {{mine.shape}}, torch {{theirs.shape}}")
-                continue
-            difference = np.abs(mine - theirs)
-            where = tuple(int(i) for i in np.unravel_index(int(np.argmax(difference)), difference.shape)) \\
-                if difference.size else ()
-            print(f"input {{k}}: largest |scratch_grad - torch| = {{difference.max() if difference.size else 0.0:.3e}}"
-                  f" at {{where}}: scratch_grad {{mine[where] if mine.size else None}}, "
-                  f"torch {{theirs[where] if theirs.size else None}}")
+        try:
+            return compare(leaves)
+        except Exception:  # noqa: BLE001 - the engine raising is the failure this script reproduces
+            traceback.print_exc()
+            print("scratch_grad raised (above) on this program")
+            return 1
 
-        def live_outputs(*variables):
-            return [o for o, keep in zip(scratch_program(*variables), live) if keep]
 
-        report = check_fn(live_outputs, variables, cotangent=cotangents, raise_on_failure=False)
+def compare(leaves):
+    """scratch_grad and torch on the inlined program, then the three-way oracle: 0 when it passes."""
+    variables = [sg.Variable(x, requires_grad=flag) for x, flag in zip(leaves, REQUIRES_GRAD)]
+    wanted = [v for v, flag in zip(variables, REQUIRES_GRAD) if flag]
+    # outputs computed from constants alone are plain arrays: they carry no gradient
+    live = [isinstance(o, sg.Variable) and o.requires_grad for o in scratch_program(*variables)]
+    outputs = [o for o, keep in zip(scratch_program(*variables), live) if keep]
+    cotangents = [c for c, keep in zip(COTANGENTS, live) if keep]
+    scratch_grads = sg.grad(outputs, wanted, grad_outputs=cotangents, allow_unused=True)
+    tensors = [torch.tensor(np.array(x, order="C"), dtype=torch.float64, requires_grad=flag)
+               for x, flag in zip(leaves, REQUIRES_GRAD)]
+    torch_wanted = [t for t, flag in zip(tensors, REQUIRES_GRAD) if flag]
+    torch_outputs = [o for o, keep in zip(torch_program(*tensors), live) if keep]
+    torch_grads = torch.autograd.grad(torch_outputs, torch_wanted,
+                                      [torch.tensor(c, dtype=torch.float64) for c in cotangents],
+                                      allow_unused=True)
+    for k, (mine, theirs) in enumerate(zip(scratch_grads, torch_grads)):
+        mine = np.zeros(wanted[k].shape) if mine is None else np.asarray(mine, dtype=np.float64)
+        theirs = np.zeros(wanted[k].shape) if theirs is None else theirs.detach().numpy()
+        if mine.shape != theirs.shape:
+            print(f"input {{k}}: scratch_grad gradient shape {{mine.shape}}, torch {{theirs.shape}}")
+            continue
+        difference = np.abs(mine - theirs)
+        where = tuple(int(i) for i in np.unravel_index(int(np.argmax(difference)), difference.shape)) \\
+            if difference.size else ()
+        print(f"input {{k}}: largest |scratch_grad - torch| = {{difference.max() if difference.size else 0.0:.3e}}"
+              f" at {{where}}: scratch_grad {{mine[where] if mine.size else None}}, "
+              f"torch {{theirs[where] if theirs.size else None}}")
+
+    def live_outputs(*variables):
+        return [o for o, keep in zip(scratch_program(*variables), live) if keep]
+
+    report = check_fn(live_outputs, variables, cotangent=cotangents, raise_on_failure=False)
     print(report.message() if not report.passed else "the three-way check passes now")
     return 0 if report.passed else 1
 
@@ -289,19 +309,11 @@ if __name__ == "__main__":
 
 def write(program, report=None, context=None, directory=None, stem=None):
     """Write the reproducer script and return its path (named by a hash of its content)."""
-    source = render(program, report, context)
     directory = Path(directory) if directory is not None else reproducer_directory()
+    source = render(program, report, context, directory=directory)
     directory.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha1(source.encode()).hexdigest()[:10]
     stem = stem or f"{program.name or 'program'}-{program.dtype}"
     path = directory / f"{stem}-{digest}.py"
     path.write_text(source)
     return str(path)
-
-
-def load_spec(module_name, attribute):
-    """Helper for reproducers of ops defined outside scratch_grad."""
-    value = importlib.import_module(module_name)
-    for part in attribute.split("."):
-        value = getattr(value, part)
-    return value

@@ -26,14 +26,22 @@ _SLOW_IS_FINE = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.l
 
 
 def register_profiles():
-    """Register ci/dev/fuzz with hypothesis and load the one HYPOTHESIS_PROFILE names."""
+    """Register ci/dev/fuzz with hypothesis and load the one HYPOTHESIS_PROFILE names. dev and fuzz
+    save and replay failures in the example database SCRATCH_GRAD_DATABASE names (a directory or a
+    redis://HOST:PORT/DB shared by several machines; testing/database.py), else hypothesis' default
+    directory; ci is derandomized and keeps none."""
+    from .database import database_from_environment
+    name = current_profile()
+    shared = {}
+    if name != "ci":        # derandomize=True implies no database: do not even reach the server
+        database = database_from_environment()
+        shared = {"database": database} if database is not None else {}
     settings.register_profile("ci", max_examples=BUDGETS["ci"].op_examples, derandomize=True, deadline=None,
                               print_blob=True, suppress_health_check=_SLOW_IS_FINE)
     settings.register_profile("dev", max_examples=BUDGETS["dev"].op_examples, deadline=None, print_blob=True,
-                              suppress_health_check=_SLOW_IS_FINE)
+                              suppress_health_check=_SLOW_IS_FINE, **shared)
     settings.register_profile("fuzz", max_examples=BUDGETS["fuzz"].op_examples, deadline=None, print_blob=True,
-                              suppress_health_check=_SLOW_IS_FINE)
-    name = current_profile()
+                              suppress_health_check=_SLOW_IS_FINE, **shared)
     settings.load_profile(name)
     return name
 
