@@ -541,3 +541,26 @@ def test_second_order_through_relu_of_a_zero_vector_norm_matches_torch():
     (tg,) = torch.autograd.grad(torch.linalg.vector_norm(torch.relu(t)), t, create_graph=True)
     (theirs,) = torch.autograd.grad((tg * torch.tensor(direction)).sum(), t)
     np.testing.assert_array_equal(ours, theirs.numpy())
+
+
+@pytest.mark.parametrize("values", [[-1e-30], [1e-30, -1e-30], [3e-25, 4e-25]])
+def test_float32_norm_and_std_of_tiny_values_are_not_lost_to_underflowing_squares(values):
+    # in float32 the squares underflow to 0 (the norm came out as 0, its gradient as the zero subgradient);
+    # the reductions square in float64, as torch's float32 kernels accumulate (its norm of a 1-element
+    # input is |x| too)
+    x64 = np.array(values)
+    x = sg.Variable(x64.astype(np.float32), requires_grad=True)
+    y = sg.norm(x)
+    y.backward()
+    assert y.dtype == np.float32 and x.grad.dtype == np.float32
+    np.testing.assert_allclose(y.data, np.sqrt(np.sum(x64 ** 2)), rtol=1e-6)
+    np.testing.assert_allclose(x.grad, x64 / np.sqrt(np.sum(x64 ** 2)), rtol=1e-6)
+    if len(values) > 1:
+        np.testing.assert_allclose(sg.std(x).data, np.std(x64), rtol=1e-6)
+
+
+def test_prod_gradient_where_the_product_underflows_is_the_product_of_the_others():
+    # prod([1e-200, 1e-200]) is 0, and prod / x_i = 0 where the gradient is 1e-200 (torch shares the error)
+    x = sg.Variable(np.array([[1e-200, 1e-200], [1e200, 2e200]]), requires_grad=True)
+    sg.prod(x, axis=1).sum().backward()
+    np.testing.assert_array_equal(x.grad, [[1e-200, 1e-200], [2e200, 1e200]])

@@ -9,8 +9,9 @@ import numpy as np
 import scipy.special
 from .lazy_torch import mpmath, torch
 
-from .registry import (ABOVE_MINUS_ONE, KINK_AT_ZERO, NONZERO, NOT_DIFFERENTIABLE, POSITIVE, REAL, Domain, make_function,
-                       OpSpec, register)
+from .registry import (ABOVE_MINUS_ONE, EXP_FAMILY, FINITE, KINK_AT_ZERO, NONZERO, NOT_DIFFERENTIABLE, POSITIVE, REAL,
+                       Domain, OpSpec, make_function, register)
+from .sampling import Choice, Real, draw_params
 from ..engine import Variable
 
 
@@ -83,12 +84,13 @@ _normal_cdf = make_function(OpSpec("normal_cdf", scipy.special.ndtr, (lambda g, 
 
 # ---- unary ---------------------------------------------------------------------------------------
 neg = _unary("neg", np.negative, lambda g, out, x: -g, torch.neg, mp=lambda x: -x)
-exp = _unary("exp", np.exp, lambda g, out, x: g * out, torch.exp, mp=lambda x: mpmath.exp(x))
+exp = _unary("exp", np.exp, lambda g, out, x: g * out, torch.exp, EXP_FAMILY, mp=lambda x: mpmath.exp(x))
 log = _unary("log", np.log, lambda g, out, x: g / x, torch.log, POSITIVE, mp=lambda x: mpmath.log(x))
 log1p = _unary("log1p", np.log1p, lambda g, out, x: g / (1 + x), torch.log1p, ABOVE_MINUS_ONE,
                mp=lambda x: mpmath.log1p(x))
 # d/dx (e^x - 1) = e^x, from x: out + 1 cancels to 0 once e^x is below out's rounding (x < -37 in float64)
-expm1 = _unary("expm1", np.expm1, lambda g, out, x: g * exp(x), torch.expm1, mp=lambda x: mpmath.expm1(x),
+expm1 = _unary("expm1", np.expm1, lambda g, out, x: g * exp(x), torch.expm1, EXP_FAMILY,
+               mp=lambda x: mpmath.expm1(x),
                examples=(
                    ((np.array([-745.0, -100.0, -40.0, -20.0, -9.01, 1e-8, 80.0]),), {}),   # derivative tails
                ))
@@ -107,10 +109,11 @@ abs = _unary("abs", np.abs, _abs_vjp, torch.abs, KINK_AT_ZERO,
              examples=(
                  ((np.array([np.nan, 0.0, -0.0, -np.inf, np.inf, -2.0]),), {}),
              ))
-sin = _unary("sin", np.sin, lambda g, out, x: g * cos(x), torch.sin, mp=lambda x: mpmath.sin(x))
-cos = _unary("cos", np.cos, lambda g, out, x: -g * sin(x), torch.cos, mp=lambda x: mpmath.cos(x))
+sin = _unary("sin", np.sin, lambda g, out, x: g * cos(x), torch.sin, FINITE, mp=lambda x: mpmath.sin(x))
+cos = _unary("cos", np.cos, lambda g, out, x: -g * sin(x), torch.cos, FINITE, mp=lambda x: mpmath.cos(x))
 # tan: its poles at pi/2 + k*pi are kept out of the sampled interval
-tan = _unary("tan", np.tan, lambda g, out, x: g * (1 + out * out), torch.tan, Domain(-1.4, 1.4, description="|x| < 1.4"),
+tan = _unary("tan", np.tan, lambda g, out, x: g * (1 + out * out), torch.tan,
+            Domain(-1.4, 1.4, closed=(-1.4, 1.4), nan=True, description="|x| <= 1.4"),
             mp=lambda x: mpmath.tan(x))
 # tanh' = sech^2(x) from x (1 - out^2 is 0 from |x| = 19 in float64, and 2e3 ulps off at 5)
 def _tanh_vjp(g, out, x):
@@ -118,7 +121,7 @@ def _tanh_vjp(g, out, x):
     return g * (_sech2_forward(x) if type(x) is np.ndarray else _sech2(x))
 
 
-tanh = _unary("tanh", np.tanh, _tanh_vjp, torch.tanh, mp=lambda x: mpmath.tanh(x),
+tanh = _unary("tanh", np.tanh, _tanh_vjp, torch.tanh, EXP_FAMILY, mp=lambda x: mpmath.tanh(x),
               examples=(
                   ((np.array([-1000.0, -80.0, -20.0, -9.01, -5.0, 1e-8, 5.0, 20.0, 40.0, 1000.0]),), {}),
                   ((np.array([np.inf, -np.inf, np.nan]),), {}),
@@ -153,7 +156,7 @@ def _sigmoid_vjp(g, out, x):
     return g * (_logistic_slope_forward(x) if type(x) is np.ndarray else _logistic_slope(x))
 
 
-sigmoid = _unary("sigmoid", _sigmoid_forward, _sigmoid_vjp, torch.sigmoid,
+sigmoid = _unary("sigmoid", _sigmoid_forward, _sigmoid_vjp, torch.sigmoid, EXP_FAMILY,
                  mp=lambda x: 1 / (1 + mpmath.exp(-x)),
                  examples=(
                      ((np.array([-800.0, -40.0, -9.01, 1e-8, 9.01, 20.0, 40.0, 300.0, 800.0]),), {}),
@@ -194,8 +197,7 @@ leaky_relu = _unary("leaky_relu", lambda x, negative_slope=0.01: np.where(x > 0,
                     _leaky_relu_vjp, lambda x, negative_slope=0.01: torch.nn.functional.leaky_relu(x, negative_slope),
                     KINK_AT_ZERO, smooth=False, kink_rule="leaky_relu'(0) = negative_slope, as torch",
                     mp=lambda x, negative_slope=0.01: x if x > 0 else x * negative_slope,
-                    sample=lambda gen: ((gen.array(gen.shape(), KINK_AT_ZERO),),
-                                        {"negative_slope": gen.choice([0.01, 0.2])}))
+                    params={"negative_slope": Real(-0.5, 2.0, edges=(0.01, 0.0, 1.0))})
 
 
 def _elu_vjp(g, out, x, alpha=1.0):
@@ -215,7 +217,7 @@ elu = _unary("elu", lambda x, alpha=1.0: np.where(x > 0, x, alpha * np.expm1(np.
              lambda x, alpha=1.0: torch.nn.functional.elu(x, alpha), KINK_AT_ZERO, smooth=False,
              kink_rule="elu'(0) = alpha (the left derivative) and elu''(0) = 0, as torch",
              mp=lambda x, alpha=1.0: x if x > 0 else alpha * mpmath.expm1(x),
-             sample=lambda gen: ((gen.array(gen.shape(), KINK_AT_ZERO),), {"alpha": gen.choice([1.0, 0.5])}),
+             params={"alpha": Real(-0.5, 2.0, edges=(1.0, 0.0))},
              examples=(
                  ((np.array([-np.inf, -745.0, -40.0, -20.0, -1.0, -0.0, 0.0, 1.0, np.inf, np.nan]),), {}),
                  ((np.array([-700.0, -20.0, np.inf, -np.inf]),), {"alpha": 0.5}),
@@ -254,9 +256,10 @@ def _gelu_mp(x, approximate="none"):
     return x * mpmath.ncdf(x)
 
 
+# FINITE: torch's gelu(+-inf) is NaN (inf * 0 in its formula), though the limits are inf and 0
 gelu = _unary("gelu", _gelu_forward, _gelu_vjp,
-              lambda x, approximate="none": torch.nn.functional.gelu(x, approximate=approximate), mp=_gelu_mp,
-              sample=lambda gen: ((gen.array(gen.shape(), REAL),), {"approximate": gen.choice(["none", "tanh"])}),
+              lambda x, approximate="none": torch.nn.functional.gelu(x, approximate=approximate), FINITE, mp=_gelu_mp,
+              params={"approximate": Choice("none", "tanh")},
               examples=(
                   ((np.array([-40.0, -20.0, -10.0, -5.0, -0.75, 1e-8, 10.0, 40.0]),), {}),   # 1 + erf cancels below -8
                   ((np.array([-40.0, -20.0, -10.0, -5.0, -0.75, 1e-8, 10.0, 40.0]),), {"approximate": "tanh"}),
@@ -271,12 +274,54 @@ def _softplus_forward(x):
 # softplus' = sigmoid, accurate in both tails; torch's gradient is exactly 1 above its threshold of 20,
 # where the true value is 1 - 2e-9 (float64): torch is the less accurate reference there
 softplus = _unary("softplus", _softplus_forward, lambda g, out, x: g * sigmoid(x), torch.nn.functional.softplus,
-                  mp=lambda x: mpmath.log1p(mpmath.exp(x)),
+                  EXP_FAMILY, mp=lambda x: mpmath.log1p(mpmath.exp(x)),
                   examples=(
                       ((np.array([-40.0, -20.0, 1e-8, 15.0]),), {}),
                   ))
 
-_CLIP_BOUNDS = Domain(avoid=(-0.5, 0.5), description="real (kinks at min and max)")
+_CLIP_BOUNDS = Domain(avoid=(-0.5, 0.5), infinities=(-math.inf, math.inf), nan=True,
+                      description="real (kinks at min and max)")
+# the values of clip's bounds: the kink grid's range, so that kink mode puts x exactly on a bound; an
+# infinite bound does not clip
+_CLIP_LIMITS = Domain(-1.0, 1.0, avoid=(-0.5, 0.5), closed=(-1.0, 1.0), infinities=(-math.inf, math.inf),
+                      description="a bound of clip")
+
+
+def _clip_bound(gen, shape):
+    """None, a Python number or an array that broadcasts against x (the result takes the broadcast shape)."""
+    form = gen.choice(["number", "array", "none"])
+    if form == "none":
+        return None
+    if form == "number":
+        return gen.choice([-0.5, 0.5]) if gen.boolean() else gen.scalar(_CLIP_LIMITS)
+    return gen.array(shape, _CLIP_LIMITS)
+
+
+def _clip_sample(gen):
+    # min > max is drawn too: NumPy and torch then return max everywhere, with a zero gradient
+    x_shape, min_shape, max_shape = gen.broadcastable_shapes(3, min_side=0)
+    params = {"min": _clip_bound(gen, min_shape), "max": _clip_bound(gen, max_shape)}
+    if params["min"] is None and params["max"] is None:
+        params[gen.choice(["min", "max"])] = gen.choice([-0.5, 0.5])
+    return (gen.array(x_shape, _CLIP_BOUNDS),), params
+
+
+def _clip_mp(x, min=None, max=None):
+    # as np.clip and torch.clamp: the lower bound first, then the upper one, so min > max gives max
+    if min is not None and x < min:
+        x = min
+    if max is not None and x > max:
+        x = max
+    return x
+
+
+def _torch_clamp(x, min=None, max=None):
+    # torch.clamp takes two numbers or two tensors: any bound given becomes a tensor of x's dtype.
+    # It does not broadcast x against a bound larger than both x and the other bound (it clamps in
+    # two steps), so x is expanded to the shape of the result first, as np.clip's result has
+    min, max = (None if v is None else torch.as_tensor(np.array(v, order="C"), dtype=x.dtype) for v in (min, max))
+    shape = torch.broadcast_shapes(x.shape, *(v.shape for v in (min, max) if v is not None))
+    return torch.clamp(x.expand(shape), min, max)
 
 
 def _clip_vjp(g, out, x, min=None, max=None):
@@ -293,13 +338,6 @@ def _clip_vjp(g, out, x, min=None, max=None):
     return where(inside, g, 0.0)
 
 
-def _torch_clamp(x, min=None, max=None):
-    # array bounds as tensors of x's dtype: torch.clamp takes two numbers or two tensors, not ndarrays
-    if not all(v is None or isinstance(v, (int, float)) for v in (min, max)):
-        min, max = (None if v is None else torch.as_tensor(v, dtype=x.dtype) for v in (min, max))
-    return torch.clamp(x, min, max)
-
-
 def _bound(value, x):
     """An array bound in x's dtype (torch.clamp's bounds take x's dtype; NumPy would promote a float32 x
     to float64 against float64 bounds)."""
@@ -312,21 +350,10 @@ def _clip_forward(x, min=None, max=None):
     return np.clip(x, _bound(min, x), _bound(max, x))
 
 
-def _clamp_mp(x, min=None, max=None):
-    # torch.clamp's definition, min(max(x, min), max): where min > max the result is max
-    if min is not None and x < min:
-        x = min
-    if max is not None and x > max:
-        x = max
-    return x
-
-
 clip = _unary("clip", _clip_forward, _clip_vjp,
               _torch_clamp, _CLIP_BOUNDS, smooth=False,
               kink_rule="gradient 1 on [min, max] inclusive, as torch.clamp",
-              mp=_clamp_mp,
-              sample=lambda gen: ((gen.array(gen.shape(), _CLIP_BOUNDS),),
-                                  gen.choice([{"min": -0.5, "max": 0.5}, {"min": -0.5}, {"max": 0.5}])),
+              mp=_clip_mp, sample=_clip_sample,
               examples=(
                   # array bounds that broadcast x to a larger shape; min > max in some entries
                   ((np.array([-1.0, 0.0, 0.25, 1.0]),), {"min": np.array([[-0.5], [0.5]]), "max": np.array([[0.5], [0.0]])}),
@@ -406,8 +433,24 @@ def _pow_forward(x, y):
     return x ** y if type(x) is np.ndarray else np.power(x, y)
 
 
+def _pow_sample(gen):
+    """Every call form: x ** y on arrays (a positive base: a real power of a negative number is NaN),
+    x ** n with a Python int (any base; a nonzero one for n < 0: 0 ** -1 is a pole), x ** 2.5 with a
+    Python float, and 2.0 ** y with a Python base."""
+    form = gen.choice(["arrays", "int exponent", "float exponent", "number base"])
+    if form == "arrays":
+        x_shape, y_shape = gen.broadcastable_shapes(2, min_side=0)
+        return (gen.array(x_shape, POSITIVE), gen.array(y_shape, REAL)), {}
+    if form == "int exponent":
+        n = gen.choice([3, 2, -1, 0, 1, -2, 4])
+        return (gen.array(gen.shape(min_side=0), NONZERO if n < 0 else REAL), n), {}
+    if form == "float exponent":
+        return (gen.array(gen.shape(min_side=0), POSITIVE), float(gen.choice([0.5, 2.5, -1.5, 2.0]))), {}
+    return (gen.scalar(POSITIVE), gen.array(gen.shape(min_side=0), REAL)), {}
+
+
 power = _binary("pow", _pow_forward, _pow_vjp_base, _pow_vjp_exponent, torch.pow,
-                (POSITIVE, REAL), mp=lambda x, y: mpmath.power(x, y),
+                (POSITIVE, REAL), mp=lambda x, y: mpmath.power(x, y), sample=_pow_sample,
                 examples=(
                     # bases at 0 (both signs) and below 0 with integer exponents, exponents 0 and < 0
                     ((np.array([0.0, -0.0, 0.0, 0.0, -0.0, -1.0, -2.5, -2.5, 2.0, 0.0]),
@@ -433,18 +476,30 @@ def _max_min_vjp(g, first, second, loses):
     return where(lost, 0.0, where(a == b, g * 0.5, g))
 
 
+def _tensors(x, y):
+    """torch.maximum and minimum take tensors only: a Python number becomes a 0-d tensor of the other
+    operand's dtype, as NumPy treats it (a weakly typed scalar)."""
+    if not isinstance(x, torch.Tensor):
+        x = torch.tensor(x, dtype=y.dtype)
+    if not isinstance(y, torch.Tensor):
+        y = torch.tensor(y, dtype=x.dtype)
+    return x, y
+
+
 _MAX_MIN_EXAMPLES = (
     ((np.array([np.nan, 1.0, np.nan, 2.0, 3.0]), np.array([1.0, np.nan, np.nan, 2.0, -np.inf])), {}),
     ((np.array([[1.0, 2.0]]), np.array([[2.0], [1.0]])), {}),
 )
 maximum = _binary("maximum", np.maximum, lambda g, out, x, y: _max_min_vjp(g, x, y, "<"),
-                  lambda g, out, x, y: _max_min_vjp(g, y, x, "<"), torch.maximum, smooth=False,
+                  lambda g, out, x, y: _max_min_vjp(g, y, x, "<"), lambda x, y: torch.maximum(*_tensors(x, y)),
+                  smooth=False,
                   kink_rule="ties split the gradient 0.5/0.5, as torch.maximum", mp=lambda x, y: max(x, y),
                   examples=(
                       *_MAX_MIN_EXAMPLES,
                   ))
 minimum = _binary("minimum", np.minimum, lambda g, out, x, y: _max_min_vjp(g, x, y, ">"),
-                  lambda g, out, x, y: _max_min_vjp(g, y, x, ">"), torch.minimum, smooth=False,
+                  lambda g, out, x, y: _max_min_vjp(g, y, x, ">"), lambda x, y: torch.minimum(*_tensors(x, y)),
+                  smooth=False,
                   kink_rule="ties split the gradient 0.5/0.5, as torch.minimum", mp=lambda x, y: min(x, y),
                   examples=(
                       *_MAX_MIN_EXAMPLES,
@@ -452,8 +507,13 @@ minimum = _binary("minimum", np.minimum, lambda g, out, x, y: _max_min_vjp(g, x,
 
 
 def _where_sample(gen):
-    cond_shape, x_shape, y_shape = gen.broadcastable_shapes(3)
-    return (gen.mask(cond_shape), gen.array(x_shape), gen.array(y_shape)), {}
+    # x or y may be a Python number (where(c, x, 0.0)); an infinite or NaN value in the branch not
+    # taken must not reach the gradient
+    cond_shape, x_shape, y_shape = gen.broadcastable_shapes(3, min_side=0)
+    number_at = gen.integer(0, 5)
+    x = gen.scalar(REAL) if number_at == 4 else gen.array(x_shape)
+    y = gen.scalar(REAL) if number_at == 5 else gen.array(y_shape)
+    return (gen.mask(cond_shape), x, y), {}
 
 
 where = register(OpSpec(

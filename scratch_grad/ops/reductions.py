@@ -6,8 +6,8 @@ import numpy as np
 from .lazy_torch import mpmath, torch
 
 from .elementwise import _raw, exp, sqrt, where
-from .indexing import getitem
-from .registry import NONZERO, REAL, OpSpec, register
+from .registry import FINITE, LOGITS, REAL, OpSpec, register
+from .sampling import reduction_inputs
 from .shape import _broadcast_forward, broadcast_to, flip, pad, reshape, transpose
 
 
@@ -154,6 +154,17 @@ def _mp_var(values, ddof):
     return mpmath.fsum((v - mean) ** 2 for v in values) / (len(values) - ddof)
 
 
+def _ddof_sample(gen):
+    """The reduction sampler plus ddof, the correction: 0 to n - 1 (n = the reduced count), and n
+    itself in edge mode (a division by zero: inf or NaN, as in NumPy and torch)."""
+    x, params = reduction_inputs(gen)
+    shape = np.shape(x)
+    axes = range(len(shape)) if params["axis"] is None else np.atleast_1d(params["axis"])
+    n = int(np.prod([shape[a] for a in axes])) if shape else 1
+    params["ddof"] = gen.integer(0, n if gen.edges else max(n - 1, 0))
+    return (x,), params
+
+
 def _var_vjp(g, out, x, axis=None, keepdims=False, ddof=0):
     # 2 (x - mean) / (n - ddof). torch's backward divides by n - ddof as it is (inf at n == ddof, negative
     # beyond), while its forward, as NumPy's, divides by max(n - ddof, 0): the same here
@@ -172,7 +183,7 @@ var = _reduction("var", _var_forward,
                  _var_vjp,
                  lambda x, axis=None, keepdims=False, ddof=0: torch.var(x, dim=_torch_dims(x, axis), keepdim=keepdims,
                                                                        correction=ddof),
-                 mp=lambda values, ddof=0: _mp_var(values, ddof),
+                 mp=lambda values, ddof=0: _mp_var(values, ddof), sample=_ddof_sample,
                  examples=(
                      *_ZERO_D,
                      ((np.array([[np.inf, 1.0, 2.0], [-np.inf, -np.inf, 1.0]]),), {"axis": 1}),   # infinite entries: NaN only there
@@ -215,6 +226,7 @@ std = _reduction("std", _std_forward,
                                                                        correction=ddof),
                  mp=lambda values, ddof=0: mpmath.sqrt(_mp_var(values, ddof)),
                  smooth=False, kink_rule="gradient 0 where all reduced values are equal (std == 0), as torch",
+                 sample=_ddof_sample,
                  examples=(
                      *_ZERO_D,
                      ((np.array([[np.inf, 1.0, 2.0], [-np.inf, -np.inf, 1.0]]),), {"axis": 1}),   # infinite entries: NaN only there
@@ -240,6 +252,7 @@ max = _reduction("max", lambda x, axis=None, keepdims=False: np.max(x, axis=_num
                  _extremum_vjp,
                  lambda x, axis=None, keepdims=False: torch.amax(x, dim=_torch_dims(x, axis), keepdim=keepdims),
                  smooth=False, kink_rule="ties split the gradient evenly, as torch.amax", mp=lambda values: max(values),
+                 reduces_empty=False,
                  examples=(
                      *_ZERO_D,
                  ))
@@ -247,6 +260,7 @@ min = _reduction("min", lambda x, axis=None, keepdims=False: np.min(x, axis=_num
                  _extremum_vjp,
                  lambda x, axis=None, keepdims=False: torch.amin(x, dim=_torch_dims(x, axis), keepdim=keepdims),
                  smooth=False, kink_rule="ties split the gradient evenly, as torch.amin", mp=lambda values: min(values),
+                 reduces_empty=False,
                  examples=(
                      *_ZERO_D,
                  ))
@@ -284,11 +298,16 @@ def _prod_vjp(g, out, x, axis=None, keepdims=False):
     axes = _axes(data.ndim, axis)
     if not axes:                           # nothing reduced: prod is the identity
         return _expand(g, x, axes) * 1.0
-    if data.all():                         # no zero: d prod / d x_i = prod / x_i, as torch
+    product = np.abs(_raw(out))
+    if data.all() and (not np.isfinite(data).all() or
+                       (np.isfinite(product).all() and product.min(initial=np.inf) >= np.finfo(product.dtype).tiny)):
+        # no zero: d prod / d x_i = prod / x_i, as torch (also with inf or NaN entries, for torch's NaNs)
         return _expand(g, x, axes) * _keep(out, x, axes) / x
-    # zeros: the product of the other entries, written with ops so that under create_graph its own
-    # derivative (the product of all but two entries, nonzero where a row holds exactly one or two
-    # zeros) is the true second order, as torch's cumprod-based formula gives
+    # zeros, or a product that under- or overflowed (prod of [1e-200, 1e-200] is 0, of [1e200, 1e200, 1e-200]
+    # inf, and prod / x_i is then 0 or inf where the product of the others is 1e-200 or 1e200; a subnormal
+    # product has lost digits): the product of the other entries, written with ops so that under
+    # create_graph its own derivative (the product of all but two entries, nonzero where a row holds
+    # exactly one or two zeros) is the true second order, as torch's cumprod-based formula gives at zeros
     return _expand(g, x, axes) * _product_of_others(x, axes)
 
 
@@ -301,7 +320,7 @@ def _torch_prod(x, axis=None, keepdims=False):
 
 prod = _reduction("prod", lambda x, axis=None, keepdims=False: np.prod(x, axis=_numpy_axis(x, axis), keepdims=keepdims),
                   _prod_vjp,
-                  _torch_prod, NONZERO, mp=lambda values: mpmath.fprod(values),
+                  _torch_prod, mp=lambda values: mpmath.fprod(values),
                   examples=(
                       *_ZERO_D,
                       ((np.array([[0.0, 1.5, 2.0], [0.0, 0.0, 2.0], [0.0, 0.0, 0.0]]),), {"axis": 1}),  # 1, 2, 3 zeros
@@ -309,6 +328,7 @@ prod = _reduction("prod", lambda x, axis=None, keepdims=False: np.prod(x, axis=_
                       ((np.array([0.0]),), {"axis": 0}),
                       ((np.array([[[1.0, 0.0], [2.0, -1.0]], [[0.0, 3.0], [0.0, 0.5]]]),), {"axis": (0, -1), "keepdims": True}),
                       ((np.array(0.0),), {"axis": -1}),
+                      ((np.array([[1e-200, 1e-200], [1e-30, 1e-30]]),), {"axis": 1}),   # the product underflows
                   ))
 
 
@@ -346,7 +366,7 @@ def _logsumexp_vjp(g, out, x, axis=None, keepdims=False):
 
 logsumexp = _reduction("logsumexp", _logsumexp_forward, _logsumexp_vjp,
                        lambda x, axis=None, keepdims=False: torch.logsumexp(x, dim=_torch_dims(x, axis), keepdim=keepdims),
-                       mp=lambda values: mpmath.log(mpmath.fsum(mpmath.exp(v) for v in values)),
+                       LOGITS, mp=lambda values: mpmath.log(mpmath.fsum(mpmath.exp(v) for v in values)),
                        examples=(
                            *_ZERO_D,
                            # lse rounds to the max (in float32: 1e8 + log 2 == 1e8): exp(x - lse) = 1, not 1/2
@@ -369,12 +389,21 @@ def _norm_vjp(g, out, x, axis=None, keepdims=False):
         return _expand(g, x, axis) * where(zero, 0.0, x / norm_kept)
 
 
-norm = _reduction("norm", lambda x, axis=None, keepdims=False: np.sqrt(np.sum(x * x, axis=_numpy_axis(x, axis),
-                                                                              keepdims=keepdims)),
+def _norm_forward(x, axis=None, keepdims=False):
+    x = np.asarray(x)
+    if x.dtype == np.float32:
+        # squares in float64, as torch accumulates float32: the norm of 1e-30 (or of 1e30) is a float32,
+        # its square is not (it came out as 0, with a zero gradient where torch's is 1)
+        return _norm_forward(x.astype(np.float64), axis, keepdims).astype(np.float32)
+    return np.sqrt(np.sum(x * x, axis=_numpy_axis(x, axis), keepdims=keepdims))
+
+
+norm = _reduction("norm", _norm_forward,
                   _norm_vjp,
                   lambda x, axis=None, keepdims=False: torch.linalg.vector_norm(x, 2, dim=_torch_dims(x, axis),
                                                                                 keepdim=keepdims),
-                  smooth=False, kink_rule="gradient 0 at the zero vector, as torch (second order there: NaN, as torch)",
+                  FINITE, smooth=False,
+                  kink_rule="gradient 0 at the zero vector, as torch (second order there: NaN, as torch)",
                   mp=lambda values: mpmath.sqrt(mpmath.fsum(v * v for v in values)),
                   examples=(
                       *_ZERO_D,

@@ -26,6 +26,7 @@ MAX_NODES = 20       # hard cap on steps, adapters included
 VALUE_BOUND = 8.0    # values larger than this are not fed to further ops (exp(exp(x)) overflows)
 ADAPTER_OFFSET = 0.25
 REUSE_ODDS = 7       # an existing shape / value is offered 7 times in 8 when one fits
+EDGE_LEAF_ODDS = 6   # one new leaf in 6 is drawn in edge mode
 
 
 def _broadcastable(*shapes):
@@ -57,9 +58,19 @@ class _WiringGen:
         self._spec = spec
         self.dtype = builder.gen.dtype
         self.kinks = False
+        self.edges = False
 
     def integer(self, lo, hi):
         return self._gen.integer(lo, hi)
+
+    def real(self, lo, hi):
+        return self._gen.real(lo, hi)
+
+    def scalar(self, domain=REAL):
+        return self._gen.scalar(domain)
+
+    def edge_mode(self, on=True):
+        return self
 
     def choice(self, options):
         return self._gen.choice(options)
@@ -87,12 +98,12 @@ class _WiringGen:
             return self._gen.choice(candidates)
         return self._gen.shape(min_dims=min_dims, max_dims=max_dims, min_side=min_side, max_side=max_side)
 
-    def broadcastable_shapes(self, n, min_dims=0, max_dims=3):
+    def broadcastable_shapes(self, n, min_dims=0, max_dims=3, min_side=1):
         usable = [s for s in self._builder.usable_shapes() if min_dims <= len(s) <= max_dims]
         if n == 0:
             return ()
         if not usable or self._gen.integer(0, REUSE_ODDS) == 0:
-            return self._gen.broadcastable_shapes(n, min_dims=min_dims, max_dims=max_dims)
+            return self._gen.broadcastable_shapes(n, min_dims=min_dims, max_dims=max_dims, min_side=min_side)
         base = self._gen.choice(usable)
         shapes = [base]
         for _ in range(n - 1):
@@ -104,7 +115,7 @@ class _WiringGen:
                 tail = base[len(base) - dims:]
                 shapes.append(tuple(1 if self._gen.boolean() and self._gen.boolean() else d for d in tail))
         if not _broadcastable(*shapes):
-            return self._gen.broadcastable_shapes(n, min_dims=min_dims, max_dims=max_dims)
+            return self._gen.broadcastable_shapes(n, min_dims=min_dims, max_dims=max_dims, min_side=min_side)
         order = self._gen.permutation(n)
         return tuple(shapes[k] for k in order)
 
@@ -117,7 +128,9 @@ class GraphBuilder:
 
     def __init__(self, gen, registry=None, max_ops=MAX_OPS, max_nodes=MAX_NODES, require_op=None):
         from ..ops import REGISTRY
-        self.gen = gen
+        # the graph's structure (ops, shapes, axes) is drawn in plain mode; some leaves in edge mode
+        self.gen = gen.edge_mode(False) if hasattr(gen, "edge_mode") else gen
+        self._edge_gen = gen.edge_mode(True) if hasattr(gen, "edge_mode") else gen
         self.registry = REGISTRY if registry is None else registry
         self.names = sorted(self.registry)
         self.max_ops = max_ops
@@ -150,7 +163,10 @@ class GraphBuilder:
         return array
 
     def _new_leaf(self, shape, domain):
-        array = self.gen.array(shape, domain)
+        # one leaf in EDGE_LEAF_ODDS takes edge values (zeros, ties, infinities, large...): ops whose
+        # result is not finite are not added (_add_op), so the graph keeps usable values
+        edge = self.gen.integer(0, EDGE_LEAF_ODDS - 1) == EDGE_LEAF_ODDS - 1   # shrinks to plain
+        array = (self._edge_gen if edge else self.gen).array(shape, domain)
         if self.gen.integer(0, 5) == 0:         # sometimes a constant: a float input with no gradient
             self.constants.append(array)
             return self._hand_over(Ref("const", len(self.constants) - 1), array)

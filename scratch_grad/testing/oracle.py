@@ -627,13 +627,13 @@ def check_op(name, inputs=None, params=None, *, dtypes=("float64", "float32"), s
              second_order=None, raise_on_failure=True):
     """Check a registry op three ways: on the given inputs, or on its regression examples and then
     `samples` draws of its sampler per dtype (non-smooth ops get a third of their draws exactly at
-    kinks and ties).
+    kinks and ties, every op a quarter at edges).
 
     Returns the list of CheckReports; raises CheckFailure on the first failing one unless
     raise_on_failure=False."""
     from ..ops import REGISTRY
     from ..ops.sampling import sample_inputs
-    from .gen import RandomGen
+    from .gen import RandomGen, sample_modes
     spec = REGISTRY[name] if isinstance(name, str) else name
     reports = []
     if inputs is not None:
@@ -644,7 +644,7 @@ def check_op(name, inputs=None, params=None, *, dtypes=("float64", "float32"), s
             for example, example_params in example_inputs(spec, dtype):
                 reports.append(check_sample(spec, example, example_params, second_order=second_order, seed=seed))
             for k in range(samples):
-                gen = RandomGen(seed=(seed, k), dtype=dtype, kinks=not spec.smooth and k % 3 == 2)
+                gen = RandomGen(seed=(seed, k), dtype=dtype, **sample_modes(spec, k))
                 drawn_inputs, drawn_params = sample_inputs(spec, gen)
                 reports.append(check_sample(spec, drawn_inputs, drawn_params, cotangent_gen=gen,
                                             second_order=second_order, seed=seed + k))

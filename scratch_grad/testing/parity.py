@@ -197,28 +197,56 @@ def _attach(evidence_list, report, message, reproducer_dir):
 
 # ---- tasks (run in workers; return plain data) --------------------------------------------------------------
 
+def _draws(spec, dtype, samples, seed):
+    """(where, inputs, params, gen) of one op's checks in one dtype: its regression examples first
+    (OpSpec.examples: inputs that once exposed a bug), then `samples` draws of its sampler (a third
+    of a non-smooth op's at kinks, a quarter at edges); gen is None for the examples. A sampler
+    that raises yields the exception instead of inputs."""
+    from ..ops.sampling import sample_inputs
+    from .gen import RandomGen, sample_modes
+    from .oracle import example_inputs
+    for k, (inputs, params) in enumerate(example_inputs(spec, dtype)):
+        yield f"example {k}", inputs, params, None
+    for k in range(samples):
+        gen = RandomGen(seed=(seed, k), dtype=dtype, **sample_modes(spec, k))
+        try:
+            inputs, params = sample_inputs(spec, gen)
+        except Exception as exc:  # noqa: BLE001 - a broken sampler is a failure of the op's entry
+            yield f"sample {k}", exc, None, gen
+            return
+        yield f"sample {k}", inputs, params, gen
+
+
+def _entry_failure(row, name, dtype, where, what, exc):
+    message = f"op '{name}' ({dtype}), {where}: {what}: {type(exc).__name__}: {exc}"
+    row.add("forward", dtype, np.inf, False, what, Evidence(np.inf, False, where, what, message=message))
+    row.failures.append(message)
+
+
 def _op_task(name, dtype, samples, seed, reproducer_dir):
     from ..ops import REGISTRY
-    from ..ops.sampling import sample_inputs
     from .compiled import compare_compiled
-    from .gen import RandomGen
+    from .faults import raised_by_checker
     from .oracle import check_sample
     from .program import single_op_program
     spec = REGISTRY[name]
     row = OpRow()
     started = time.perf_counter()
-    for k in range(samples):
-        gen = RandomGen(seed=(seed, k), dtype=dtype, kinks=not spec.smooth and k % 3 == 2)
-        try:
-            inputs, params = sample_inputs(spec, gen)
-        except Exception as exc:  # noqa: BLE001 - a broken sampler is a failure of the op's entry
-            message = f"op '{name}' ({dtype}): its sampler raised {type(exc).__name__}: {exc}"
-            row.add("forward", dtype, np.inf, False, "sampler raised",
-                    Evidence(np.inf, False, f"sample {k}", "sampler raised", message=message))
-            row.failures.append(message)
+    checks = 0
+    for k, (where, inputs, params, gen) in enumerate(_draws(spec, dtype, samples, seed)):
+        if isinstance(inputs, Exception):
+            _entry_failure(row, name, dtype, where, "its sampler raised", inputs)
             break
-        report = check_sample(spec, inputs, params, cotangent_gen=gen, seed=k)
-        adopted = _record(row, report, dtype, f"sample {k}")
+        checks += 1
+        try:
+            report = check_sample(spec, inputs, params, cotangent_gen=gen, seed=k)
+        except Exception as exc:  # noqa: BLE001 - both scratch_grad and torch refuse the drawn input
+            if raised_by_checker(exc):
+                raise
+            _entry_failure(row, name, dtype, where, "its sampler drew an input scratch_grad and torch both refuse",
+                           exc)
+            continue
+        adopted = _record(row, report, dtype, where)
         if not report.passed and (len(row.failures) < MAX_FAILURES or adopted):
             report.reproducer = _reproducer(report, reproducer_dir)
             message = report.message()
@@ -229,9 +257,9 @@ def _op_task(name, dtype, samples, seed, reproducer_dir):
             program = single_op_program(spec, inputs, params, rng=np.random.default_rng(k))
             if program.differentiable_leaves():
                 _record_compiled({name: row}, [name], compare_compiled(program, second_order=False),
-                                 f"sample {k} ({dtype})", dtype)
+                                 f"{where} ({dtype})", dtype)
     return {"kind": "op", "name": name, "dtype": dtype, "row": row, "seconds": time.perf_counter() - started,
-            "checks": samples}
+            "checks": checks}
 
 
 def _graph_task(dtype, start, stop, seed, max_ops, reproducer_dir):

@@ -16,7 +16,8 @@ def build_parser():
     parser.add_argument("--op", action="append", dest="ops", metavar="NAME",
                         help="check only this op (repeatable); default: the whole registry")
     parser.add_argument("--samples", type=int, default=40,
-                        help="draws of each op's sampler per dtype (default 40; a third at kinks for non-smooth ops)")
+                        help="draws of each op's sampler per dtype (default 40; a quarter at edges, a third at kinks for "
+                             "non-smooth ops)")
     parser.add_argument("--graphs", type=int, default=1200, help="random graphs per dtype (default 1200)")
     parser.add_argument("--dtype", action="append", dest="dtypes", choices=["float64", "float32"],
                         help="dtype to check (repeatable; default both)")
