@@ -7,7 +7,7 @@ import pytest
 import scratch_grad as sg
 from scratch_grad import nn
 from scratch_grad.errors import DTypeError, ScratchGradError, ShapeError
-from scratch_grad.nn.parity import _torch_model
+from scratch_grad.experiments.training_parity import _torch_model
 
 torch = pytest.importorskip("torch")
 

@@ -6,8 +6,9 @@ import pytest
 from scratch_grad import nn
 from scratch_grad.data import load_mnist
 from scratch_grad.errors import GraphError
-from scratch_grad.nn import experiments, regression
-from scratch_grad.nn.parity import FLOAT64_TOLERANCE, training_parity
+from scratch_grad.experiments import regression
+from scratch_grad.experiments import runs as experiments
+from scratch_grad.experiments.training_parity import FLOAT64_TOLERANCE, training_parity
 
 torch = pytest.importorskip("torch")
 

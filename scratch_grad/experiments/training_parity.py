@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..data import load_mnist
 from ..errors import ScratchGradError
-from . import losses as losses_module
-from .modules import MLP, ELU, GELU, Identity, LeakyReLU, Linear, ReLU, Sigmoid, Softplus, Tanh
-from .optim import SGD, Adam, AdamW
+from ..nn import losses as losses_module
+from ..nn.modules import MLP, ELU, GELU, Identity, LeakyReLU, Linear, ReLU, Sigmoid, Softplus, Tanh
+from ..nn.optim import SGD, Adam, AdamW
 
 __all__ = ["TrainingParityReport", "Divergence", "training_parity", "tolerance", "relative_error",
            "FLOAT64_TOLERANCE"]
@@ -253,7 +254,6 @@ def _training_parity(torch, steps, optimizer, dtype, sizes, activation, output_a
         raise ValueError(f"training parity: steps must be >= 1, got {steps}")
     lr = DEFAULT_LR.get(optimizer.lower(), 0.01) if lr is None else float(lr)
     if data is None:
-        from ..data import load_mnist
         splits = load_mnist(dtype=dtype)
         x_all, labels_all = splits.x_train, splits.y_train
     else:

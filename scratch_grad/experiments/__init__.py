@@ -1,0 +1,21 @@
+"""scratch_grad.experiments: what is run with the nn library rather than part of it.
+
+- runs.py: the founding MNIST net (784-40-10 sigmoid, or the modern recipe) and the random
+  10-10-10-5 classifier, each one `scratch-grad train --task`; RunResult.
+- regression.py: the notebook's hand-derived two-layer regression, its gradients checked against
+  scratch_grad, torch, finite differences and the gradient oracle.
+- numpy_net.py: the classic MNIST net in plain NumPy (backprop by hand): the speed baseline and an
+  independent second trajectory.
+- training_parity.py: the same MLP trained in scratch_grad and in torch, compared after every step
+  (`scratch-grad train --task mnist --parity STEPS`); torch is imported when it runs.
+
+Layers: experiments import nn, ops, the engine, data and testing; nothing in nn imports experiments.
+See scratch_grad/experiments/README.md.
+"""
+from .numpy_net import NumpySigmoidNet
+from .regression import run_regression
+from .runs import MNIST_RECIPES, RunResult, run_mnist, run_random_classifier, seeded_rngs
+from .training_parity import TrainingParityReport, training_parity
+
+__all__ = ["NumpySigmoidNet", "run_regression", "MNIST_RECIPES", "RunResult", "run_mnist", "run_random_classifier",
+           "seeded_rngs", "TrainingParityReport", "training_parity"]
