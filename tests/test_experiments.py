@@ -11,6 +11,20 @@ from scratch_grad.experiments import runs as experiments
 torch = pytest.importorskip("torch")
 
 
+def test_every_module_of_the_package_is_reachable_by_its_name():
+    """No name means two things: an exported function named like a module (training_parity once) would hide
+    it, and `import scratch_grad.experiments.X as m` would return the function."""
+    import importlib
+    import pkgutil
+
+    import scratch_grad.experiments as package
+    names = [info.name for info in pkgutil.iter_modules(package.__path__)]
+    assert {"runs", "regression", "numpy_net", "lockstep"} <= set(names)
+    for name in names:
+        module = importlib.import_module(f"scratch_grad.experiments.{name}")
+        assert getattr(package, name) is module, name
+
+
 @pytest.fixture(scope="module")
 def mnist():
     return load_mnist()

@@ -10,7 +10,7 @@ import pytest
 import scratch_grad as sg
 from scratch_grad import nn
 from scratch_grad.errors import DTypeError, GraphError, ScratchGradError, ShapeError
-from scratch_grad.experiments.training_parity import _torch_model
+from scratch_grad.experiments.lockstep import _torch_model
 
 torch = pytest.importorskip("torch")
 
@@ -64,6 +64,17 @@ def test_the_nn_library_imports_no_experiment_no_checker_and_no_cli():
     planted = "def f():\n    from ..experiments import runs\n    import scratch_grad.testing.oracle\n"
     assert {"scratch_grad.experiments.runs", "scratch_grad.testing.oracle"} <= _imported_modules(planted,
                                                                                                   "scratch_grad.nn")
+
+
+def test_every_module_of_the_package_is_reachable_by_its_name():
+    """No exported name hides a module of the package (as ops.nn once hid this package: see above)."""
+    import importlib
+    import pkgutil
+    names = [info.name for info in pkgutil.iter_modules(nn.__path__)]
+    assert {"modules", "losses", "optim", "training"} <= set(names)
+    for name in names:
+        module = importlib.import_module(f"scratch_grad.nn.{name}")
+        assert getattr(nn, name) is module, name
 
 
 def test_parameter_requires_grad_and_refuses_integers():

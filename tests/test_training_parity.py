@@ -1,11 +1,12 @@
-"""scratch_grad.experiments.training_parity: the MNIST net trained in scratch_grad and in torch from the same
-weights on the same batches, compared after every step; planted formula slips must diverge where they start."""
+"""Training parity (scratch_grad.experiments.lockstep): the MNIST net trained in scratch_grad and in torch
+from the same weights on the same batches, compared after every step; planted formula slips must diverge
+where they start."""
 import numpy as np
 import pytest
 
 from scratch_grad import nn
 from scratch_grad.errors import ScratchGradError
-from scratch_grad.experiments.training_parity import training_parity
+from scratch_grad.experiments.lockstep import training_parity
 
 torch = pytest.importorskip("torch")
 

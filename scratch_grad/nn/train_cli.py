@@ -23,7 +23,7 @@ from ..data import load_mnist
 from ..errors import ScratchGradError
 from ..experiments.regression import run_regression
 from ..experiments.runs import MNIST_RECIPES, run_mnist, run_random_classifier
-from ..experiments.training_parity import training_parity
+from ..experiments.lockstep import training_parity
 from ..progress import bar
 from .modules import ACTIVATIONS
 

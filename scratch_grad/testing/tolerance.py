@@ -148,7 +148,7 @@ def high_precision_tolerance(magnitude, dtype, depth, scale=1.0):
     return MP_SAFETY * unit_roundoff(dtype) * max(depth, 1) * magnitude + 4 * tiny * (1.0 + scale)
 
 
-# ---- trajectories: training two implementations side by side (experiments/training_parity.py) -------------
+# ---- trajectories: training two implementations side by side (experiments/lockstep.py) --------------------
 # Training the same network in scratch_grad and in torch, from the same weights on the same batches, compares
 # whole parameter tensors (and the loss) after every step, normwise: err(t) = max |ours - reference| /
 # max |reference|. Not entry by entry, as above: after a few steps every entry has been through every other

@@ -1,5 +1,5 @@
-"""Training parity with torch: the same network, trained in scratch_grad and in torch from the same
-initial weights on the same batches, compared after every step.
+"""Training parity with torch: the same network, trained in scratch_grad and in torch in lockstep, from
+the same initial weights on the same batches, compared after every step.
 
 After each step every parameter is compared with the normwise relative error
     err = max |p_sg - p_torch| / max |p_torch|
