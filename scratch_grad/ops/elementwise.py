@@ -9,8 +9,9 @@ import numpy as np
 import scipy.special
 from .lazy_torch import mpmath, torch
 
-from .registry import (ABOVE_MINUS_ONE, KINK_AT_ZERO, NONZERO, NOT_DIFFERENTIABLE, POSITIVE, REAL, Domain,
-                       OpSpec, register)
+from .registry import (ABOVE_MINUS_ONE, EXP_FAMILY, FINITE, KINK_AT_ZERO, NONZERO, NOT_DIFFERENTIABLE, POSITIVE, REAL,
+                       Domain, OpSpec, register)
+from .sampling import Choice, Real, draw_params
 from ..engine import Variable
 
 
@@ -24,20 +25,23 @@ def _unary(name, forward, vjp, reference, domain=REAL, **flags):
 
 # ---- unary ---------------------------------------------------------------------------------------
 neg = _unary("neg", np.negative, lambda g, out, x: -g, torch.neg, mp=lambda x: -x)
-exp = _unary("exp", np.exp, lambda g, out, x: g * out, torch.exp, mp=lambda x: mpmath.exp(x))
+exp = _unary("exp", np.exp, lambda g, out, x: g * out, torch.exp, EXP_FAMILY, mp=lambda x: mpmath.exp(x))
 log = _unary("log", np.log, lambda g, out, x: g / x, torch.log, POSITIVE, mp=lambda x: mpmath.log(x))
 log1p = _unary("log1p", np.log1p, lambda g, out, x: g / (1 + x), torch.log1p, ABOVE_MINUS_ONE,
                mp=lambda x: mpmath.log1p(x))
-expm1 = _unary("expm1", np.expm1, lambda g, out, x: g * (out + 1), torch.expm1, mp=lambda x: mpmath.expm1(x))
+expm1 = _unary("expm1", np.expm1, lambda g, out, x: g * (out + 1), torch.expm1, EXP_FAMILY,
+                mp=lambda x: mpmath.expm1(x))
 sqrt = _unary("sqrt", np.sqrt, lambda g, out, x: g / (2 * out), torch.sqrt, POSITIVE, mp=lambda x: mpmath.sqrt(x))
 abs = _unary("abs", np.abs, lambda g, out, x: g * np.sign(_raw(x)), torch.abs, KINK_AT_ZERO,
              smooth=False, kink_rule="abs'(0) = 0 (sign(0) = 0, as torch)", mp=lambda x: abs(x))
-sin = _unary("sin", np.sin, lambda g, out, x: g * cos(x), torch.sin, mp=lambda x: mpmath.sin(x))
-cos = _unary("cos", np.cos, lambda g, out, x: -g * sin(x), torch.cos, mp=lambda x: mpmath.cos(x))
+sin = _unary("sin", np.sin, lambda g, out, x: g * cos(x), torch.sin, FINITE, mp=lambda x: mpmath.sin(x))
+cos = _unary("cos", np.cos, lambda g, out, x: -g * sin(x), torch.cos, FINITE, mp=lambda x: mpmath.cos(x))
 # tan: its poles at pi/2 + k*pi are kept out of the sampled interval
-tan = _unary("tan", np.tan, lambda g, out, x: g * (1 + out * out), torch.tan, Domain(-1.4, 1.4, description="|x| < 1.4"),
+tan = _unary("tan", np.tan, lambda g, out, x: g * (1 + out * out), torch.tan,
+            Domain(-1.4, 1.4, closed=(-1.4, 1.4), nan=True, description="|x| <= 1.4"),
             mp=lambda x: mpmath.tan(x))
-tanh = _unary("tanh", np.tanh, lambda g, out, x: g * (1 - out * out), torch.tanh, mp=lambda x: mpmath.tanh(x))
+tanh = _unary("tanh", np.tanh, lambda g, out, x: g * (1 - out * out), torch.tanh, EXP_FAMILY,
+              mp=lambda x: mpmath.tanh(x))
 erf = _unary("erf", scipy.special.erf, lambda g, out, x: g * (2 / math.sqrt(math.pi)) * exp(-x * x), torch.erf,
              mp=lambda x: mpmath.erf(x))
 square = _unary("square", np.square, lambda g, out, x: (x + x) * g, torch.square,  # x + x: no scalar 2 to convert
@@ -62,7 +66,7 @@ def _sigmoid_forward(x):
     return np.reciprocal(e, out=e)
 
 
-sigmoid = _unary("sigmoid", _sigmoid_forward, lambda g, out, x: g * out * (1 - out), torch.sigmoid,
+sigmoid = _unary("sigmoid", _sigmoid_forward, lambda g, out, x: g * out * (1 - out), torch.sigmoid, EXP_FAMILY,
                  mp=lambda x: 1 / (1 + mpmath.exp(-x)))
 
 
@@ -80,8 +84,7 @@ leaky_relu = _unary("leaky_relu", lambda x, negative_slope=0.01: np.where(x > 0,
                     _leaky_relu_vjp, lambda x, negative_slope=0.01: torch.nn.functional.leaky_relu(x, negative_slope),
                     KINK_AT_ZERO, smooth=False, kink_rule="leaky_relu'(0) = negative_slope, as torch",
                     mp=lambda x, negative_slope=0.01: x if x > 0 else x * negative_slope,
-                    sample=lambda gen: ((gen.array(gen.shape(), KINK_AT_ZERO),),
-                                        {"negative_slope": gen.choice([0.01, 0.2])}))
+                    params={"negative_slope": Real(-0.5, 2.0, edges=(0.01, 0.0, 1.0))})
 
 
 def _elu_vjp(g, out, x, alpha=1.0):
@@ -96,7 +99,7 @@ elu = _unary("elu", lambda x, alpha=1.0: np.where(x > 0, x, alpha * np.expm1(np.
              lambda x, alpha=1.0: torch.nn.functional.elu(x, alpha), KINK_AT_ZERO, smooth=False,
              kink_rule="elu'(0) = alpha (the left derivative) and elu''(0) = 0, as torch",
              mp=lambda x, alpha=1.0: x if x > 0 else alpha * mpmath.expm1(x),
-             sample=lambda gen: ((gen.array(gen.shape(), KINK_AT_ZERO),), {"alpha": gen.choice([1.0, 0.5])}))
+             params={"alpha": Real(-0.5, 2.0, edges=(1.0, 0.0))})
 
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
 _GELU_C = 0.044715
@@ -124,9 +127,10 @@ def _gelu_mp(x, approximate="none"):
     return x * mpmath.ncdf(x)
 
 
+# FINITE: torch's gelu(+-inf) is NaN (inf * 0 in its formula), though the limits are inf and 0
 gelu = _unary("gelu", _gelu_forward, _gelu_vjp,
-              lambda x, approximate="none": torch.nn.functional.gelu(x, approximate=approximate), mp=_gelu_mp,
-              sample=lambda gen: ((gen.array(gen.shape(), REAL),), {"approximate": gen.choice(["none", "tanh"])}))
+              lambda x, approximate="none": torch.nn.functional.gelu(x, approximate=approximate), FINITE, mp=_gelu_mp,
+              params={"approximate": Choice("none", "tanh")})
 
 
 def _softplus_forward(x):
@@ -135,9 +139,51 @@ def _softplus_forward(x):
 
 
 softplus = _unary("softplus", _softplus_forward, lambda g, out, x: g * sigmoid(x), torch.nn.functional.softplus,
-                  mp=lambda x: mpmath.log1p(mpmath.exp(x)))
+                  EXP_FAMILY, mp=lambda x: mpmath.log1p(mpmath.exp(x)))
 
-_CLIP_BOUNDS = Domain(avoid=(-0.5, 0.5), description="real (kinks at min and max)")
+_CLIP_BOUNDS = Domain(avoid=(-0.5, 0.5), infinities=(-math.inf, math.inf), nan=True,
+                      description="real (kinks at min and max)")
+# the values of clip's bounds: the kink grid's range, so that kink mode puts x exactly on a bound; an
+# infinite bound does not clip
+_CLIP_LIMITS = Domain(-1.0, 1.0, avoid=(-0.5, 0.5), closed=(-1.0, 1.0), infinities=(-math.inf, math.inf),
+                      description="a bound of clip")
+
+
+def _clip_bound(gen, shape):
+    """None, a Python number or an array that broadcasts against x (the result takes the broadcast shape)."""
+    form = gen.choice(["number", "array", "none"])
+    if form == "none":
+        return None
+    if form == "number":
+        return gen.choice([-0.5, 0.5]) if gen.boolean() else gen.scalar(_CLIP_LIMITS)
+    return gen.array(shape, _CLIP_LIMITS)
+
+
+def _clip_sample(gen):
+    # min > max is drawn too: NumPy and torch then return max everywhere, with a zero gradient
+    x_shape, min_shape, max_shape = gen.broadcastable_shapes(3, min_side=0)
+    params = {"min": _clip_bound(gen, min_shape), "max": _clip_bound(gen, max_shape)}
+    if params["min"] is None and params["max"] is None:
+        params[gen.choice(["min", "max"])] = gen.choice([-0.5, 0.5])
+    return (gen.array(x_shape, _CLIP_BOUNDS),), params
+
+
+def _clip_mp(x, min=None, max=None):
+    # as np.clip and torch.clamp: the lower bound first, then the upper one, so min > max gives max
+    if min is not None and x < min:
+        x = min
+    if max is not None and x > max:
+        x = max
+    return x
+
+
+def _torch_clamp(x, min=None, max=None):
+    # torch.clamp takes two numbers or two tensors: any bound given becomes a tensor of x's dtype.
+    # It does not broadcast x against a bound larger than both x and the other bound (it clamps in
+    # two steps), so x is expanded to the shape of the result first, as np.clip's result has
+    min, max = (None if v is None else torch.as_tensor(np.array(v, order="C"), dtype=x.dtype) for v in (min, max))
+    shape = torch.broadcast_shapes(x.shape, *(v.shape for v in (min, max) if v is not None))
+    return torch.clamp(x.expand(shape), min, max)
 
 
 def _clip_vjp(g, out, x, min=None, max=None):
@@ -152,12 +198,9 @@ def _clip_vjp(g, out, x, min=None, max=None):
 
 
 clip = _unary("clip", lambda x, min=None, max=None: np.clip(x, min, max), _clip_vjp,
-              lambda x, min=None, max=None: torch.clamp(x, min, max), _CLIP_BOUNDS, smooth=False,
+              _torch_clamp, _CLIP_BOUNDS, smooth=False,
               kink_rule="gradient 1 on [min, max] inclusive, as torch.clamp",
-              mp=lambda x, min=None, max=None: x if (min is None or x >= min) and (max is None or x <= max) else
-              (min if min is not None and x < min else max),
-              sample=lambda gen: ((gen.array(gen.shape(), _CLIP_BOUNDS),),
-                                  gen.choice([{"min": -0.5, "max": 0.5}, {"min": -0.5}, {"max": 0.5}])))
+              mp=_clip_mp, sample=_clip_sample)
 
 
 # ---- binary (broadcasting; the engine reduces each gradient to its input's shape) ---------------------
@@ -197,8 +240,24 @@ def _pow_forward(x, y):
     return x ** y if type(x) is np.ndarray else np.power(x, y)
 
 
+def _pow_sample(gen):
+    """Every call form: x ** y on arrays (a positive base: a real power of a negative number is NaN),
+    x ** n with a Python int (any base; a nonzero one for n < 0: 0 ** -1 is a pole), x ** 2.5 with a
+    Python float, and 2.0 ** y with a Python base."""
+    form = gen.choice(["arrays", "int exponent", "float exponent", "number base"])
+    if form == "arrays":
+        x_shape, y_shape = gen.broadcastable_shapes(2, min_side=0)
+        return (gen.array(x_shape, POSITIVE), gen.array(y_shape, REAL)), {}
+    if form == "int exponent":
+        n = gen.choice([3, 2, -1, 0, 1, -2, 4])
+        return (gen.array(gen.shape(min_side=0), NONZERO if n < 0 else REAL), n), {}
+    if form == "float exponent":
+        return (gen.array(gen.shape(min_side=0), POSITIVE), float(gen.choice([0.5, 2.5, -1.5, 2.0]))), {}
+    return (gen.scalar(POSITIVE), gen.array(gen.shape(min_side=0), REAL)), {}
+
+
 power = _binary("pow", _pow_forward, _pow_vjp_base, _pow_vjp_exponent, torch.pow,
-                (POSITIVE, REAL), mp=lambda x, y: mpmath.power(x, y))
+                (POSITIVE, REAL), mp=lambda x, y: mpmath.power(x, y), sample=_pow_sample)
 
 
 def _tie_split(first, second, strict):
@@ -209,17 +268,34 @@ def _tie_split(first, second, strict):
     return np.where(wins, 1.0, np.where(first == second, 0.5, 0.0)).astype(np.result_type(first, second))
 
 
+def _tensors(x, y):
+    """torch.maximum and minimum take tensors only: a Python number becomes a 0-d tensor of the other
+    operand's dtype, as NumPy treats it (a weakly typed scalar)."""
+    if not isinstance(x, torch.Tensor):
+        x = torch.tensor(x, dtype=y.dtype)
+    if not isinstance(y, torch.Tensor):
+        y = torch.tensor(y, dtype=x.dtype)
+    return x, y
+
+
 maximum = _binary("maximum", np.maximum, lambda g, out, x, y: g * _tie_split(x, y, ">"),
-                  lambda g, out, x, y: g * _tie_split(y, x, ">"), torch.maximum, smooth=False,
+                  lambda g, out, x, y: g * _tie_split(y, x, ">"), lambda x, y: torch.maximum(*_tensors(x, y)),
+                  smooth=False,
                   kink_rule="ties split the gradient 0.5/0.5, as torch.maximum", mp=lambda x, y: max(x, y))
 minimum = _binary("minimum", np.minimum, lambda g, out, x, y: g * _tie_split(x, y, "<"),
-                  lambda g, out, x, y: g * _tie_split(y, x, "<"), torch.minimum, smooth=False,
+                  lambda g, out, x, y: g * _tie_split(y, x, "<"), lambda x, y: torch.minimum(*_tensors(x, y)),
+                  smooth=False,
                   kink_rule="ties split the gradient 0.5/0.5, as torch.minimum", mp=lambda x, y: min(x, y))
 
 
 def _where_sample(gen):
-    cond_shape, x_shape, y_shape = gen.broadcastable_shapes(3)
-    return (gen.mask(cond_shape), gen.array(x_shape), gen.array(y_shape)), {}
+    # x or y may be a Python number (where(c, x, 0.0)); an infinite or NaN value in the branch not
+    # taken must not reach the gradient
+    cond_shape, x_shape, y_shape = gen.broadcastable_shapes(3, min_side=0)
+    number_at = gen.integer(0, 5)
+    x = gen.scalar(REAL) if number_at == 4 else gen.array(x_shape)
+    y = gen.scalar(REAL) if number_at == 5 else gen.array(y_shape)
+    return (gen.mask(cond_shape), x, y), {}
 
 
 where = register(OpSpec(

@@ -48,21 +48,46 @@ def _torch_scatter_add(g, index, shape):
     return torch.zeros(int(np.prod(shape)), dtype=g.dtype).index_add(0, positions, g.reshape(-1)).reshape(shape)
 
 
+def _repeated_negative(gen, length, count):
+    """`count` (>= 2) integer indices into an axis of `length` with a repeat and a negative one:
+    the repeats' gradients must add up, and -k must land where length - k does."""
+    index = gen.integers((count,), -length, length)
+    index[-1] = index[0]
+    if index.min() >= 0:
+        index[gen.integer(0, count - 1)] -= length
+    return index
+
+
 def _index_sample(gen):
     shape = gen.shape(min_dims=1, min_side=1)
-    kind = gen.choice(["slice", "int", "array", "mask", "mixed"])
+    kinds = ["slice", "int", "array", "mask", "mixed", "two arrays"]
+    if gen.edges:   # empty selections, Ellipsis and new axes, all-negative repeats, 0-d x
+        kinds += ["empty", "ellipsis", "0-d"]
+    kind = gen.choice(kinds)
     if kind == "slice":
         index = tuple(slice(gen.choice([None, 0, -1, 1]), gen.choice([None, -1, n]), gen.choice([None, 1, 2, -1]))
                       for n in shape)
     elif kind == "int":
         index = (gen.integer(-shape[0], shape[0] - 1),)
-    elif kind == "array":   # repeated indices on purpose: their gradients must accumulate
-        index = (gen.integers((gen.integer(1, 5),), -shape[0], shape[0]),)
+    elif kind == "array":   # repeated and negative indices on purpose: their gradients must accumulate
+        index = (_repeated_negative(gen, shape[0], gen.integer(2, 5)),)
     elif kind == "mask":
         index = (gen.mask(shape),)
-    else:
+    elif kind == "mixed":
         index = (slice(None, None, gen.choice([1, -1])), gen.integers((3,), 0, shape[1])) if len(shape) > 1 else \
             (gen.integers((2, 2), 0, shape[0]),)
+    elif kind == "two arrays":   # advanced indices on two axes, broadcast against each other
+        count = gen.integer(2, 3)
+        index = (_repeated_negative(gen, shape[0], count),) + \
+            ((_repeated_negative(gen, shape[1], count)[::-1],) if len(shape) > 1 else ())
+    elif kind == "empty":
+        index = gen.choice([(slice(2, 1),), (np.zeros(0, dtype=np.int64),), (np.zeros(shape, dtype=bool),)])
+    elif kind == "ellipsis":
+        index = gen.choice([(Ellipsis, -1), (None, Ellipsis), (Ellipsis, None, slice(None, None, -1)),
+                            (-1, None, Ellipsis)])
+    else:
+        shape = ()
+        index = gen.choice([(), (Ellipsis,), (None,)])
     return (gen.array(shape),), {"index": index}
 
 

@@ -5,7 +5,7 @@ import string
 import numpy as np
 
 from .lazy_torch import torch
-from .registry import REAL, OpSpec, register
+from .registry import FINITE, OpSpec, register
 from .shape import reshape, transpose
 from ..engine import Variable
 from ..errors import ShapeError
@@ -64,15 +64,17 @@ def _matmul_forward(x, y):
 
 
 def _matmul_sample(gen):
-    n, k, m = gen.integer(1, 4), gen.integer(1, 4), gen.integer(1, 4)
-    batch_x, batch_y = gen.broadcastable_shapes(2, max_dims=2)
+    # edge mode: size 0 sides too (a contraction over k = 0 gives zeros)
+    n, k, m = (gen.integer(0 if gen.edges else 1, 4) for _ in range(3))
+    batch_x, batch_y = gen.broadcastable_shapes(2, max_dims=2, min_side=0)
     form = gen.choice(["matrix", "vector-left", "vector-right", "vector-both"])
     x_shape = (k,) if form in ("vector-left", "vector-both") else tuple(batch_x) + (n, k)
     y_shape = (k,) if form in ("vector-right", "vector-both") else tuple(batch_y) + (k, m)
-    return (gen.array(x_shape), gen.array(y_shape)), {}
+    return (gen.array(x_shape, FINITE), gen.array(y_shape, FINITE)), {}
 
 
-matmul = register(OpSpec("matmul", _matmul_forward, (_matmul_vjp_x, _matmul_vjp_y), torch.matmul, (REAL, REAL),
+# FINITE: an infinite entry times a zero is NaN, so a product's gradient is NaN for reasons unrelated to the VJP
+matmul = register(OpSpec("matmul", _matmul_forward, (_matmul_vjp_x, _matmul_vjp_y), torch.matmul, (FINITE, FINITE),
                          "matmul", sample=_matmul_sample))
 
 
@@ -197,30 +199,56 @@ def _einsum_vjp(g, out, *xs, index, subscripts):
     return _einsum(*operands, subscripts=",".join(subs) + "->" + result)
 
 
-_EINSUM_CASES = (
-    "ij,jk->ik", "ij,jk", "bij,bjk->bik", "i,j->ij", "i,i->", "i,i", "ij->ji", "ij->", "ij->j", "ij,ij->ij",
-    "ij,jk,kl->il", "ijk,ikl->jl", "ii", "ii->i", "iij->j", "iji->ij", "ii,i->i", "ij,jj->i", "aB,Bc", "Ab",
-    "...ij,...jk->...ik", "...i->...", "i...->...", "...i,i", "ii...->i...",
-)
+_EINSUM_LETTERS = "ijkabAB"   # both cases: implicit outputs sort uppercase first (ASCII)
+
+
+def _einsum_subscripts(gen):
+    """Random subscripts: 1-3 operands of 0-3 indices drawn from a few letters, so that indices repeat
+    within an operand (diagonals, traces) and across operands (contractions); '...' in some operands
+    (then the output has it too); an implicit output, or an explicit one in a random order
+    (transposed: 'ij->ji', 'ba'), keeping any subset of the indices."""
+    letters = [_EINSUM_LETTERS[k] for k in gen.permutation(len(_EINSUM_LETTERS))[:gen.integer(1, 4)]]
+    terms = []
+    for _ in range(gen.integer(1, 3)):
+        term = "".join(gen.choice(letters) for _ in range(gen.integer(0, 3)))
+        if gen.integer(0, 3) == 3:
+            at = gen.integer(0, len(term))
+            term = term[:at] + "..." + term[at:]
+        terms.append(term)
+    lhs = ",".join(terms)
+    if gen.boolean():
+        return lhs
+    used = [c for c in letters if c in lhs]
+    kept = [c for c in used if gen.boolean()]
+    output = [kept[k] for k in gen.permutation(len(kept))]
+    if "..." in lhs:
+        output.insert(gen.integer(0, len(output)), "...")
+    return lhs + "->" + "".join(output)
 
 
 def _einsum_sample(gen):
-    subscripts = gen.choice(_EINSUM_CASES)
+    subscripts = _einsum_subscripts(gen)
     lhs = subscripts.split("->")[0].split(",")
-    sizes = {c: gen.integer(1, 4) for c in sorted(set(subscripts)) if c in _LETTERS}
+    # each index has one size (0 in edge mode: an empty contraction); an operand may have size 1
+    # where the index is not repeated in it, broadcast against the others (NumPy and torch allow it)
+    sizes = {c: gen.integer(0 if gen.edges else 1, 3) for c in sorted(set(subscripts)) if c in _LETTERS}
     with_ellipsis = [k for k, term in enumerate(lhs) if "..." in term]
     ellipsis_shapes = dict(zip(with_ellipsis, gen.broadcastable_shapes(len(with_ellipsis), max_dims=2)))
     operands = []
     for k, term in enumerate(lhs):
         head, _, tail = term.partition("...")
-        shape = tuple(sizes[c] for c in head) + tuple(ellipsis_shapes.get(k, ())) + tuple(sizes[c] for c in tail)
-        operands.append(gen.array(shape))
+        named = head + tail
+
+        def side(c):
+            return 1 if named.count(c) == 1 and gen.integer(0, 5) == 5 else sizes[c]
+        shape = tuple(side(c) for c in head) + tuple(ellipsis_shapes.get(k, ())) + tuple(side(c) for c in tail)
+        operands.append(gen.array(shape, FINITE))
     return tuple(operands), {"subscripts": subscripts}
 
 
 # variadic: the registry call is einsum(*operands, subscripts=...); `einsum` below is NumPy's order
 _einsum = register(OpSpec(
-    "einsum", _einsum_forward, (_einsum_vjp,), lambda *xs, subscripts: torch.einsum(subscripts, *xs), (REAL,),
+    "einsum", _einsum_forward, (_einsum_vjp,), lambda *xs, subscripts: torch.einsum(subscripts, *xs), (FINITE,),
     "matmul", sample=_einsum_sample, variadic=True))
 
 
@@ -249,13 +277,17 @@ def _linear_vjp_weight(g, out, x, weight, bias=None):
 
 
 def _linear_sample(gen):
-    batch = gen.shape(max_dims=2)
+    # with and without the bias (linear(x, weight)); x with no batch dimension, or an empty batch
+    batch = gen.shape(max_dims=2, min_side=0)
     n_in, n_out = gen.integer(1, 4), gen.integer(1, 4)
-    return (gen.array(tuple(batch) + (n_in,)), gen.array((n_out, n_in)), gen.array((n_out,))), {}
+    inputs = (gen.array(tuple(batch) + (n_in,), FINITE), gen.array((n_out, n_in), FINITE))
+    if gen.choice([True, False]):
+        inputs += (gen.array((n_out,), FINITE),)
+    return inputs, {}
 
 
 # the bias gradient is g itself: the engine sums it over the batch dims (broadcasting handled once)
 linear = register(OpSpec(
     "linear", _linear_forward,
     (lambda g, out, x, weight, bias=None: g @ weight, _linear_vjp_weight, lambda g, out, x, weight, bias=None: g),
-    torch.nn.functional.linear, (REAL, REAL, REAL), "nn", sample=_linear_sample))
+    torch.nn.functional.linear, (FINITE, FINITE, FINITE), "nn", sample=_linear_sample))

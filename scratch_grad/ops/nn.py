@@ -13,7 +13,8 @@ from .indexing import scatter_add
 from .lazy_torch import torch
 from .linalg import _swap_last
 from .reductions import sum as reduce_sum
-from .registry import NOT_DIFFERENTIABLE, REAL, Domain, OpSpec, register
+from .registry import FINITE, LOGITS, NOT_DIFFERENTIABLE, Domain, OpSpec, register
+from .sampling import Choice, Real, draw_params
 from .shape import reshape, transpose
 from ..engine import Variable, _GradMode
 from ..errors import DomainError, DTypeError, GraphError, ShapeError, describe
@@ -81,16 +82,18 @@ def _log_softmax_vjp(g, out, x, axis=-1):
 
 
 def _along_axis_sample(gen):
-    shape = gen.shape(min_dims=1)
-    return (gen.array(shape),), {"axis": gen.integer(-len(shape), len(shape) - 1)}
+    # edge mode: a 0-d input with axis 0 or -1 (torch accepts it), size-0 dimensions
+    shape = gen.shape(min_dims=0 if gen.edges else 1, min_side=0)
+    axis = gen.integer(-len(shape), len(shape) - 1) if shape else gen.choice([0, -1])
+    return (gen.array(shape, LOGITS),), {"axis": axis}
 
 
 softmax = register(OpSpec(
-    "softmax", _softmax_forward, (_softmax_vjp,), lambda x, axis=-1: torch.softmax(x, dim=axis), (REAL,), "nn",
+    "softmax", _softmax_forward, (_softmax_vjp,), lambda x, axis=-1: torch.softmax(x, dim=axis), (LOGITS,), "nn",
     sample=_along_axis_sample))
 log_softmax = register(OpSpec(
     "log_softmax", _log_softmax_forward, (_log_softmax_vjp,), lambda x, axis=-1: torch.log_softmax(x, dim=axis),
-    (REAL,), "nn", sample=_along_axis_sample))
+    (LOGITS,), "nn", sample=_along_axis_sample))
 
 
 # ---- cross_entropy -------------------------------------------------------------------------------------
@@ -151,18 +154,19 @@ def _cross_entropy_vjp(g, out, logits, targets, reduction="mean"):
 
 def _cross_entropy_sample(gen):
     classes = gen.integer(1, 5)
-    if gen.integer(0, 4) == 0:  # one unbatched sample
-        logits, targets = gen.array((classes,)), gen.integers((), 0, classes)
-    else:
-        n = gen.integer(1, 4)
-        logits, targets = gen.array((n, classes)), gen.integers((n,), 0, classes)
-    return (logits, targets), {"reduction": gen.choice(list(_REDUCTIONS))}
+    if gen.integer(0, 4) == 4:  # one unbatched sample
+        logits, targets = gen.array((classes,), LOGITS), gen.integers((), 0, classes)
+    else:   # an empty batch in edge mode (the mean of no losses is NaN)
+        n = gen.integer(0 if gen.edges else 1, 4)
+        logits, targets = gen.array((n, classes), LOGITS), gen.integers((n,), 0, classes)
+    return (logits, targets), draw_params(cross_entropy.spec, gen)
 
 
+_REDUCTION = Choice(*_REDUCTIONS)
 cross_entropy = register(OpSpec(
     "cross_entropy", _cross_entropy_forward, (_cross_entropy_vjp, None),
     lambda logits, targets, reduction="mean": torch.nn.functional.cross_entropy(logits, targets, reduction=reduction),
-    (REAL, NOT_DIFFERENTIABLE), "nn", sample=_cross_entropy_sample))
+    (LOGITS, NOT_DIFFERENTIABLE), "nn", sample=_cross_entropy_sample, params={"reduction": _REDUCTION}))
 
 
 # ---- mse_loss ------------------------------------------------------------------------------------------
@@ -182,18 +186,21 @@ def _mse_loss_vjp_target(g, out, pred, target, reduction="mean"):
 
 
 def _mse_loss_sample(gen):
-    shape = gen.shape()
-    return (gen.array(shape), gen.array(shape)), {"reduction": gen.choice(list(_REDUCTIONS))}
+    shape = gen.shape(min_side=0)
+    return (gen.array(shape, FINITE), gen.array(shape, FINITE)), draw_params(mse_loss.spec, gen)
 
 
+# FINITE: inf - inf is NaN where pred and target are both infinite
 mse_loss = register(OpSpec(
     "mse_loss", _mse_loss_forward, (_mse_loss_vjp_pred, _mse_loss_vjp_target),
     lambda pred, target, reduction="mean": torch.nn.functional.mse_loss(pred, target, reduction=reduction),
-    (REAL, REAL), "nn", sample=_mse_loss_sample))
+    (FINITE, FINITE), "nn", sample=_mse_loss_sample, params={"reduction": _REDUCTION}))
 
 
 # ---- binary_cross_entropy_with_logits ----------------------------------------------------------------
-PROBABILITY = Domain(low=0.0, high=1.0, description="0 <= t <= 1")
+PROBABILITY = Domain(low=0.0, high=1.0, closed=(0.0, 1.0), description="0 <= t <= 1")
+# logits of a classic overflow (1e8); infinite ones give inf - inf in the loss
+_BCE_LOGITS = Domain(nan=True, large=1e8, description="real (large magnitudes)")
 
 
 def _bce_with_logits_forward(logits, targets, reduction="mean"):
@@ -217,13 +224,13 @@ def _bce_with_logits_vjp_targets(g, out, logits, targets, reduction="mean"):
 
 
 def _bce_sample(gen):
-    shape = gen.shape()
-    logits = gen.array(shape)
+    shape = gen.shape(min_side=0)
+    logits = gen.array(shape, _BCE_LOGITS)
     if gen.boolean():   # hard 0/1 labels (valid for finite differences too: the loss is linear in t)
         targets = gen.mask(shape).astype(gen.dtype)
     else:
         targets = gen.array(shape, PROBABILITY)
-    return (logits, targets), {"reduction": gen.choice(list(_REDUCTIONS))}
+    return (logits, targets), draw_params(binary_cross_entropy_with_logits.spec, gen)
 
 
 binary_cross_entropy_with_logits = register(OpSpec(
@@ -231,7 +238,7 @@ binary_cross_entropy_with_logits = register(OpSpec(
     (_bce_with_logits_vjp_logits, _bce_with_logits_vjp_targets),
     lambda logits, targets, reduction="mean": torch.nn.functional.binary_cross_entropy_with_logits(
         logits, targets, reduction=reduction),
-    (REAL, PROBABILITY), "nn", sample=_bce_sample))
+    (_BCE_LOGITS, PROBABILITY), "nn", sample=_bce_sample, params={"reduction": _REDUCTION}))
 
 
 # ---- im2col / col2im / conv2d -------------------------------------------------------------------------
@@ -302,26 +309,37 @@ def _col2im_forward(cols, output_size, kernel_size, stride=1, padding=0):
     return padded[:, :, ph:ph + height, pw:pw + width]
 
 
+def _int_or_pair(gen, pair):
+    """A (height, width) parameter as the pair, or as one int when both are equal (both call forms)."""
+    return pair[0] if pair[0] == pair[1] and gen.boolean() else tuple(pair)
+
+
 def _conv_geometry_sample(gen):
+    """Kernel, stride, padding (each an int or an (h, w) pair) and an input size they fit."""
     kernel = (gen.integer(1, 3), gen.integer(1, 3))
-    stride = gen.choice([1, 2, (1, 2)])
-    padding = gen.choice([0, 1, (1, 0)])
-    pad = _pair("padding", padding, 0)
+    stride = (gen.integer(1, 3), gen.integer(1, 3))
+    pad = (gen.integer(0, 2), gen.integer(0, 2))
     size = tuple(gen.integer(max(1, k - 2 * p), 5) for k, p in zip(kernel, pad))
-    return kernel, stride, padding, size
+    return _int_or_pair(gen, kernel), _int_or_pair(gen, stride), _int_or_pair(gen, pad), size
+
+
+def _batch(gen):
+    return gen.integer(0 if gen.edges else 1, 2)    # an empty batch in edge mode
 
 
 def _im2col_sample(gen):
     kernel, stride, padding, size = _conv_geometry_sample(gen)
-    x = gen.array((gen.integer(1, 2), gen.integer(1, 3)) + size)
+    x = gen.array((_batch(gen), gen.integer(1, 3)) + size, FINITE)
     return (x,), {"kernel_size": kernel, "stride": stride, "padding": padding}
 
 
 def _col2im_sample(gen):
     kernel, stride, padding, size = _conv_geometry_sample(gen)
-    out_h, out_w = _output_size("col2im", size, kernel, _pair("stride", stride, 1), _pair("padding", padding, 0))
-    cols = gen.array((gen.integer(1, 2), gen.integer(1, 3) * kernel[0] * kernel[1], out_h * out_w))
-    return (cols,), {"output_size": size, "kernel_size": kernel, "stride": stride, "padding": padding}
+    kh, kw = _pair("kernel_size", kernel, 1)
+    out_h, out_w = _output_size("col2im", size, (kh, kw), _pair("stride", stride, 1), _pair("padding", padding, 0))
+    cols = gen.array((_batch(gen), gen.integer(1, 3) * kh * kw, out_h * out_w), FINITE)
+    return (cols,), {"output_size": _int_or_pair(gen, size), "kernel_size": kernel, "stride": stride,
+                     "padding": padding}
 
 
 def _im2col_vjp(g, out, x, kernel_size, stride=1, padding=0):
@@ -337,13 +355,14 @@ def _torch_im2col(x, kernel_size, stride=1, padding=0):
 
 
 def _torch_col2im(cols, output_size, kernel_size, stride=1, padding=0):
-    return torch.nn.functional.fold(cols, tuple(output_size), kernel_size, padding=padding, stride=stride)
+    return torch.nn.functional.fold(cols, _pair("output_size", output_size, 1), kernel_size, padding=padding,
+                                    stride=stride)
 
 
 # linear and each other's adjoint, hence each other's VJP: twice (any number of times) differentiable
-im2col = register(OpSpec("im2col", _im2col_forward, (_im2col_vjp,), _torch_im2col, (REAL,), "nn",
+im2col = register(OpSpec("im2col", _im2col_forward, (_im2col_vjp,), _torch_im2col, (FINITE,), "nn",
                          sample=_im2col_sample))
-col2im = register(OpSpec("col2im", _col2im_forward, (_col2im_vjp,), _torch_col2im, (REAL,), "nn",
+col2im = register(OpSpec("col2im", _col2im_forward, (_col2im_vjp,), _torch_col2im, (FINITE,), "nn",
                          sample=_col2im_sample))
 
 
@@ -397,17 +416,21 @@ def _conv2d_vjp_b(g, out, x, w, b=None, stride=1, padding=0):
 
 
 def _conv2d_sample(gen):
+    # with and without the bias
     kernel, stride, padding, size = _conv_geometry_sample(gen)
     c_in, c_out = gen.integer(1, 3), gen.integer(1, 3)
-    x = gen.array((gen.integer(1, 2), c_in) + size)
-    return (x, gen.array((c_out, c_in) + kernel), gen.array((c_out,))), {"stride": stride, "padding": padding}
+    x = gen.array((_batch(gen), c_in) + size, FINITE)
+    inputs = (x, gen.array((c_out, c_in) + _pair("kernel_size", kernel, 1), FINITE))
+    if gen.choice([True, False]):
+        inputs += (gen.array((c_out,), FINITE),)
+    return inputs, {"stride": stride, "padding": padding}
 
 
 # inputs x, w and an optional b: the engine runs the VJPs of the inputs given (conv2d(x, w) has no bias)
 _conv2d = register(OpSpec(
     "conv2d", _conv2d_forward, (_conv2d_vjp_x, _conv2d_vjp_w, _conv2d_vjp_b),
     lambda x, w, b=None, stride=1, padding=0: torch.nn.functional.conv2d(x, w, b, stride=stride, padding=padding),
-    (REAL, REAL, REAL), "nn", sample=_conv2d_sample))
+    (FINITE, FINITE, FINITE), "nn", sample=_conv2d_sample))
 
 
 def conv2d(x, w, b=None, stride=1, padding=0):
@@ -485,19 +508,20 @@ def _max_pool2d_vjp(g, out, x, kernel_size, stride=None, padding=0):
 
 def _max_pool2d_sample(gen):
     kernel = (gen.integer(1, 3), gen.integer(1, 3))
-    stride = gen.choice([None, 1, 2, (2, 1)])
+    stride = gen.choice([None, _int_or_pair(gen, (gen.integer(1, 2), gen.integer(1, 2)))])
     padding = (gen.integer(0, kernel[0] // 2), gen.integer(0, kernel[1] // 2))
     size = tuple(gen.integer(max(1, k - 2 * p), 5) for k, p in zip(kernel, padding))
-    # random floats: ties within a window (where the subgradient choice matters) have probability 0
-    x = gen.array((gen.integer(1, 2), gen.integer(1, 3)) + size)
-    return (x,), {"kernel_size": gen.choice([kernel, kernel[0]]) if kernel[0] == kernel[1] else kernel,
-                  "stride": stride, "padding": padding}
+    # ties within a window (where the subgradient choice matters) come from kink and edge modes;
+    # -inf entries meet the -inf padding
+    x = gen.array((_batch(gen), gen.integer(1, 3)) + size, _POOLED)
+    return (x,), {"kernel_size": _int_or_pair(gen, kernel), "stride": stride, "padding": _int_or_pair(gen, padding)}
 
 
+_POOLED = Domain(infinities=(-np.inf, np.inf), nan=True, description="real (kinks where two entries of a window tie)")
 _max_pool2d = register(OpSpec(
     "max_pool2d", _max_pool2d_forward, (_max_pool2d_vjp,),
     lambda x, kernel_size, stride=None, padding=0: torch.nn.functional.max_pool2d(x, kernel_size, stride, padding),
-    (Domain(description="real (kinks where two entries of a window tie)"),), "nn", smooth=False,
+    (_POOLED,), "nn", smooth=False,
     kink_rule="ties: the whole gradient goes to the first maximum of the window in row-major order, as torch",
     sample=_max_pool2d_sample))
 
@@ -562,17 +586,22 @@ def _torch_dropout(x, p=0.5, seed=None, mask=None, training=True):
 
 
 def _dropout_sample(gen):
-    shape = gen.shape()
-    params = {"p": gen.choice([0.0, 0.25, 0.5, 0.9, 1.0]), "training": gen.integer(0, 4) > 0}
+    # the mask from a seed or given (bool, or 0/1 floats)
+    shape = gen.shape(min_side=0)
+    params = draw_params(_dropout.spec, gen)
     if gen.boolean():
         params["seed"] = gen.integer(0, 2 ** 31 - 1)
     else:
         params["mask"] = gen.mask(shape)
-    return (gen.array(shape),), params
+        if gen.boolean():
+            params["mask"] = params["mask"].astype(gen.dtype)
+    return (gen.array(shape, FINITE),), params
 
 
+# FINITE: a dropped infinite entry is inf * 0 = NaN
 _dropout = register(OpSpec(
-    "dropout", _dropout_forward, (_dropout_vjp,), _torch_dropout, (REAL,), "nn", sample=_dropout_sample))
+    "dropout", _dropout_forward, (_dropout_vjp,), _torch_dropout, (FINITE,), "nn", sample=_dropout_sample,
+    params={"p": Real(0.0, 1.0, edges=(0.5, 0.0, 1.0)), "training": Choice(True, True, True, False)}))
 
 
 def dropout(x, p=0.5, seed=None, mask=None, training=True):

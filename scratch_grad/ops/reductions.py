@@ -3,7 +3,8 @@ import numpy as np
 from .lazy_torch import mpmath, torch
 
 from .elementwise import _raw, exp, sqrt, where
-from .registry import NONZERO, REAL, OpSpec, register
+from .registry import FINITE, LOGITS, REAL, OpSpec, register
+from .sampling import reduction_inputs
 from .shape import _broadcast_forward, broadcast_to, reshape
 
 
@@ -64,6 +65,17 @@ def _mp_var(values, ddof):
     return mpmath.fsum((v - mean) ** 2 for v in values) / (len(values) - ddof)
 
 
+def _ddof_sample(gen):
+    """The reduction sampler plus ddof, the correction: 0 to n - 1 (n = the reduced count), and n
+    itself in edge mode (a division by zero: inf or NaN, as in NumPy and torch)."""
+    x, params = reduction_inputs(gen)
+    shape = np.shape(x)
+    axes = range(len(shape)) if params["axis"] is None else np.atleast_1d(params["axis"])
+    n = int(np.prod([shape[a] for a in axes])) if shape else 1
+    params["ddof"] = gen.integer(0, n if gen.edges else max(n - 1, 0))
+    return (x,), params
+
+
 def _var_vjp(g, out, x, axis=None, keepdims=False, ddof=0):
     centered = x - mean(x, axis=axis, keepdims=True)
     return _expand(g, x, axis) * centered * (2.0 / (_count(_raw(x).shape, axis) - ddof))
@@ -73,7 +85,7 @@ var = _reduction("var", lambda x, axis=None, keepdims=False, ddof=0: np.var(x, a
                  _var_vjp,
                  lambda x, axis=None, keepdims=False, ddof=0: torch.var(x, dim=_torch_dims(x, axis), keepdim=keepdims,
                                                                        correction=ddof),
-                 mp=lambda values, ddof=0: _mp_var(values, ddof))
+                 mp=lambda values, ddof=0: _mp_var(values, ddof), sample=_ddof_sample)
 
 
 def _std_vjp(g, out, x, axis=None, keepdims=False, ddof=0):
@@ -92,7 +104,8 @@ std = _reduction("std", lambda x, axis=None, keepdims=False, ddof=0: np.std(x, a
                  lambda x, axis=None, keepdims=False, ddof=0: torch.std(x, dim=_torch_dims(x, axis), keepdim=keepdims,
                                                                        correction=ddof),
                  mp=lambda values, ddof=0: mpmath.sqrt(_mp_var(values, ddof)),
-                 smooth=False, kink_rule="gradient 0 where all reduced values are equal (std == 0), as torch")
+                 smooth=False, kink_rule="gradient 0 where all reduced values are equal (std == 0), as torch",
+                 sample=_ddof_sample)
 
 
 def _extremum_vjp(g, out, x, axis=None, keepdims=False):
@@ -103,10 +116,12 @@ def _extremum_vjp(g, out, x, axis=None, keepdims=False):
 
 max = _reduction("max", lambda x, axis=None, keepdims=False: np.max(x, axis=axis, keepdims=keepdims), _extremum_vjp,
                  lambda x, axis=None, keepdims=False: torch.amax(x, dim=_torch_dims(x, axis), keepdim=keepdims),
-                 smooth=False, kink_rule="ties split the gradient evenly, as torch.amax", mp=lambda values: max(values))
+                 smooth=False, kink_rule="ties split the gradient evenly, as torch.amax", mp=lambda values: max(values),
+                 reduces_empty=False)
 min = _reduction("min", lambda x, axis=None, keepdims=False: np.min(x, axis=axis, keepdims=keepdims), _extremum_vjp,
                  lambda x, axis=None, keepdims=False: torch.amin(x, dim=_torch_dims(x, axis), keepdim=keepdims),
-                 smooth=False, kink_rule="ties split the gradient evenly, as torch.amin", mp=lambda values: min(values))
+                 smooth=False, kink_rule="ties split the gradient evenly, as torch.amin", mp=lambda values: min(values),
+                 reduces_empty=False)
 
 
 def _product_of_others(x, axis):
@@ -138,7 +153,7 @@ def _torch_prod(x, axis=None, keepdims=False):
 
 
 prod = _reduction("prod", lambda x, axis=None, keepdims=False: np.prod(x, axis=axis, keepdims=keepdims), _prod_vjp,
-                  _torch_prod, NONZERO, mp=lambda values: mpmath.fprod(values))
+                  _torch_prod, mp=lambda values: mpmath.fprod(values))
 
 
 def _logsumexp_forward(x, axis=None, keepdims=False):
@@ -152,7 +167,7 @@ def _logsumexp_forward(x, axis=None, keepdims=False):
 logsumexp = _reduction("logsumexp", _logsumexp_forward,
                        lambda g, out, x, axis=None, keepdims=False: _expand(g, x, axis) * exp(x - _keep(out, x, axis)),
                        lambda x, axis=None, keepdims=False: torch.logsumexp(x, dim=_torch_dims(x, axis), keepdim=keepdims),
-                       mp=lambda values: mpmath.log(mpmath.fsum(mpmath.exp(v) for v in values)))
+                       LOGITS, mp=lambda values: mpmath.log(mpmath.fsum(mpmath.exp(v) for v in values)))
 
 
 def _norm_vjp(g, out, x, axis=None, keepdims=False):
@@ -168,5 +183,5 @@ norm = _reduction("norm", lambda x, axis=None, keepdims=False: np.sqrt(np.sum(x 
                   _norm_vjp,
                   lambda x, axis=None, keepdims=False: torch.linalg.vector_norm(x, 2, dim=_torch_dims(x, axis),
                                                                                 keepdim=keepdims),
-                  smooth=False, kink_rule="gradient 0 at the zero vector, as torch",
+                  FINITE, smooth=False, kink_rule="gradient 0 at the zero vector, as torch",
                   mp=lambda values: mpmath.sqrt(mpmath.fsum(v * v for v in values)))

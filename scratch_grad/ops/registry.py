@@ -28,24 +28,42 @@ KINDS = ("elementwise", "binary", "reduction", "matmul", "shape", "indexing", "n
 @dataclass(frozen=True)
 class Domain:
     """Where an input's values may come from: an interval, points to keep away from (kinks, poles),
-    or a non-differentiable integer/boolean input (indices, targets, masks)."""
+    or a non-differentiable integer/boolean input (indices, targets, masks).
+
+    The last five fields declare the input's edges, which the samplers' edge mode draws (a quarter
+    of every op's samples; scratch_grad/testing/gen.py): exact zeros and ties, values equal up to
+    rounding and tiny values wherever the interval has them, plus what is declared here."""
     low: float = -math.inf
     high: float = math.inf
     avoid: tuple = ()            # kinks / poles the samplers keep a margin from (FD is wrong there)
     differentiable: bool = True  # False for index, target and mask inputs
     description: str = "real"
+    closed: tuple = ()           # bounds that are valid inputs themselves: log(0) = -inf, sqrt(0) = 0
+    poles: tuple = ()            # avoided points where the op is undefined (1/x at 0): never drawn exactly
+    infinities: tuple = ()       # infinite inputs with a defined result (a limit): (inf,) for log
+    nan: bool = False            # NaN inputs are accepted: they give NaN where they reach, as in torch
+    large: float = 1e4           # the magnitude of the large values edge mode draws (1e8: exp and softmax)
 
     def contains(self, values):
         values = np.asarray(values)
         return (values > self.low) & (values < self.high)
 
 
-REAL = Domain()
-POSITIVE = Domain(low=0.0, description="x > 0")
-ABOVE_MINUS_ONE = Domain(low=-1.0, description="x > -1")
-OPEN_UNIT = Domain(low=-1.0, high=1.0, description="-1 < x < 1")
-NONZERO = Domain(avoid=(0.0,), description="x != 0")
-KINK_AT_ZERO = Domain(avoid=(0.0,), description="real (kink at 0)")
+_BOTH_INFINITIES = (-math.inf, math.inf)
+# the extended reals: +-inf and NaN pass through the op with a defined result (inf - inf aside)
+REAL = Domain(infinities=_BOTH_INFINITIES, nan=True)
+# finite reals: at +-inf the op's value or its derivative has no limit (sin), or is NaN in torch
+# itself (gelu), or mixes inf with zeros (matmul: 0 * inf); NaN still propagates
+FINITE = Domain(nan=True, description="real (finite)")
+# exp, softmax and their kin: overflow is part of the op (exp(1e8) = inf, softmax of 1e8 logits)
+EXP_FAMILY = Domain(infinities=_BOTH_INFINITIES, nan=True, large=1e8, description="real (large magnitudes)")
+LOGITS = Domain(infinities=(-math.inf,), nan=True, large=1e8, description="real or -inf (large magnitudes)")
+POSITIVE = Domain(low=0.0, closed=(0.0,), infinities=(math.inf,), nan=True, large=1e8, description="x > 0")
+ABOVE_MINUS_ONE = Domain(low=-1.0, closed=(-1.0,), infinities=(math.inf,), nan=True, large=1e8,
+                         description="x > -1")
+OPEN_UNIT = Domain(low=-1.0, high=1.0, nan=True, description="-1 < x < 1")
+NONZERO = Domain(avoid=(0.0,), poles=(0.0,), infinities=_BOTH_INFINITIES, nan=True, description="x != 0")
+KINK_AT_ZERO = Domain(avoid=(0.0,), infinities=_BOTH_INFINITIES, nan=True, description="real (kink at 0)")
 NOT_DIFFERENTIABLE = Domain(differentiable=False, description="integer or boolean, no gradient")
 
 
@@ -70,6 +88,13 @@ class OpSpec:
     # regression examples, checked before any drawn sample: ((inputs, params), ...) with float arrays in
     # float64 (cast to each checked dtype); each is an input that once exposed a bug
     examples: tuple = ()
+    # keywords drawn by the samplers, each with its valid range ({name: sampling.Param}): the kind's
+    # default sampler draws them all, an entry's own sampler adds them with sampling.draw_params.
+    # Keywords whose range depends on the inputs' shapes (axis, ddof, index...) are drawn by the sampler
+    params: dict = field(default_factory=dict)
+    # reductions: whether reducing over an empty axis is defined (sum 0, mean NaN, logsumexp -inf);
+    # max and min have no identity, so NumPy and torch refuse it
+    reduces_empty: bool = True
     may_produce_nan: bool = field(init=False, default=False)
 
     def __post_init__(self):

@@ -5,6 +5,7 @@ import numpy as np
 from .lazy_torch import torch
 
 from .registry import REAL, OpSpec, make_function, register
+from .sampling import Real, draw_params, with_negative_axes
 from ..engine import Variable, _sum_to_array
 
 
@@ -12,27 +13,34 @@ def _raw(x):
     return x._data if isinstance(x, Variable) else x
 
 
-def _shape_op(name, forward, vjp, reference, sample):
-    return register(OpSpec(name, forward, (vjp,), reference, (REAL,), "shape", sample=sample))
+def _shape_op(name, forward, vjp, reference, sample, **flags):
+    return register(OpSpec(name, forward, (vjp,), reference, (REAL,), "shape", sample=sample, **flags))
 
 
 def _reshape_sample(gen):
-    shape = gen.shape()
+    shape = gen.shape(min_side=0)
     size = int(np.prod(shape))
-    targets = [(size,), (-1,), tuple(reversed(shape)), (1,) + tuple(shape), tuple(shape) + (1,)]
+    targets = [(size,), (-1,), tuple(reversed(shape)), (1,) + tuple(shape), tuple(shape) + (1,), size, -1]
     if len(shape) >= 2:
         targets.append((shape[0] * shape[1],) + tuple(shape[2:]))
+    if size == 1:
+        targets.append(())
     return (gen.array(shape),), {"shape": gen.choice(targets)}
 
 
 reshape = _shape_op("reshape", lambda x, shape: np.reshape(x, shape),
                     lambda g, out, x, shape: reshape(g, _raw(x).shape),
-                    lambda x, shape: torch.reshape(x, shape), _reshape_sample)
+                    lambda x, shape: torch.reshape(x, (shape,) if isinstance(shape, int) else shape), _reshape_sample)
 
 
 def _transpose_sample(gen):
-    shape = gen.shape()
-    return (gen.array(shape),), {"axes": gen.choice([None, tuple(gen.permutation(len(shape)))])}
+    # a permutation written with negative axes, which in edge mode is not its own inverse
+    # (the VJP must apply the inverse permutation)
+    shape = gen.shape(min_side=0)
+    ndim = len(shape)
+    axes = gen.permutation(ndim)
+    axes = tuple(with_negative_axes(axes, ndim, [gen.boolean() for _ in axes]))
+    return (gen.array(shape),), {"axes": gen.choice([axes, None])}
 
 
 def _transpose_forward(x, axes=None):
@@ -48,7 +56,7 @@ transpose = _shape_op("transpose", _transpose_forward,
 
 
 def _broadcast_sample(gen):
-    small, big = gen.broadcastable_shapes(2)
+    small, big = gen.broadcastable_shapes(2, min_side=0)
     target = np.broadcast_shapes(small, big)
     return (gen.array(small),), {"shape": tuple(target)}
 
@@ -75,7 +83,7 @@ broadcast_to = _shape_op("broadcast_to", _broadcast_forward,
 
 
 def _sum_to_sample(gen):
-    small, big = gen.broadcastable_shapes(2)
+    small, big = gen.broadcastable_shapes(2, min_side=0)
     target = np.broadcast_shapes(small, big)
     return (gen.array(target),), {"shape": tuple(small)}
 
@@ -93,10 +101,16 @@ sum_to = _shape_op("sum_to", lambda x, shape: _sum_to_array(x, tuple(shape)),
 
 
 def _squeeze_sample(gen):
-    shape = list(gen.shape(max_dims=3))
+    # axis: None, one size-1 axis (maybe negative) or a tuple of them
+    shape = list(gen.shape(max_dims=3, min_side=0))
     position = gen.integer(0, len(shape))
     shape.insert(position, 1)
-    return (gen.array(tuple(shape)),), {"axis": gen.choice([None, position, position - len(shape)])}
+    other = gen.integer(0, len(shape))
+    shape.insert(other, 1)
+    position += other <= position
+    both = tuple(sorted({position, other}))
+    axis = gen.choice([position - len(shape), None, position, both, tuple(a - len(shape) for a in reversed(both))])
+    return (gen.array(tuple(shape)),), {"axis": axis}
 
 
 squeeze = _shape_op("squeeze", lambda x, axis=None: np.squeeze(x, axis=axis),
@@ -105,18 +119,31 @@ squeeze = _shape_op("squeeze", lambda x, axis=None: np.squeeze(x, axis=axis),
 
 
 def _unsqueeze_sample(gen):
-    shape = gen.shape()
-    return (gen.array(shape),), {"axis": gen.integer(-len(shape) - 1, len(shape))}
+    # an int (maybe negative) or, as np.expand_dims takes, a tuple of positions in the result
+    shape = gen.shape(min_side=0)
+    new = gen.choice([1, 2])
+    ndim = len(shape) + new
+    positions = with_negative_axes(gen.permutation(ndim)[:new], ndim, [gen.boolean() for _ in range(new)])
+    return (gen.array(shape),), {"axis": positions[0] if new == 1 else tuple(positions)}
+
+
+def _torch_unsqueeze(x, axis):
+    if isinstance(axis, int):
+        return torch.unsqueeze(x, axis)
+    ndim = x.dim() + len(axis)
+    for position in sorted(a % ndim for a in axis):
+        x = torch.unsqueeze(x, position)
+    return x
 
 
 unsqueeze = _shape_op("unsqueeze", lambda x, axis: np.expand_dims(x, axis),
                       lambda g, out, x, axis: reshape(g, _raw(x).shape),
-                      lambda x, axis: torch.unsqueeze(x, axis), _unsqueeze_sample)
+                      _torch_unsqueeze, _unsqueeze_sample)
 expand_dims = unsqueeze
 
 
 def _flip_sample(gen):
-    shape = gen.shape(min_dims=1)
+    shape = gen.shape(min_dims=1, min_side=0)
     return (gen.array(shape),), {"axis": gen.axis(len(shape))}
 
 
@@ -128,9 +155,11 @@ flip = _shape_op("flip", lambda x, axis=None: np.flip(x, axis=axis),
 
 
 def _pad_sample(gen):
-    shape = gen.shape(min_dims=1)
+    # pad_width in NumPy's three forms: one (before, after) per axis, one pair for all, one int for all
+    shape = gen.shape(min_dims=1, min_side=0)
     widths = tuple((gen.integer(0, 2), gen.integer(0, 2)) for _ in shape)
-    return (gen.array(shape),), {"pad_width": widths, "constant_values": gen.choice([0.0, 1.5])}
+    pad_width = gen.choice([widths, widths[0], widths[0][0]])
+    return (gen.array(shape),), draw_params(pad.spec, gen, pad_width=pad_width)
 
 
 def _pad_forward(x, pad_width, constant_values=0.0):
@@ -143,26 +172,32 @@ def _unpad(g, out, x, pad_width, constant_values=0.0):
     return g[tuple(slice(before, before + n) for (before, _), n in zip(widths, _raw(x).shape))]
 
 
+def _pad_widths(pad_width, ndim):
+    """pad_width in any of NumPy's forms as one (before, after) pair per axis."""
+    return np.broadcast_to(np.asarray(pad_width, dtype=int).reshape(-1, 2) if np.ndim(pad_width) else pad_width,
+                           (ndim, 2))
+
+
 def _torch_pad(x, pad_width, constant_values=0.0):
-    flat = [int(v) for pair in reversed(pad_width) for v in pair]  # torch lists the last dim first
+    flat = [int(v) for pair in reversed(_pad_widths(pad_width, x.dim())) for v in pair]  # torch: last dim first
     return torch.nn.functional.pad(x, flat, mode="constant", value=constant_values)
 
 
-pad = _shape_op("pad", _pad_forward, _unpad, _torch_pad, _pad_sample)
+pad = _shape_op("pad", _pad_forward, _unpad, _torch_pad, _pad_sample,
+                params={"constant_values": Real(-2.0, 2.0, edges=(0.0, 1e4))})
 
 
 # ---- several inputs or outputs ----------------------------------------------------------------------
 def _same_shapes_sample(gen, concatenating):
-    shape = gen.shape(min_dims=1)
-    axis = gen.integer(-len(shape), len(shape) - 1)
+    # concatenate: pieces of any length along axis (size 0 in edge mode); stack: 0-d pieces in edge mode
+    shape = gen.shape(min_dims=1 if concatenating else 0, min_side=0)
+    axis = gen.integer(-len(shape), len(shape) - 1) if concatenating else gen.integer(-len(shape) - 1, len(shape))
     shapes = []
     for _ in range(gen.integer(1, 3)):
         s = list(shape)
         if concatenating:
-            s[axis] = gen.integer(1, 3)
+            s[axis] = gen.integer(0 if gen.edges else 1, 3)
         shapes.append(tuple(s))
-    if not concatenating:
-        axis = gen.integer(-len(shape) - 1, len(shape))
     return tuple(gen.array(s) for s in shapes), {"axis": axis}
 
 
@@ -233,10 +268,15 @@ def _split_piece_vjp(g, out, x, sections, index, axis=0):
 
 
 def _split_sample(gen):
-    shape = gen.shape(min_dims=1)
+    # sections: a count that divides the axis, or cut indices, which may repeat, decrease or pass the
+    # end (empty pieces, as np.split and torch.tensor_split)
+    shape = gen.shape(min_dims=1, min_side=0)
     axis = gen.integer(-len(shape), len(shape) - 1)
     length = shape[axis]
-    sections = gen.choice([1, length] + ([[1]] if length > 1 else []) + [[0, length]])
+    counts = [1] + ([length] if length else [])
+    sections = gen.choice(counts + ([[1]] if length > 1 else []) + [[0, length]])
+    if gen.edges:
+        sections = gen.choice([sections, [length + 1], [1, 1], [length, 0], []])
     n_pieces = sections if isinstance(sections, int) else len(sections) + 1
     return (gen.array(shape),), {"sections": sections, "index": gen.integer(0, n_pieces - 1), "axis": axis}
 

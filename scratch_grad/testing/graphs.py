@@ -26,6 +26,7 @@ MAX_NODES = 20       # hard cap on steps, adapters included
 VALUE_BOUND = 8.0    # values larger than this are not fed to further ops (exp(exp(x)) overflows)
 ADAPTER_OFFSET = 0.25
 REUSE_ODDS = 7       # an existing shape / value is offered 7 times in 8 when one fits
+EDGE_LEAF_ODDS = 6   # one new leaf in 6 is drawn in edge mode
 
 
 def _broadcastable(*shapes):
@@ -57,9 +58,19 @@ class _WiringGen:
         self._spec = spec
         self.dtype = builder.gen.dtype
         self.kinks = False
+        self.edges = False
 
     def integer(self, lo, hi):
         return self._gen.integer(lo, hi)
+
+    def real(self, lo, hi):
+        return self._gen.real(lo, hi)
+
+    def scalar(self, domain=REAL):
+        return self._gen.scalar(domain)
+
+    def edge_mode(self, on=True):
+        return self
 
     def choice(self, options):
         return self._gen.choice(options)
@@ -87,12 +98,12 @@ class _WiringGen:
             return self._gen.choice(candidates)
         return self._gen.shape(min_dims=min_dims, max_dims=max_dims, min_side=min_side, max_side=max_side)
 
-    def broadcastable_shapes(self, n, min_dims=0, max_dims=3):
+    def broadcastable_shapes(self, n, min_dims=0, max_dims=3, min_side=1):
         usable = [s for s in self._builder.usable_shapes() if min_dims <= len(s) <= max_dims]
         if n == 0:
             return ()
         if not usable or self._gen.integer(0, REUSE_ODDS) == 0:
-            return self._gen.broadcastable_shapes(n, min_dims=min_dims, max_dims=max_dims)
+            return self._gen.broadcastable_shapes(n, min_dims=min_dims, max_dims=max_dims, min_side=min_side)
         base = self._gen.choice(usable)
         shapes = [base]
         for _ in range(n - 1):
@@ -104,7 +115,7 @@ class _WiringGen:
                 tail = base[len(base) - dims:]
                 shapes.append(tuple(1 if self._gen.boolean() and self._gen.boolean() else d for d in tail))
         if not _broadcastable(*shapes):
-            return self._gen.broadcastable_shapes(n, min_dims=min_dims, max_dims=max_dims)
+            return self._gen.broadcastable_shapes(n, min_dims=min_dims, max_dims=max_dims, min_side=min_side)
         order = self._gen.permutation(n)
         return tuple(shapes[k] for k in order)
 
@@ -117,7 +128,9 @@ class GraphBuilder:
 
     def __init__(self, gen, registry=None, max_ops=MAX_OPS, max_nodes=MAX_NODES, require_op=None):
         from ..ops import REGISTRY
-        self.gen = gen
+        # the graph's structure (ops, shapes, axes) is drawn in plain mode; some leaves in edge mode
+        self.gen = gen.edge_mode(False) if hasattr(gen, "edge_mode") else gen
+        self._edge_gen = gen.edge_mode(True) if hasattr(gen, "edge_mode") else gen
         self.registry = REGISTRY if registry is None else registry
         self.names = sorted(self.registry)
         self.max_ops = max_ops
@@ -150,7 +163,10 @@ class GraphBuilder:
         return array
 
     def _new_leaf(self, shape, domain):
-        array = self.gen.array(shape, domain)
+        # one leaf in EDGE_LEAF_ODDS takes edge values (zeros, ties, infinities, large...): ops whose
+        # result is not finite are not added (_add_op), so the graph keeps usable values
+        edge = self.gen.integer(0, EDGE_LEAF_ODDS - 1) == EDGE_LEAF_ODDS - 1   # shrinks to plain
+        array = (self._edge_gen if edge else self.gen).array(shape, domain)
         if self.gen.integer(0, 5) == 0:         # sometimes a constant: a float input with no gradient
             self.constants.append(array)
             return self._hand_over(Ref("const", len(self.constants) - 1), array)
@@ -302,39 +318,47 @@ class GraphBuilder:
                        name="graph", meta={"ops": names})
 
 
-def build_graph(gen, require_op=None, max_ops=MAX_OPS, attempts=5):
-    """A random Program from gen; None if `attempts` builds added no op."""
+def build_graph(gen, require_op=None, max_ops=MAX_OPS, attempts=5, registry=None):
+    """A random Program from gen; None if `attempts` builds added no op. registry: the ops to draw
+    from (default every registry op; for another engine, the ops it provides)."""
     for _ in range(attempts):
-        program = GraphBuilder(gen, max_ops=max_ops, require_op=require_op).build()
+        program = GraphBuilder(gen, registry=registry, max_ops=max_ops, require_op=require_op).build()
         if program is not None and program.leaves:
             return program
     return None
 
 
-def check_graph(program, seed=0, second_order=None):
-    """Three-way check of a random graph (projection-mode finite differences keep it fast)."""
+def check_graph(program, seed=0, second_order=None, engine=None):
+    """Three-way check of a random graph (projection-mode finite differences keep it fast); engine: an
+    adapter (testing/engines) to check instead of scratch_grad."""
     from .oracle import check_program
-    if second_order is None:
-        second_order = program.twice_differentiable()
-    return check_program(program, second_order=second_order, fd_mode="projection", seed=seed, label="graph")
+    return check_program(program, second_order=second_order, fd_mode="projection", seed=seed, label="graph",
+                         engine=engine)
 
 
-def localize(program, seed=0):
+def localize(program, seed=0, engine=None):
     """For a failing graph: the ops that fail when checked alone on the inputs they saw there.
     An empty list means every op is right on its own: the engine (accumulation, fan-out,
     broadcasting) is at fault."""
+    from .faults import raised_by_checker
     from .oracle import check_program
     from .program import single_op_program
-    values = program.evaluate_raw(program.leaves)
+    with np.errstate(all="ignore"):
+        values = program.evaluate_raw(program.leaves)
     culprits = []
     for step in program.steps:
         inputs = [program.leaves[r.index] if r.kind == "leaf" else values[r.index] if r.kind == "step"
                   else program.constants[r.index] for r in step.args]
-        single = single_op_program(step.spec, inputs, step.params, rng=np.random.default_rng(seed))
-        if not single.differentiable_leaves():
-            continue
-        report = check_program(single, second_order=step.spec.twice_differentiable, seed=seed, label=step.spec.name)
-        if not report.passed and step.spec.name not in culprits:
+        try:
+            single = single_op_program(step.spec, inputs, step.params, rng=np.random.default_rng(seed))
+            if not single.differentiable_leaves():
+                continue
+            report = check_program(single, seed=seed, label=step.spec.name, engine=engine)
+        except Exception as exc:  # noqa: BLE001 - an op that cannot even run alone on these inputs is guilty
+            if raised_by_checker(exc):
+                raise
+            report = None
+        if (report is None or not report.passed) and step.spec.name not in culprits:
             culprits.append(step.spec.name)
     return culprits
 

@@ -391,9 +391,9 @@ def _fresh(program):
 
 def _op_sample(spec, dtype, seed, k):
     from ..ops.sampling import sample_inputs
-    from .gen import RandomGen
+    from .gen import RandomGen, sample_modes
     from .program import single_op_program
-    gen = RandomGen(seed=(seed, k), dtype=dtype, kinks=not spec.smooth and k % 3 == 2)
+    gen = RandomGen(seed=(seed, k), dtype=dtype, **sample_modes(spec, k))
     try:
         inputs, params = sample_inputs(spec, gen)
         return _Sample("op", k, single_op_program(spec, inputs, params, cotangent_gen=gen))

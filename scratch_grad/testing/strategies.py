@@ -9,13 +9,16 @@ Profiles (select with the HYPOTHESIS_PROFILE environment variable; budgets in pr
     dev   random, twice the ci budget, failures saved in .hypothesis/ and replayed first
     fuzz  long campaigns (scratch-grad fuzz): many examples, failures saved and replayed first
 """
+import math
+
 import numpy as np
 from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from ..ops.registry import REAL
-from .gen import LAYOUTS, MARGIN, _interval, kink_points, with_layout
+from .gen import (EDGE_FAMILIES, EDGE_ODDS, LAYOUTS, MARGIN, _interval, _neighbours, edge_points, in_domain,
+                  kink_points, non_involution, with_layout)
 from .profiles import BUDGETS, Budget, budget, current_profile  # noqa: F401 (re-exported)
 
 _SLOW_IS_FINE = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
@@ -83,27 +86,63 @@ def element_strategy(domain, dtype, kinks=False):
     return floats
 
 
+def edge_elements(domain, dtype, ordinary):
+    """A strategy of element strategies: one of the EDGE_FAMILIES (see gen.py) for one edge array.
+    `ordinary` draws the usual values; every family shrinks towards it and towards the first edge
+    points (0, 1, the bounds)."""
+    points = edge_points(domain, dtype)
+    finite = [p for p in points if math.isfinite(p)]
+    nonfinite = [p for p in points if not math.isfinite(p)]
+    value = st.one_of(ordinary, st.sampled_from(finite))
+
+    def family(name):
+        if name == "points":
+            return st.just(value)
+        if name == "nonfinite":
+            return st.just(st.one_of(ordinary, st.sampled_from(nonfinite or finite)))
+        if name == "constant":
+            return st.sampled_from(points).map(st.just)
+        if name == "ties":
+            return st.tuples(value, value).map(lambda pair: st.sampled_from(pair))
+        return value.map(lambda v: st.sampled_from([n for n in _neighbours(v, dtype) if in_domain(n, domain)]))
+
+    return st.sampled_from(EDGE_FAMILIES).flatmap(family)
+
+
 class HypothesisGen:
     """The sampling protocol (scratch_grad.ops.sampling) drawn from hypothesis, so failures shrink:
-    fewer dimensions, smaller sides, simpler values, earlier choices."""
+    fewer dimensions, smaller sides, simpler values, earlier choices. Edge mode's choices shrink
+    too: towards no edge at all (ordinary values, non-empty shapes, axis None), then towards the
+    first edge points (0, 1, the bounds) and the first EDGE_FAMILIES."""
 
-    def __init__(self, data, dtype=np.float64, max_side=4, kinks=False, layouts=True):
+    def __init__(self, data, dtype=np.float64, max_side=4, kinks=False, layouts=True, edges=False):
         self.data = data
         self.dtype = np.dtype(dtype)
         self.max_side = max_side
         self.kinks = kinks
         self.layouts = layouts
+        self.edges = edges
         self.cotangents = False
 
     def plain(self):
-        """The same data drawing cotangents: no kinks, no layouts, and magnitudes in [1/4, 2] (a
-        zero cotangent entry would hide the gradient it weighs, and hypothesis loves zeros)."""
+        """The same data drawing cotangents: no kinks, no edges, no layouts, and magnitudes in
+        [1/4, 2] (a zero cotangent entry would hide the gradient it weighs, and hypothesis loves zeros)."""
         gen = HypothesisGen(self.data, self.dtype, self.max_side, kinks=False, layouts=False)
         gen.cotangents = True
         return gen
 
+    def edge_mode(self, on=True):
+        """The same data with edge mode on (or off)."""
+        return HypothesisGen(self.data, self.dtype, self.max_side, kinks=self.kinks, layouts=self.layouts, edges=on)
+
     def integer(self, lo, hi):
         return self.data.draw(st.integers(lo, hi))
+
+    def real(self, lo, hi):
+        floats = st.floats(lo, hi, allow_nan=False, allow_infinity=False)
+        if self.edges:
+            floats = st.one_of(floats, st.sampled_from([lo, hi]))
+        return self.data.draw(floats)
 
     def choice(self, options):
         return self.data.draw(st.sampled_from(list(options)))
@@ -113,23 +152,44 @@ class HypothesisGen:
 
     def shape(self, min_dims=0, max_dims=3, min_side=1, max_side=None):
         max_side = self.max_side if max_side is None else max_side
-        return self.data.draw(hnp.array_shapes(min_dims=min_dims, max_dims=max(max_dims, min_dims),
-                                               min_side=min_side, max_side=max(max_side, min_side)))
+        low = max(min_side, 1)
+        shape = self.data.draw(hnp.array_shapes(min_dims=min_dims, max_dims=max(max_dims, min_dims),
+                                                min_side=low, max_side=max(max_side, low)))
+        if self.edges and min_dims == 0 and shape and self._sometimes("0-d"):
+            return ()
+        if self.edges and min_side == 0 and shape and self._sometimes("size-0 dimension"):
+            empty = self.data.draw(st.integers(0, len(shape) - 1), label="size-0 dimension")
+            shape = shape[:empty] + (0,) + shape[empty + 1:]
+        return shape
 
-    def broadcastable_shapes(self, n, min_dims=0, max_dims=3):
+    def _sometimes(self, label):
+        """True about one time in four; shrinks to False."""
+        return self.data.draw(st.sampled_from([False, False, False, True]), label=label)
+
+    def broadcastable_shapes(self, n, min_dims=0, max_dims=3, min_side=1):
         if n == 0:
             return ()
         drawn = self.data.draw(hnp.mutually_broadcastable_shapes(num_shapes=n, min_dims=min_dims,
                                                                  max_dims=max(max_dims, min_dims),
                                                                  max_side=self.max_side))
-        return tuple(drawn.input_shapes)
+        shapes = tuple(drawn.input_shapes)
+        ndim = max(len(s) for s in shapes)
+        if self.edges and min_side == 0 and ndim and self._sometimes("size-0 dimension"):
+            # one dimension of the broadcast result empty: each shape's copy of it is 0 or 1
+            empty = self.data.draw(st.integers(0, ndim - 1), label="size-0 dimension")
+            shapes = tuple(tuple(0 if k == empty - (ndim - len(s)) and d != 1 else d for k, d in enumerate(s))
+                           for s in shapes)
+        return shapes
 
     def permutation(self, n):
-        return list(self.data.draw(st.permutations(list(range(n)))))
+        permutation = list(self.data.draw(st.permutations(list(range(n)))))
+        return non_involution(permutation) if self.edges else permutation
 
     def axis(self, ndim):
         if ndim == 0:
-            return None
+            return self.data.draw(st.sampled_from([None, 0, -1])) if self.edges else None
+        if self.edges:
+            return self.data.draw(st.one_of(st.integers(-ndim, -1), hnp.valid_tuple_axes(ndim, min_size=1)))
         return self.data.draw(st.one_of(st.none(), st.integers(-ndim, ndim - 1),
                                          hnp.valid_tuple_axes(ndim, min_size=1)))
 
@@ -140,11 +200,23 @@ class HypothesisGen:
             elements = st.tuples(st.booleans(), magnitude).map(lambda pair: -pair[1] if pair[0] else pair[1])
             return self.data.draw(hnp.arrays(self.dtype, tuple(shape), elements=elements, fill=st.nothing()))
         elements = element_strategy(domain, self.dtype, self.kinks)
+        if self.edges:
+            elements = self.data.draw(edge_elements(domain, self.dtype, elements), label="edge values")
         # fill=nothing(): every entry drawn on its own (a fill value would make most entries tie)
         values = self.data.draw(hnp.arrays(self.dtype, tuple(shape), elements=elements, fill=st.nothing()))
         if self.layouts:
             values = with_layout(values, self.data.draw(st.sampled_from(LAYOUTS)))
         return values
+
+    def scalar(self, domain=REAL):
+        """A Python number inside the domain (an int when one fits: x ** 3, x + 1); edge points in edge
+        mode. Shrinks towards the int 2, the commonest exponent."""
+        floats = element_strategy(domain, self.dtype)
+        ints = [n for n in (2, 3, -1, 0, 1, -2) if domain.low < n < domain.high and n not in domain.avoid]
+        options = ([st.sampled_from(ints)] if ints else []) + [floats]
+        if self.edges:
+            options.append(st.sampled_from(edge_points(domain, self.dtype)))
+        return self.data.draw(st.one_of(*options))
 
     def integers(self, shape, lo, hi):
         return self.data.draw(hnp.arrays(np.int64, tuple(shape), elements=st.integers(lo, hi - 1)))
@@ -180,7 +252,9 @@ def check_op_example(data, spec, dtype, context=None, on_report=None, directory=
     from ..ops.sampling import sample_inputs
     from .oracle import check_sample
     kinks = (not spec.smooth) and data.draw(st.booleans(), label="exactly at kinks and ties")
-    gen = HypothesisGen(data, dtype, kinks=kinks)
+    # one example in EDGE_ODDS is an edge sample; shrinking goes towards an ordinary one
+    edges = data.draw(st.sampled_from([False] * (EDGE_ODDS - 1) + [True]), label="edge sample")
+    gen = HypothesisGen(data, dtype, kinks=kinks, edges=edges)
     inputs, params = sample_inputs(spec, gen)
     report = check_sample(spec, inputs, params, cotangent_gen=gen)
     if on_report is not None:
