@@ -1,5 +1,6 @@
-"""scratch_grad.nn: modules, losses and optimizers, each checked against torch, state save/load, and the training
-loop (fit, eager and compiled). The experiments run with it: tests/test_experiments.py, tests/test_training_parity.py."""
+"""scratch_grad.nn: modules, losses and optimizers, each checked against torch, state save/load, and the
+training loop (fit, eager and compiled). The experiments run with it: tests/test_experiments.py and
+tests/test_training_parity.py."""
 import ast
 import math
 import pathlib
