@@ -17,7 +17,10 @@ import numpy as np
 
 from .errors import DTypeError, GraphError, ScratchGradError, ShapeError, describe
 
-__all__ = ["Variable", "grad", "no_grad", "enable_grad", "is_grad_enabled", "apply", "sum_to"]
+__all__ = ["Variable", "grad", "no_grad", "enable_grad", "is_grad_enabled", "apply", "sum_to",
+           # the recording API the layers above build on (ops' registry, sg.compile):
+           "mode", "raw", "record", "new_variable", "saved_copy", "next_seq", "fit_array", "fit_variable",
+           "sum_to_array", "forward_error"]
 
 
 class _Mode:
@@ -771,3 +774,22 @@ def grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=No
             g = entry[1]
             grads.append(g if create_graph or entry[2] else g.copy())
     return tuple(grads)
+
+
+# ---- the recording API (what ops/registry.py and the compiler use; the names above stay private) ------------
+
+mode = _GradMode              # the global switches: mode.enabled, mode.checking, mode.tracing
+record = _record              # record(out, spec, vjps, inputs, datas, params, edges, versions) -> Variable node
+new_variable = _new_variable  # a Variable with no history
+saved_copy = _saved_copy      # a copy of a raw array an op saves, in the same memory layout
+next_seq = _next_seq          # the next creation number (nodes are ordered by it)
+fit_array = _fit_array        # a VJP result reduced and cast to its input's shape and dtype (raw arrays)
+fit_variable = _fit_variable  # the same with ops, under create_graph
+sum_to_array = _sum_to_array  # x summed over broadcast axes down to `shape`
+forward_error = _forward_error
+
+
+def raw(x):
+    """The ndarray behind a Variable, or x itself (masks and signs computed from it are constants in a
+    create_graph graph: right for piecewise-constant functions, whose derivative is 0 a.e.)."""
+    return x._data if isinstance(x, Variable) else x

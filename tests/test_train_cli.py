@@ -213,7 +213,7 @@ def test_plot_has_whole_epoch_ticks_and_accuracy_in_percent(capsys):
     pytest.importorskip("matplotlib")
     import matplotlib.pyplot as plt
 
-    from scratch_grad.nn.experiments import run_random_classifier
+    from scratch_grad.experiments.runs import run_random_classifier
     from scratch_grad.nn.train_cli import _figure
     result = run_random_classifier(epochs=3, lr=0.01, seed=0, emit=lambda *a: None)
     figure = _figure(result)

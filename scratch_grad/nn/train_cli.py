@@ -19,7 +19,13 @@ import sys
 
 import numpy as np
 
+from ..data import load_mnist
 from ..errors import ScratchGradError
+from ..experiments.regression import run_regression
+from ..experiments.runs import MNIST_RECIPES, run_mnist, run_random_classifier
+from ..experiments.lockstep import training_parity
+from ..progress import bar
+from .modules import ACTIVATIONS
 
 TASK_DEFAULTS = {
     "random": dict(epochs=20, lr=0.01, batch_size=1),
@@ -109,7 +115,6 @@ def _validate(parser, args):
     if args.activation is not None and args.task != "random":
         parser.error("--activation applies to --task random only (mnist: choose a --recipe)")
     if args.activation is not None:
-        from .modules import ACTIVATIONS
         if args.activation not in ACTIVATIONS:
             parser.error(f"--activation: unknown activation {args.activation!r}; choose from {sorted(ACTIVATIONS)}")
     if args.hidden and args.task == "regression":
@@ -156,7 +161,6 @@ class EpochProgress:
 
     def on_batch(self, done, total, loss, accuracy=None):
         if self.bar is None:
-            from ..progress import bar
             self.bar = bar(total=total, desc=f"epoch {self.epoch}/{self.epochs}", unit="batch",
                            stream=self.stream, enabled=self.enabled, **self.bar_options)
         if self.bar.disable:
@@ -253,14 +257,11 @@ def _write_json(path, payload):
 
 
 def _run_parity(args):
-    from .experiments import MNIST_RECIPES
-    from .parity import training_parity
     recipe = MNIST_RECIPES[args.recipe or "classic"]
     optimizer = args.optimizer or recipe["optimizer"]
     lr = args.lr if args.lr is not None else (recipe["lr"] if optimizer == recipe["optimizer"] else None)
     data = None
     if args.data_dir is not None:
-        from ..data import load_mnist
         splits = load_mnist(os.path.expanduser(args.data_dir), dtype=args.dtype)
         data = (splits.x_train, splits.y_train)
     hidden = tuple(args.hidden) if args.hidden else recipe["hidden"]
@@ -298,9 +299,6 @@ def main(argv=None):
 
 
 def _train(args):
-    from .experiments import MNIST_RECIPES, run_mnist, run_random_classifier
-    from .regression import run_regression
-
     defaults = MNIST_RECIPES[args.recipe or "classic"] if args.task == "mnist" else TASK_DEFAULTS[args.task]
     epochs = args.epochs or defaults["epochs"]
     progress = EpochProgress(epochs, enabled=False if args.no_progress else None)

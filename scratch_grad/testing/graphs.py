@@ -318,39 +318,47 @@ class GraphBuilder:
                        name="graph", meta={"ops": names})
 
 
-def build_graph(gen, require_op=None, max_ops=MAX_OPS, attempts=5):
-    """A random Program from gen; None if `attempts` builds added no op."""
+def build_graph(gen, require_op=None, max_ops=MAX_OPS, attempts=5, registry=None):
+    """A random Program from gen; None if `attempts` builds added no op. registry: the ops to draw
+    from (default every registry op; for another engine, the ops it provides)."""
     for _ in range(attempts):
-        program = GraphBuilder(gen, max_ops=max_ops, require_op=require_op).build()
+        program = GraphBuilder(gen, registry=registry, max_ops=max_ops, require_op=require_op).build()
         if program is not None and program.leaves:
             return program
     return None
 
 
-def check_graph(program, seed=0, second_order=None):
-    """Three-way check of a random graph (projection-mode finite differences keep it fast)."""
+def check_graph(program, seed=0, second_order=None, engine=None):
+    """Three-way check of a random graph (projection-mode finite differences keep it fast); engine: an
+    adapter (testing/engines) to check instead of scratch_grad."""
     from .oracle import check_program
-    if second_order is None:
-        second_order = program.twice_differentiable()
-    return check_program(program, second_order=second_order, fd_mode="projection", seed=seed, label="graph")
+    return check_program(program, second_order=second_order, fd_mode="projection", seed=seed, label="graph",
+                         engine=engine)
 
 
-def localize(program, seed=0):
+def localize(program, seed=0, engine=None):
     """For a failing graph: the ops that fail when checked alone on the inputs they saw there.
     An empty list means every op is right on its own: the engine (accumulation, fan-out,
     broadcasting) is at fault."""
+    from .faults import raised_by_checker
     from .oracle import check_program
     from .program import single_op_program
-    values = program.evaluate_raw(program.leaves)
+    with np.errstate(all="ignore"):
+        values = program.evaluate_raw(program.leaves)
     culprits = []
     for step in program.steps:
         inputs = [program.leaves[r.index] if r.kind == "leaf" else values[r.index] if r.kind == "step"
                   else program.constants[r.index] for r in step.args]
-        single = single_op_program(step.spec, inputs, step.params, rng=np.random.default_rng(seed))
-        if not single.differentiable_leaves():
-            continue
-        report = check_program(single, second_order=step.spec.twice_differentiable, seed=seed, label=step.spec.name)
-        if not report.passed and step.spec.name not in culprits:
+        try:
+            single = single_op_program(step.spec, inputs, step.params, rng=np.random.default_rng(seed))
+            if not single.differentiable_leaves():
+                continue
+            report = check_program(single, seed=seed, label=step.spec.name, engine=engine)
+        except Exception as exc:  # noqa: BLE001 - an op that cannot even run alone on these inputs is guilty
+            if raised_by_checker(exc):
+                raise
+            report = None
+        if (report is None or not report.passed) and step.spec.name not in culprits:
             culprits.append(step.spec.name)
     return culprits
 

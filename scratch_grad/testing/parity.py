@@ -17,6 +17,7 @@ import math
 import os
 import platform
 import subprocess
+import textwrap
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -32,6 +33,8 @@ COLUMN_TITLES = {"forward": "forward", "vjp_torch": "VJP vs torch", "vjp_fd": "V
 ENGINE_ROW = "(engine)"       # graph failures that no op explains on its own
 COMPILED_EVERY = 4            # every 4th sample of each op is also compiled (all random graphs are)
 MAX_FAILURES = 3              # failure messages (and reproducers) kept per op and task
+MAX_GRAPH_FAILURES = 2        # failing graphs shown per op (the smallest), after its own failures
+FOCUSED_GRAPHS = 30           # random graphs per dtype and per op under `parity --op` (each contains the op)
 
 
 @dataclass
@@ -89,7 +92,13 @@ class OpRow:
     cells: dict = field(default_factory=dict)        # column -> Cell, over all dtypes (the table)
     matrix: dict = field(default_factory=dict)       # (column, dtype) -> Cell (the HTML report)
     notes: Counter = field(default_factory=Counter)
-    failures: list = field(default_factory=list)
+    failures: list = field(default_factory=list)     # the op's own failures (single-op checks) first
+    graph_failures: list = field(default_factory=list)   # (steps, message) of the smallest failing graphs
+    not_provided: Counter = field(default_factory=Counter)   # --engine: what the engine lacks, and how often
+
+    def messages(self):
+        """The evidence to print, simplest first: the op's own failures, then a few minimal graphs."""
+        return self.failures[:MAX_FAILURES] + [message for _, message in self.graph_failures[:MAX_GRAPH_FAILURES]]
 
     def cell(self, column):
         return self.cells.setdefault(column, Cell())
@@ -149,12 +158,28 @@ def _record_graph(row, worst, culprits, name, dtype):
     return [evidence] if adopted and not evidence.passed else []
 
 
+def _blamed(names, problems):
+    """The ops a compiled comparison's problems count against: an op that raised (named in the problem,
+    in either mode) only; a difference between the modes, every op of the program."""
+    import re
+    raised = {match for problem in problems for match in re.findall(r"raised op '([^']+)'", problem)}
+    if raised and all("raised op '" in problem for problem in problems):
+        return [name for name in names if name in raised] or list(names)
+    return list(names)
+
+
 def _record_compiled(rows, names, problems, where, dtype):
     """sg.compile against eager mode on one program (testing/compiled.py): bit for bit, so a cell is
-    0 (equal) or inf; a mismatch counts against every op of the program and is reported with it."""
+    0 (equal) or inf; a mismatch counts against every op of the program (an op that raised, against
+    that op alone) and is reported with it."""
     classification = "differs from eager mode" if problems else "bit for bit"
     message = f"sg.compile differs from eager mode on {where}: " + "; ".join(problems[:3]) if problems else ""
+    blamed = set(_blamed(names, problems)) if problems else set()
     for name in names:
+        if problems and name not in blamed:
+            rows.setdefault(name, OpRow()).add("compiled", dtype, 0.0, True, "another op raised",
+                                               Evidence(0.0, True, where, "another op raised"))
+            continue
         row = rows.setdefault(name, OpRow())
         evidence = Evidence(np.inf if problems else 0.0, not problems, where, classification, message=message)
         row.add("compiled", dtype, evidence.ratio, evidence.passed, classification, evidence)
@@ -169,11 +194,30 @@ def _short_note(note):
     return note
 
 
-def _reproducer(report, directory):
+def _signature(report, culprits=()):
+    """What makes two failures the same failure: the op (or, for a graph, the ops blamed), the dtype,
+    and each failing check with its classification. One reproducer is written per signature, so a run
+    that fails the same way on forty samples writes one script, not forty."""
+    import hashlib
+    failing = sorted({(f.check, f.classification.split(" (")[0]) for f in report.failures()})
+    who = ",".join(culprits) if culprits else ",".join(report.program.op_names())
+    text = f"{report.label}|{who}|{report.program.dtype}|{failing}"
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def _reproducer(report, directory, culprits=()):
+    """The reproducer of a failing report, one file per distinct failure (named by its signature); a
+    failure already written keeps the smallest program seen for it."""
     if directory is None:
         return ""
     from . import reproducer
-    return reproducer.write(report.program, report, directory=directory)
+    stem = f"{report.label if report.label != 'graph' else 'graph-' + '-'.join(culprits or ['engine'])}-" \
+           f"{report.program.dtype}-{_signature(report, culprits)}"
+    path = os.path.join(str(directory), stem + ".py")
+    size = reproducer.size(report.program)
+    if os.path.exists(path) and reproducer.written_size(path) <= size:
+        return path
+    return reproducer.write(report.program, report, directory=directory, stem=stem, hashed=False)
 
 
 def _attach(evidence_list, report, message, reproducer_dir):
@@ -196,6 +240,19 @@ def _attach(evidence_list, report, message, reproducer_dir):
 
 
 # ---- tasks (run in workers; return plain data) --------------------------------------------------------------
+
+_ENGINES = {}
+
+
+def _engine(spec):
+    """The adapter for an engine spec string (None: scratch_grad itself), loaded once per process."""
+    if spec is None:
+        return None
+    if spec not in _ENGINES:
+        from .engines import load_engine
+        _ENGINES[spec] = load_engine(spec)
+    return _ENGINES[spec]
+
 
 def _draws(spec, dtype, samples, seed):
     """(where, inputs, params, gen) of one op's checks in one dtype: its regression examples first
@@ -223,7 +280,8 @@ def _entry_failure(row, name, dtype, where, what, exc):
     row.failures.append(message)
 
 
-def _op_task(name, dtype, samples, seed, reproducer_dir):
+def _op_task(name, dtype, samples, seed, reproducer_dir, engine=None):
+    from ..errors import NotProvidedError
     from ..ops import REGISTRY
     from .compiled import compare_compiled
     from .faults import raised_by_checker
@@ -233,19 +291,23 @@ def _op_task(name, dtype, samples, seed, reproducer_dir):
     row = OpRow()
     started = time.perf_counter()
     checks = 0
+    adapter = _engine(engine)
     for k, (where, inputs, params, gen) in enumerate(_draws(spec, dtype, samples, seed)):
         if isinstance(inputs, Exception):
             _entry_failure(row, name, dtype, where, "its sampler raised", inputs)
             break
-        checks += 1
         try:
-            report = check_sample(spec, inputs, params, cotangent_gen=gen, seed=k)
+            report = check_sample(spec, inputs, params, cotangent_gen=gen, seed=k, engine=adapter)
+        except NotProvidedError as exc:     # the engine lacks the op, or this call form or dtype of it
+            row.not_provided[str(exc)] += 1
+            continue
         except Exception as exc:  # noqa: BLE001 - both scratch_grad and torch refuse the drawn input
             if raised_by_checker(exc):
                 raise
             _entry_failure(row, name, dtype, where, "its sampler drew an input scratch_grad and torch both refuse",
                            exc)
             continue
+        checks += 1
         adopted = _record(row, report, dtype, where)
         if not report.passed and (len(row.failures) < MAX_FAILURES or adopted):
             report.reproducer = _reproducer(report, reproducer_dir)
@@ -253,7 +315,7 @@ def _op_task(name, dtype, samples, seed, reproducer_dir):
             if len(row.failures) < MAX_FAILURES:
                 row.failures.append(message)
             _attach(adopted, report, message, reproducer_dir)
-        if k % COMPILED_EVERY == 0:
+        if k % COMPILED_EVERY == 0 and adapter is None:
             program = single_op_program(spec, inputs, params, rng=np.random.default_rng(k))
             if program.differentiable_leaves():
                 _record_compiled({name: row}, [name], compare_compiled(program, second_order=False),
@@ -262,57 +324,64 @@ def _op_task(name, dtype, samples, seed, reproducer_dir):
             "checks": checks}
 
 
-def _graph_task(dtype, start, stop, seed, max_ops, reproducer_dir):
+def _graph_task(dtype, start, stop, seed, max_ops, reproducer_dir, engine=None, focus=()):
+    """Random graphs start..stop; with `focus` (parity --op), graph k is built around focus[k % n], so
+    every graph contains an op under check."""
+    from ..ops import REGISTRY
     from .compiled import compare_compiled, compare_mixed
     from .gen import RandomGen
     from .graphs import build_graph, check_graph, localize
+    adapter = _engine(engine)
+    registry = REGISTRY if adapter is None else {n: REGISTRY[n] for n in REGISTRY if n in adapter.ops}
     rows = {}
     notes = Counter()
     graphs = steps = 0
     started = time.perf_counter()
     for k in range(start, stop):
         gen = RandomGen(seed=(seed, 1, k), dtype=dtype)
-        program = build_graph(gen, max_ops=max_ops)
+        require = focus[k % len(focus)] if focus else None
+        program = build_graph(gen, max_ops=max_ops, registry=registry, require_op=require)
         if program is None:
             continue
         graphs += 1
         steps += len(program.steps)
-        report = check_graph(program, seed=k)
+        report = check_graph(program, seed=k, engine=adapter)
         notes.update(_short_note(n) for n in report.notes())
         culprits = []
         where = f"random graph {k}"
         message = ""
         if not report.passed:
-            culprits = localize(program, seed=k) or [ENGINE_ROW]
-            report.reproducer = _reproducer(report, reproducer_dir)
+            culprits = localize(program, seed=k, engine=adapter) or [ENGINE_ROW]
+            report.reproducer = _reproducer(report, reproducer_dir, culprits)
             message = report.message() + f"\n  localized to: {', '.join(culprits)}"
         worst = _graph_evidence(report, where)
         for name in program.op_names():
             adopted = _record_graph(rows.setdefault(name, OpRow()), worst, culprits, name, dtype)
             _attach(adopted, report, message, reproducer_dir)
-        _record_compiled(rows, program.op_names(), compare_compiled(program), f"{where} ({dtype})", dtype)
-        _record_compiled(rows, program.op_names(), compare_mixed(program, seed=k),
-                         f"{where} ({dtype}) with compiled calls inside", dtype)
+        if adapter is None:                   # sg.compile is scratch_grad's own
+            _record_compiled(rows, program.op_names(), compare_compiled(program), f"{where} ({dtype})", dtype)
+            _record_compiled(rows, program.op_names(), compare_mixed(program, seed=k),
+                             f"{where} ({dtype}) with compiled calls inside", dtype)
         for name in culprits:
             row = rows.setdefault(name, OpRow())
             if name == ENGINE_ROW:
                 evidence = dataclasses.replace(worst, ratio=np.inf, passed=False)
                 if row.add("graphs", dtype, np.inf, False, evidence.classification, evidence):
                     _attach([evidence], report, message, reproducer_dir)
-            if len(row.failures) < MAX_FAILURES:
-                row.failures.append(message)
+            row.graph_failures.append((len(program.steps), message))
+            row.graph_failures.sort(key=lambda pair: pair[0])          # the smallest graphs first
+            del row.graph_failures[MAX_GRAPH_FAILURES:]
     return {"kind": "graphs", "dtype": dtype, "rows": rows, "graphs": graphs, "steps": steps, "notes": notes,
             "seconds": time.perf_counter() - started}
 
 
 def _run_task(task):
-    import importlib
-
     import torch
+
+    from .imports import load_all
     torch.set_num_threads(1)
     kind, args, imports = task
-    for module in imports:          # modules that register more ops (a fresh worker has only ours)
-        importlib.import_module(module)
+    load_all(imports)               # modules that register more ops (a fresh worker has only ours)
     return _op_task(*args) if kind == "op" else _graph_task(*args)
 
 
@@ -331,48 +400,73 @@ class ParityResult:
     settings: dict = field(default_factory=dict)     # the run's arguments
     versions: dict = field(default_factory=dict)     # python, numpy, torch, scratch_grad
     started: str = ""                                # ISO time, UTC
+    engine: str = "scratch_grad"                     # the engine whose answers were checked
 
     @property
     def failed_ops(self):
         return sorted(name for name, row in self.rows.items() if not row.passed)
 
     @property
+    def not_provided(self):
+        """Ops the engine lacks entirely (never checked)."""
+        return sorted(name for name, row in self.rows.items() if row.not_provided and not row.cells)
+
+    @property
+    def checked(self):
+        """Whether anything was checked at all: an empty run is never a pass."""
+        return self.op_checks > 0 or self.graphs > 0
+
+    @property
     def passed(self):
-        return not self.failed_ops
+        return self.checked and not self.failed_ops
 
 
-def run_parity(ops=None, samples=40, graphs=1200, dtypes=("float64", "float32"), seed=0, workers=None,
-               max_ops=None, reproducer_dir=None, progress=None, imports=()):
-    """Check `ops` (default: the whole registry) and `graphs` random graphs per dtype. `imports`:
-    modules that register more ops, imported here and in every worker process."""
-    import importlib
-
+def run_parity(ops=None, samples=40, graphs=None, dtypes=("float64", "float32"), seed=0, workers=None,
+               max_ops=None, reproducer_dir=None, progress=None, imports=(), engine=None):
+    """Check `ops` (default: the whole registry) and `graphs` random graphs per dtype (default 1200; with
+    `ops` given, FOCUSED_GRAPHS per op, each built around one of them). `imports`: modules (or .py
+    paths) that register more ops, imported here and in every worker process. `engine`: an engine spec
+    (testing/engines.load_engine: a built-in name or "module:attr") to check instead of scratch_grad;
+    the ops it lacks are reported as not provided."""
     from ..ops import REGISTRY
     from .graphs import MAX_OPS
-    for module in imports:
-        importlib.import_module(module)
+    from .imports import load_all
+    load_all(imports)
     names = sorted(REGISTRY) if ops is None else list(ops)
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
         raise KeyError(f"not in the registry: {', '.join(unknown)}")
+    adapter = _engine(engine)
+    if adapter is not None:
+        missing = [n for n in names if n not in adapter.ops]
+        names = [n for n in names if n in adapter.ops]
+    else:
+        missing = []
+    if graphs is None:
+        graphs = 1200 if ops is None else FOCUSED_GRAPHS * len(names)
+    focus = tuple(names) if ops is not None else ()
     workers = workers or min(2, os.cpu_count() or 1)
     imports = tuple(imports)
-    tasks = [("op", (name, dtype, samples, seed, reproducer_dir), imports) for name in names for dtype in dtypes]
-    chunk = 25
+    tasks = [("op", (name, dtype, samples, seed, reproducer_dir, engine), imports)
+             for name in names for dtype in dtypes]
+    chunk = 25 if not focus else 10
     for dtype in dtypes:
-        for start in range(0, graphs, chunk):
+        for start in range(0, graphs if names else 0, chunk):
             tasks.append(("graphs", (dtype, start, min(start + chunk, graphs), seed, max_ops or MAX_OPS,
-                                     reproducer_dir), imports))
-    # graph batches are the longest tasks: start them first so the pool finishes evenly
-    tasks.sort(key=lambda t: t[0] != "graphs")
+                                     reproducer_dir, engine, focus), imports))
+    # graph batches are the longest tasks: start them first so the pool finishes evenly; but under
+    # --op the op's own checks first: they give the simplest evidence soonest
+    tasks.sort(key=lambda t: (t[0] != "graphs") if not focus else (t[0] != "op"))
     settings = {"ops": "all" if ops is None else list(names), "samples": samples, "graphs": graphs,
                 "dtypes": list(dtypes), "seed": seed, "workers": workers, "max_ops": max_ops or MAX_OPS,
-                "imports": list(imports), "reproducer_dir": reproducer_dir}
+                "imports": list(imports), "reproducer_dir": reproducer_dir, "engine": engine or "scratch_grad"}
     started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     if progress is not None:
         progress(0, len(tasks))
     started = time.perf_counter()
     rows = {name: OpRow() for name in names}
+    for name in missing:
+        rows[name] = OpRow(not_provided=Counter({f"engine '{engine}' does not provide op '{name}'": 1}))
     op_checks = graph_count = graph_steps = 0
     graph_notes = Counter()
     if workers == 1:
@@ -402,7 +496,8 @@ def run_parity(ops=None, samples=40, graphs=1200, dtypes=("float64", "float32"),
         if pool is not None:
             pool.shutdown()
     return ParityResult(rows, graph_notes, tuple(dtypes), op_checks, graph_count, graph_steps,
-                        time.perf_counter() - started, workers, settings, versions(), started_at)
+                        time.perf_counter() - started, workers, settings, versions(), started_at,
+                        engine=adapter.name if adapter is not None else "scratch_grad")
 
 
 def versions():
@@ -424,6 +519,9 @@ def versions():
 
 
 def _merge(row, partial):
+    row.graph_failures = sorted(row.graph_failures + partial.graph_failures, key=lambda pair: pair[0])
+    del row.graph_failures[MAX_GRAPH_FAILURES:]
+    row.not_provided.update(partial.not_provided)
     for column, cell in partial.cells.items():
         row.cell(column).merge(cell)
     for key, cell in partial.matrix.items():
@@ -456,8 +554,16 @@ def column_title(column):
     return COLUMN_TITLES.get(column) or CHECK_TITLES.get(column) or column.replace("_", " ")
 
 
+LEGEND = ("each cell: pass or FAIL, then the worst error over all its draws as a multiple of its tolerance "
+          "(below 1 passes; 'inf' where a result was missing, NaN, or raised); '-' not checked; random graphs "
+          "(n): how many graphs contained the op (a graph another op was blamed for counts 0 here); "
+          "compiled=eager is bit for bit (0 or inf); high precision 'none': the op has no mpmath definition "
+          "(entry field mp); notes: passing verdicts worth knowing (finite-difference "
+          "noise, kinks, torch imprecise where the high-precision reference confirms scratch_grad)")
+
+
 def format_table(result):
-    names = sorted(result.rows, key=lambda n: (n == ENGINE_ROW, n))
+    names = sorted((n for n in result.rows if n not in result.not_provided), key=lambda n: (n == ENGINE_ROW, n))
     shown = columns(result)
     width = max([len(n) for n in names] + [4]) + 2
     widths = {column: max(15, len(column_title(column))) for column in shown}
@@ -468,11 +574,19 @@ def format_table(result):
         cells = []
         for column in shown:
             text = format_cell(row.cells.get(column))
+            if column.endswith("_mp") and text == "-" and not _high_precision(name) and name != ENGINE_ROW:
+                text = "none"           # no mpmath definition: never covered by the fourth reference
             if column == "graphs" and column in row.cells:
                 text += f" ({row.cells[column].count})"
             cells.append(f"{text:<{widths[column]}}")
         notes = ", ".join(f"{note} x{count}" for note, count in sorted(row.notes.items()))
+        if row.not_provided:
+            notes = ", ".join(filter(None, [notes, f"not provided x{sum(row.not_provided.values())}"]))
         lines.append(f"{name:<{width}}" + " ".join(cells) + " " + notes)
+    if result.not_provided:
+        lines.append(f"not provided by {result.engine}: {', '.join(result.not_provided)}")
+    lines.append("")
+    lines += textwrap.wrap(LEGEND, width=min(len(header), 110))
     return "\n".join(lines)
 
 
@@ -483,11 +597,19 @@ def summary_line(result):
     for row in result.rows.values():
         warnings.update(row.notes)
     mean_steps = result.graph_steps / result.graphs if result.graphs else 0
-    text = (f"{n_ops} ops x {len(result.dtypes)} dtypes ({', '.join(result.dtypes)}): {result.op_checks} op checks "
-            f"+ {result.graphs} random graphs (mean {mean_steps:.1f} ops) in {result.seconds:.1f} s on "
+    n_ops -= len(result.not_provided)
+    engine = f"engine {result.engine}: " if result.engine != "scratch_grad" else ""
+    text = (f"{engine}{n_ops} ops x {len(result.dtypes)} dtypes ({', '.join(result.dtypes)}): {result.op_checks} op "
+            f"checks + {result.graphs} random graphs (mean {mean_steps:.1f} ops) in {result.seconds:.1f} s on "
             f"{result.workers} worker(s): ")
-    text += "ALL PASS" if not failed else f"{len(failed)} FAILED ({', '.join(failed)})"
-    text += f" (each graph and every {COMPILED_EVERY}th op check also run through sg.compile: bit for bit as eager)"
+    if not result.checked:
+        text += "NOTHING CHECKED (no op check and no graph ran: not a pass)"
+    else:
+        text += "ALL PASS" if not failed else f"{len(failed)} FAILED ({', '.join(failed)})"
+    if result.engine == "scratch_grad":
+        text += f" (each graph and every {COMPILED_EVERY}th op check also run through sg.compile: bit for bit as eager)"
+    if result.not_provided:
+        text += f"; not provided by {result.engine}: {len(result.not_provided)} ops"
     if warnings:
         text += "; warnings (not failures): " + ", ".join(f"{k} x{v}" for k, v in sorted(warnings.items()))
     return text
@@ -519,6 +641,13 @@ def _cell_json(cell):
             "classifications": dict(cell.classifications), "evidence": json_safe(cell.evidence)}
 
 
+def _high_precision(name):
+    """Whether the op has a high-precision (mpmath) definition: the table says so per op."""
+    from ..ops import REGISTRY
+    from .high_precision import covers
+    return name in REGISTRY and covers(REGISTRY[name])
+
+
 def to_json(result):
     """The run as JSON-ready data. Per op: `cells` (per column over all dtypes, as the table) and
     `matrix` ({column: {dtype: cell}}, each cell with the evidence of its worst draw: the oracle's
@@ -533,9 +662,11 @@ def to_json(result):
                                         "worst_ratio": cell.worst if np.isfinite(cell.worst) else None,
                                         "checks": cell.count}
                                for column, cell in row.cells.items()},
-                     "matrix": matrix, "notes": dict(row.notes), "failures": row.failures}
+                     "matrix": matrix, "notes": dict(row.notes), "failures": row.messages(),
+                     "not_provided": dict(row.not_provided), "high_precision": _high_precision(name)}
     shown = columns(result)
     return {"passed": result.passed, "failed_ops": result.failed_ops, "dtypes": list(result.dtypes),
+            "engine": result.engine, "not_provided": result.not_provided, "checked": result.checked,
             "op_checks": result.op_checks, "graphs": result.graphs,
             "mean_graph_ops": result.graph_steps / result.graphs if result.graphs else 0.0,
             "graph_notes": dict(result.graph_notes), "seconds": result.seconds, "workers": result.workers,

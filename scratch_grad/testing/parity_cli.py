@@ -18,7 +18,8 @@ def build_parser():
     parser.add_argument("--samples", type=int, default=40,
                         help="draws of each op's sampler per dtype (default 40; a quarter at edges, a third at kinks for "
                              "non-smooth ops)")
-    parser.add_argument("--graphs", type=int, default=1200, help="random graphs per dtype (default 1200)")
+    parser.add_argument("--graphs", type=int, default=None,
+                        help="random graphs per dtype (default 1200; with --op, 30 per op, each containing it)")
     parser.add_argument("--dtype", action="append", dest="dtypes", choices=["float64", "float32"],
                         help="dtype to check (repeatable; default both)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every draw (default 0)")
@@ -30,8 +31,12 @@ def build_parser():
     parser.add_argument("--plot", metavar="PATH", help="also write the matrix as a PNG heatmap (needs matplotlib)")
     parser.add_argument("--reproducers", metavar="DIR", default="reproducers",
                         help="where failing checks write standalone reproducer scripts (default ./reproducers)")
-    parser.add_argument("--import", action="append", dest="imports", default=[], metavar="MODULE",
-                        help="import this module first (and in every worker): one that registers your own ops")
+    parser.add_argument("--import", action="append", dest="imports", default=[], metavar="MODULE_OR_PATH",
+                        help="import this module (from the current directory) or .py file first, and in every "
+                             "worker: one that registers your own ops")
+    parser.add_argument("--engine", metavar="NAME_OR_MODULE:ATTR", default=None,
+                        help="check another engine through its adapter: torch, autograd, mygrad, jax, student, or "
+                             "module:attr (see scratch_grad.testing.engines); default scratch_grad")
     parser.add_argument("--quiet", action="store_true", help="print only the summary line and failures")
     return parser
 
@@ -71,12 +76,21 @@ def main(argv=None):
     except ImportError:
         print("scratch-grad parity needs torch (the reference): pip install 'scratch_grad[test]'", file=sys.stderr)
         return 2
-    import importlib
-
     from ..ops import REGISTRY
+    from .imports import load_all
     from .parity import format_table, run_parity, summary_line, to_json
-    for module in args.imports:
-        importlib.import_module(module)
+    try:
+        load_all(args.imports)
+    except ImportError as exc:
+        print(f"scratch-grad parity: --import: {exc}", file=sys.stderr)
+        return 2
+    if args.engine:
+        from .engines import load_engine
+        try:
+            load_engine(args.engine)
+        except Exception as exc:  # noqa: BLE001 - any failure to load the adapter is a bad option
+            print(f"scratch-grad parity: --engine: {exc}", file=sys.stderr)
+            return 2
     if args.ops:
         unknown = [n for n in args.ops if n not in REGISTRY]
         if unknown:
@@ -92,12 +106,12 @@ def main(argv=None):
         result = run_parity(ops=args.ops, samples=args.samples, graphs=args.graphs,
                             dtypes=tuple(args.dtypes or ("float64", "float32")), seed=args.seed,
                             workers=args.workers, reproducer_dir=args.reproducers, progress=progress,
-                            imports=args.imports)
+                            imports=args.imports, engine=args.engine)
     if not args.quiet:
         print(format_table(result))
         print()
     for name in result.failed_ops:
-        for message in result.rows[name].failures:
+        for message in result.rows[name].messages():
             print(message)
             print()
     print(summary_line(result))

@@ -194,6 +194,7 @@ def render(program, report=None, context=None, title="", directory=None):
     summary = report.message() if report is not None else title
     setup, manager = context if context else ("", "contextlib.nullcontext()")
     source = f'''#!/usr/bin/env python3
+# {SIZE_MARK} {" ".join(str(v) for v in size(program))}
 """Standalone reproducer written by scratch_grad.testing.
 
 {textwrap.indent(summary, "    ").strip()}
@@ -307,13 +308,35 @@ if __name__ == "__main__":
     return source
 
 
-def write(program, report=None, context=None, directory=None, stem=None):
-    """Write the reproducer script and return its path (named by a hash of its content)."""
+SIZE_MARK = "program size (steps, leaf entries):"
+
+
+def size(program):
+    """How big a failing program is: fewer steps first, then fewer input entries (a smaller program is
+    the better reproducer of the same failure)."""
+    return len(program.steps), int(sum(np.size(v) for v in program.leaves))
+
+
+def written_size(path):
+    """The size recorded in a reproducer written earlier (infinitely large if it has none)."""
+    try:
+        with open(path) as handle:
+            for line in handle.readlines()[:3]:
+                if SIZE_MARK in line:
+                    return tuple(int(v) for v in line.split(SIZE_MARK)[1].split())
+    except (OSError, ValueError):
+        pass
+    return (float("inf"),)
+
+
+def write(program, report=None, context=None, directory=None, stem=None, hashed=True):
+    """Write the reproducer script and return its path: `stem` followed by a hash of its content, or
+    `stem` alone with hashed=False (the caller names the failure: a rewrite replaces it)."""
     directory = Path(directory) if directory is not None else reproducer_directory()
     source = render(program, report, context, directory=directory)
     directory.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha1(source.encode()).hexdigest()[:10]
     stem = stem or f"{program.name or 'program'}-{program.dtype}"
-    path = directory / f"{stem}-{digest}.py"
+    path = directory / (f"{stem}-{digest}.py" if hashed else f"{stem}.py")
     path.write_text(source)
     return str(path)
