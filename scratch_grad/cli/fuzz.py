@@ -31,7 +31,7 @@ def build_parser():
                              f"{DEFAULT_DATABASE}) or redis://HOST:PORT/DB, a Redis server that campaigns on "
                              "several machines share (needs the redis package)")
     parser.add_argument("--shrink-seconds", type=options.positive_float, metavar="S",
-                        help="time allowed to shrink each failure (default: 3 s for an op's own failure; for a "
+                        help="time allowed to shrink each failure (default: 1.5 s for an op's own failure; for a "
                              "graph, a fifth of the campaign, at least 20 s)")
     parser.add_argument("--stop-on-failure", action="store_true",
                         help="end the campaign at the first failure (after it is shrunk and written)")
