@@ -13,7 +13,10 @@ every later run that opens it.
 
 Each distinct failure is reported once (distinct: the op, or for a graph the ops its failure is
 localized to, with the dtype and the failing checks: parity's signature), with one standalone
-reproducer named by it. Failing graphs localized to the same ops are shown at most
+reproducer named by it. With ops given, a failing graph counts only when its failure is localized
+to one of them (the op fails alone on its inputs there): a graph that fails because of another op,
+or of no op alone, is not theirs, and is passed over (`scratch-grad fuzz` without --op, and parity's
+"(engine)" row, report those). Failing graphs localized to the same ops are shown at most
 MAX_GRAPH_FAILURES times, then only counted. When every op given has failed its own checks, the
 campaign ends there: graphs containing a broken op would only repeat its failure (they shrink to
 the op alone), so the verdict is in within seconds; an op that passed goes on to the graphs.
@@ -141,32 +144,44 @@ class _Checker:
             self.adapter = load_engine(campaign.engine)
         self.dtypes = tuple(self.adapter.capabilities.dtypes) if self.adapter is not None else DTYPES
         self.max_ops = campaign.max_ops or budget("fuzz").max_ops
-        self.written = (None, ())       # (report, culprits) of the last failure written
+        self.localized = (None, ())     # (report, culprits) of the last failing graph localized
 
-    def _count(self, report):
+    def _on_report(self, report):
+        """Count the example; with ops given, a failing graph that is not theirs (localized to other ops, or
+        to no op alone) is rejected: it is not an example of the property, which the shrinker keeps to."""
+        if not report.passed and report.label == "graph" and self.campaign.ops:
+            if not set(self._culprits(report)) & set(self.campaign.ops):
+                self._count(passed=True)
+                from hypothesis import reject
+                reject()
+        self._count(report.passed)
+
+    def _count(self, passed):
         with self.counter.get_lock():
             self.counter.value += 1
-            if not report.passed and self.first_failure[0].value == 0:    # the campaign's first failing example
+            if not passed and self.first_failure[0].value == 0:    # the campaign's first failing example
                 self.first_failure[0].value = self.counter.value
                 self.first_failure[1].value = time.time()
 
     def _culprits(self, report):
+        """The op of an op's own failure; the ops a failing graph is localized to (testing/graphs.localize:
+        those that fail alone on their inputs there), "(engine)" when none does. Kept for the report."""
         if report.label != "graph":
             return (report.label,)
-        from .graphs import localize
-        from .parity import ENGINE_ROW
-        return tuple(localize(report.program, engine=self.adapter) or [ENGINE_ROW])
+        if self.localized[0] is not report:
+            from .graphs import localize
+            from .parity import ENGINE_ROW
+            self.localized = (report, tuple(localize(report.program, engine=self.adapter) or [ENGINE_ROW]))
+        return self.localized[1]
 
     def _write(self, report):
         """The reproducer of a failure's final (shrunk) replay: one file per distinct failure."""
         from .parity import _reproducer
-        culprits = self._culprits(report)
-        self.written = (report, culprits)
-        return _reproducer(report, self.campaign.reproducers, culprits if report.label == "graph" else ())
+        return _reproducer(report, self.campaign.reproducers, self._culprits(report) if report.label == "graph" else ())
 
     def _failure(self, kind, report):
         from .parity import _signature
-        culprits = self.written[1] if self.written[0] is report else self._culprits(report)
+        culprits = self._culprits(report)
         message = report.message()
         if kind == "graph":
             message += f"\n  localized to: {', '.join(culprits)}"
@@ -180,13 +195,14 @@ class _Checker:
         import unittest
 
         from hypothesis import Verbosity
+        from hypothesis.errors import Unsatisfiable
 
         from ..ops import REGISTRY
         from .oracle import CheckFailure
         from .strategies import graph_property, op_property
         settings = dict(max_examples=examples, database=self.database, phases=phases, derandomize=False,
                         deadline=None, verbosity=Verbosity.quiet)
-        hooks = {"on_report": self._count, "engine": self.adapter, "write": self._write}
+        hooks = {"on_report": self._on_report, "engine": self.adapter, "write": self._write}
         if kind == "op":
             test = op_property(REGISTRY[name], dtype, example_kwargs=hooks, **settings)
         else:
@@ -194,8 +210,8 @@ class _Checker:
         with quiet_hypothesis(), bounded_shrinking(shrink_seconds):
             try:
                 test()
-            except unittest.SkipTest:       # a replay-only run with nothing saved under its key
-                return None
+            except (unittest.SkipTest, Unsatisfiable):     # a replay-only run with nothing saved under its
+                return None                                 # key; every failing graph another op's
             except CheckFailure as failure:
                 return self._failure(kind, failure.report)
         return None
