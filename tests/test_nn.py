@@ -48,15 +48,14 @@ def _imported_modules(source, package):
     return names
 
 
-LAYERS_ABOVE_NN = ("scratch_grad.experiments", "scratch_grad.testing", "scratch_grad.cli", "scratch_grad.nn.train_cli")
+LAYERS_ABOVE_NN = ("scratch_grad.experiments", "scratch_grad.testing", "scratch_grad.cli")
 
 
 def test_the_nn_library_imports_no_experiment_no_checker_and_no_cli():
-    """Imports run one way: experiments, the oracle and the CLI build on scratch_grad.nn, never the reverse.
-    train_cli.py is `scratch-grad train` (an application in nn/ until the cli package takes it)."""
+    """Imports run one way: experiments, the oracle and the CLI build on scratch_grad.nn, never the reverse."""
     package = pathlib.Path(nn.__file__).parent
     imported = {path.name: _imported_modules(path.read_text(), "scratch_grad.nn")
-                for path in package.glob("*.py") if path.name != "train_cli.py"}
+                for path in package.glob("*.py")}
     assert {"__init__.py", "modules.py", "losses.py", "optim.py", "training.py"} <= set(imported)
     assert "scratch_grad.engine" in imported["training.py"]           # the walk sees relative imports
     upward = {name: sorted(m for m in modules if m.startswith(LAYERS_ABOVE_NN)) for name, modules in imported.items()}
