@@ -96,6 +96,12 @@ class OpSpec:
     # reductions: whether reducing over an empty axis is defined (sum 0, mean NaN, logsumexp -inf);
     # max and min have no identity, so NumPy and torch refuse it
     reduces_empty: bool = True
+    # conventions(*inputs, **params) -> bool: whether these raw inputs hold a point where the convention the
+    # op keeps with torch is not the derivative (clip at x == min == max: torch.clamp passes g, the
+    # function is flat). There finite differences and the high-precision reference do not outvote torch;
+    # torch still judges. None: every agreement of scratch_grad and torch against a clean finite
+    # difference is a shared error
+    conventions: Optional[Callable] = None
     may_produce_nan: bool = field(init=False, default=False)
 
     def __post_init__(self):
