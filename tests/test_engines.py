@@ -18,6 +18,7 @@ from scratch_grad.testing.engines import (BUILTIN_ENGINES, Capabilities, load_en
                                           provided_ops, run_program)
 from scratch_grad.testing.gen import RandomGen
 from scratch_grad.testing.graphs import build_graph
+from scratch_grad.testing.oracle import check_program
 from scratch_grad.testing.program import single_op_program
 
 TOLERANCE = {np.dtype(np.float64): 1e-6, np.dtype(np.float32): 1e-4}
@@ -89,6 +90,28 @@ def test_scratch_grad_adapter_agrees_with_torch_on_random_graphs_in_every_mode()
                         second_order=a.second is not None)
         assert agree(a.outputs + a.gradients + a.jvp, b.outputs + b.gradients + b.jvp, np.float64)
         assert (a.second is None) == (b.second is None) and (a.second is None or agree(a.second, b.second, np.float64))
+
+
+@pytest.mark.parametrize("engine", ["scratch_grad", "torch"])
+def test_var_beyond_its_degrees_of_freedom_has_no_high_precision_reference(engine):
+    # var with ddof > n divides by max(n - ddof, 0) = 0 in NumPy, torch and scratch_grad (inf); the mpmath
+    # definition divided by n - ddof < 0 and failed both engines' forward with "engine bug" (-2.33 vs inf)
+    x = np.array([[1.0, 2.0, 4.0]])
+    program = single_op_program(sg.REGISTRY["var"], (x,), {"axis": -1, "ddof": 5})
+    report = check_program(program, engine=load_engine(engine), high_precision_reference=True)
+    assert report.passed, report
+
+
+def test_a_wrong_var_is_still_caught_by_the_high_precision_reference():
+    # the must-FAIL side: torch.var ignoring ddof (dividing by n) inside the limits the reference keeps
+    def var_ignoring_ddof(x, axis=None, keepdims=False, ddof=0):
+        return torch.var(x, dim=axis, keepdim=keepdims, correction=0)
+    x = np.array([[1.0, 2.0, 4.0]])
+    program = single_op_program(sg.REGISTRY["var"], (x,), {"axis": -1, "ddof": 1})
+    wrong = _with_ops(load_engine("torch"), var=var_ignoring_ddof)
+    report = check_program(program, engine=wrong, high_precision_reference=True)
+    assert not report.passed
+    assert any(f.check == "forward_mp" and not f.passed for f in report.findings)
 
 
 # ---- every installed adapter on a few ops it provides -------------------------------------------------

@@ -150,8 +150,10 @@ def _var_forward(x, axis=None, keepdims=False, ddof=0):
 
 
 def _mp_var(values, ddof):
+    # the forward's own definition: divided by max(n - ddof, 0), as NumPy and torch, so ddof >= n has no
+    # reference (ZeroDivisionError, as at ddof == n); n - ddof < 0 would give a negative variance
     mean = mpmath.fsum(values) / len(values)
-    return mpmath.fsum((v - mean) ** 2 for v in values) / (len(values) - ddof)
+    return mpmath.fsum((v - mean) ** 2 for v in values) / builtins.max(len(values) - ddof, 0)
 
 
 def _ddof_sample(gen):
