@@ -18,7 +18,7 @@ from scratch_grad.testing.engines import (BUILTIN_ENGINES, Capabilities, load_en
                                           provided_ops, run_program)
 from scratch_grad.testing.gen import RandomGen
 from scratch_grad.testing.graphs import build_graph
-from scratch_grad.testing.oracle import check_program
+from scratch_grad.testing.oracle import check_program, check_sample
 from scratch_grad.testing.program import single_op_program
 
 TOLERANCE = {np.dtype(np.float64): 1e-6, np.dtype(np.float32): 1e-4}
@@ -188,6 +188,29 @@ def test_a_wrapped_autograd_op_with_a_wrong_vjp_is_caught():
     assert agree(right.gradients, reference.gradients, np.float64)
     assert agree(wrong.outputs, reference.outputs, np.float64)
     assert not agree(wrong.gradients, reference.gradients, np.float64)
+
+
+def test_the_oracle_fails_a_wrapped_autograd_op_with_a_wrong_vjp_and_passes_the_real_one():
+    # the same planted bug through the oracle itself (check_sample with engine=, as parity --engine runs
+    # it): the verdict is an engine bug against torch and finite differences, the real np.sin passes
+    from autograd.extend import defjvp, defvjp, primitive
+    engine = installed("autograd")
+
+    @primitive
+    def sin_wrong(x):
+        return np.sin(x)
+    defvjp(sin_wrong, lambda ans, x: lambda g: 1.01 * g * np.cos(x))     # 1% too large in reverse mode
+    defjvp(sin_wrong, lambda g, ans, x: g * np.cos(x))                   # forward mode right
+
+    spec = sg.REGISTRY["sin"]
+    x = np.random.default_rng(1).uniform(-3, 3, size=(3, 4))
+    right = check_sample(spec, (x,), {}, engine=engine)
+    assert right.passed, right
+    wrong = check_sample(spec, (x,), {}, engine=_with_ops(engine, sin=sin_wrong))
+    failed = {f.check: f.classification for f in wrong.failures()}
+    assert "vjp_torch" in failed and "vjp_fd" in failed, failed
+    assert "engine bug" in failed["vjp_torch"] and "autograd" in failed["vjp_torch"]
+    assert not {"forward", "jvp_torch"} & set(failed), failed            # only the wrong VJP is blamed
 
 
 def test_a_wrapped_jax_op_with_a_wrong_vjp_is_caught_in_reverse_but_not_forward_mode():
