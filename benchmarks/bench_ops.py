@@ -8,6 +8,11 @@ One benchmark group per op, so pytest-benchmark's table puts the two engines sid
     pytest benchmarks/bench_ops.py --benchmark-group-by=group -k "sigmoid or matmul"
     SCRATCH_GRAD_BENCH_SIDE=64 SCRATCH_GRAD_BENCH_DTYPE=float32 pytest benchmarks/bench_ops.py ...
     pytest benchmarks/bench_ops.py --benchmark-autosave   # then, after a change: --benchmark-compare
+    SCRATCH_GRAD_BENCH_ENGINES=autograd,mygrad,jax pytest benchmarks/bench_ops.py --benchmark-group-by=group
+
+Other engines (SCRATCH_GRAD_BENCH_ENGINES, comma-separated names or module:attr) are timed through the
+same adapters `scratch-grad parity --engine` checks (scratch_grad.testing.engines.prepared_vjp: the
+engine's own forward and VJP of the one-op program); an op the engine does not provide is skipped.
 
 What is timed: the op's public function on prepared leaves (Variables / tensors made beforehand), then
 the gradients of <output, cotangent> for every differentiable input (`scratch_grad.grad`,
@@ -36,6 +41,7 @@ SIDE = int(os.environ.get("SCRATCH_GRAD_BENCH_SIDE", "4"))            # the samp
 DTYPE = np.dtype(os.environ.get("SCRATCH_GRAD_BENCH_DTYPE", "float64"))
 SEED = int(os.environ.get("SCRATCH_GRAD_BENCH_SEED", "0"))
 TOLERANCE = {np.dtype("float64"): 1e-9, np.dtype("float32"): 1e-4}   # relative to the largest magnitude
+ENGINES = [name for name in os.environ.get("SCRATCH_GRAD_BENCH_ENGINES", "").split(",") if name]
 
 
 def op_case(name):
@@ -91,7 +97,25 @@ def torch_call(spec, inputs, params, program):
     return forward_backward
 
 
-def assert_close(name, what, observed, expected):
+def engine_call(engine_name, spec, inputs, params, program):
+    """The op's forward + backward through another engine's adapter (its own API), or a skip when the
+    engine does not provide the op, its params or the dtype."""
+    from scratch_grad.errors import NotProvidedError
+    from scratch_grad.testing.engines import load_engine, prepared_vjp
+    engine = load_engine(engine_name)
+    try:
+        call = prepared_vjp(program, engine)
+        call()
+    except NotProvidedError as exc:
+        pytest.skip(str(exc))
+
+    def forward_backward():
+        outputs, grads = call()
+        return outputs[0], grads
+    return forward_backward
+
+
+def assert_close(name, what, observed, expected, engine="scratch_grad"):
     observed, expected = np.asarray(observed, dtype=np.float64), np.asarray(expected, dtype=np.float64)
     assert observed.shape == expected.shape, f"op '{name}': {what} has shape {observed.shape}, torch's {expected.shape}"
     scale = max(float(np.max(np.abs(expected), initial=0.0)), 1.0)
@@ -100,16 +124,17 @@ def assert_close(name, what, observed, expected):
     if not worst <= TOLERANCE[DTYPE] * scale:   # also catches NaN
         where = np.unravel_index(int(np.nanargmax(error)), error.shape) if error.size else ()
         raise AssertionError(f"op '{name}': {what} differs from torch's by {worst:.3g} at {tuple(map(int, where))}: "
-                             f"scratch_grad {float(observed[where])!r}, torch {float(expected[where])!r} ({DTYPE}, side {SIDE})")
+                             f"{engine} {float(observed[where])!r}, torch {float(expected[where])!r} ({DTYPE}, side {SIDE})")
 
 
 @functools.lru_cache(maxsize=None)
-def checked(name):
-    """(scratch_grad call, torch call) for an op, after checking that they agree on the case."""
+def checked(name, engine="scratch_grad"):
+    """(the engine's call, torch call) for an op, after checking that they agree on the case."""
     case = op_case(name)
-    ours, theirs = scratch_grad_call(*case), torch_call(*case)
+    ours = scratch_grad_call(*case) if engine == "scratch_grad" else engine_call(engine, *case)
+    theirs = torch_call(*case)
     (out, grads), (expected_out, expected_grads) = ours(), theirs()
-    assert_close(name, "the output", out, expected_out)
+    assert_close(name, "the output", out, expected_out, engine)
     # the argument position of each differentiable input (a Python number or a constant array in between
     # is not one: mul(2.0, x) differentiates its input 1 only)
     positions = [k for k, ref in enumerate(case[3].steps[0].args) if ref.kind == "leaf"]
@@ -117,14 +142,14 @@ def checked(name):
         if expected is None:        # torch: this input does not reach the output; scratch_grad must agree
             assert g is None or not np.any(g), f"op '{name}': the gradient of input {index} should be zero (torch: unused)"
         else:
-            assert_close(name, f"the gradient of input {index}", g, expected)
+            assert_close(name, f"the gradient of input {index}", g, expected, engine)
     return ours, theirs
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
-@pytest.mark.parametrize("engine", ["scratch_grad", "torch"])
+@pytest.mark.parametrize("engine", ["scratch_grad", "torch", *ENGINES])
 def test_op_forward_backward(benchmark, name, engine):
-    ours, theirs = checked(name)
+    ours, theirs = checked(name, "scratch_grad" if engine == "torch" else engine)
     benchmark.group = name
     benchmark.extra_info.update(dtype=DTYPE.name, side=SIDE)
-    benchmark(ours if engine == "scratch_grad" else theirs)
+    benchmark(theirs if engine == "torch" else ours)

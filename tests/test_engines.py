@@ -15,7 +15,7 @@ import scratch_grad as sg
 from scratch_grad.errors import EngineError, NotProvidedError
 from scratch_grad.ops.sampling import sample_inputs
 from scratch_grad.testing.engines import (BUILTIN_ENGINES, Capabilities, load_engine, not_provided_ops,
-                                          provided_ops, run_program)
+                                          prepared_vjp, provided_ops, run_program)
 from scratch_grad.testing.gen import RandomGen
 from scratch_grad.testing.graphs import build_graph
 from scratch_grad.testing.oracle import check_program, check_sample
@@ -228,6 +228,20 @@ def test_a_wrapped_jax_op_with_a_wrong_vjp_is_caught_in_reverse_but_not_forward_
     reference = run_program(program, load_engine("torch"), second_order=False, tangents=wrong.tangents)
     assert not agree(wrong.gradients, reference.gradients, np.float64)
     assert "jvp" in wrong.errors      # a custom_vjp function has no forward mode in JAX: reported, not hidden
+
+
+def test_prepared_vjp_times_the_same_work_run_program_checks():
+    # benchmarks/bench_ops.py times other engines through prepared_vjp: it must compute what run_program
+    # compares (outputs and first gradients), repeatably, and refuse what the engine lacks
+    program = op_program("matmul", seed=2)
+    call = prepared_vjp(program, load_engine("torch"))
+    expected = run_program(program, load_engine("torch"), second_order=False, forward_mode=False)
+    for _ in range(2):       # fixed leaves: a second call gives the same, nothing accumulates
+        outputs, grads = call()
+        for ours, theirs in zip(outputs + grads, expected.outputs + expected.gradients):
+            np.testing.assert_array_equal(ours, theirs)
+    with pytest.raises(NotProvidedError, match="op 'sin'"):
+        prepared_vjp(op_program("sin", seed=0), load_engine("student"))
 
 
 # ---- not provided, and the protocol's errors -------------------------------------------------------------

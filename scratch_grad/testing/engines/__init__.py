@@ -32,6 +32,7 @@ Tape engines pass create_graph on to their backward; functional engines need not
     engine = load_engine("mygrad")                        # a built-in name, or "package.module:attr"
     result = run_program(program, engine)                  # outputs, gradients, 2nd order, JVPs
     provided_ops(engine), not_provided_ops(engine)         # registry coverage
+    prepared_vjp(program, engine)()                        # forward + VJP on fixed leaves (benchmarks/bench_ops.py)
 """
 from __future__ import annotations
 
@@ -143,7 +144,7 @@ def not_provided_ops(engine):
     return sorted(name for name in REGISTRY if name not in engine.ops)
 
 
-from .runner import EngineResult, run_program  # noqa: E402  (the runner uses Capabilities and not_provided)
+from .runner import EngineResult, prepared_vjp, run_program  # noqa: E402  (the runner uses Capabilities and not_provided)
 
 __all__ = ["BUILTIN_ENGINES", "Capabilities", "DEFAULT_ENGINE", "Engine", "EngineResult", "load_engine",
-           "not_provided", "not_provided_ops", "provided_ops", "run_program", "validate_engine"]
+           "not_provided", "not_provided_ops", "prepared_vjp", "provided_ops", "run_program", "validate_engine"]
