@@ -40,6 +40,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
+import numpy as np
+
 from ...errors import EngineError, NotProvidedError
 
 DTYPES = ("float64", "float32")
@@ -84,6 +86,14 @@ DEFAULT_ENGINE = "scratch_grad"
 def not_provided(what):
     """Raise from an op callable for a parameter value the engine cannot express."""
     raise NotProvidedError(f"not provided: {what}")
+
+
+def numpy_axis(x, axis):
+    """The registry's `axis` for a NumPy-style API: on a 0-d input the registry (as torch) accepts
+    axis 0, -1 or (0,), a reduction over nothing, which NumPy, HIPS autograd, MyGrad and JAX refuse
+    (AxisError); axis=None means the same there. Any other input keeps its axis."""
+    ndim = x.ndim if hasattr(x, "ndim") else np.ndim(x)      # np.ndim dispatches on MyGrad's Tensor and fails
+    return None if axis is not None and ndim == 0 else axis
 
 
 def load_engine(spec=DEFAULT_ENGINE):
@@ -147,4 +157,4 @@ def not_provided_ops(engine):
 from .runner import EngineResult, prepared_vjp, run_program  # noqa: E402  (the runner uses Capabilities and not_provided)
 
 __all__ = ["BUILTIN_ENGINES", "Capabilities", "DEFAULT_ENGINE", "Engine", "EngineResult", "load_engine",
-           "not_provided", "not_provided_ops", "prepared_vjp", "provided_ops", "run_program", "validate_engine"]
+           "not_provided", "not_provided_ops", "numpy_axis", "prepared_vjp", "provided_ops", "run_program", "validate_engine"]

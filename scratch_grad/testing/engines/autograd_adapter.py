@@ -12,7 +12,7 @@ from autograd import make_vjp
 from autograd.builtins import tuple as traced_tuple
 from autograd.differential_operators import make_jvp
 
-from . import Capabilities, not_provided
+from . import Capabilities, not_provided, numpy_axis
 
 name = "autograd"
 capabilities = Capabilities(second_order=True, forward_mode=True)
@@ -20,7 +20,7 @@ capabilities = Capabilities(second_order=True, forward_mode=True)
 
 def _reduction(function):
     def reduce(x, axis=None, keepdims=False):
-        return function(x, axis=axis, keepdims=keepdims)
+        return function(x, axis=numpy_axis(x, axis), keepdims=keepdims)
     reduce.__name__ = function.__name__
     return reduce
 
@@ -30,11 +30,11 @@ def _norm(x, axis=None, keepdims=False):
     # norm, the same value; three or more axes are not accepted by NumPy
     if isinstance(axis, tuple) and len(axis) > 2:
         not_provided("norm over more than two axes (np.linalg.norm)")
-    return anp.linalg.norm(x, axis=axis, keepdims=keepdims)
+    return anp.linalg.norm(x, axis=numpy_axis(x, axis), keepdims=keepdims)
 
 
 def _log_softmax(x, axis=-1):
-    return x - special.logsumexp(x, axis=axis, keepdims=True)
+    return x - special.logsumexp(x, axis=numpy_axis(x, axis), keepdims=True)
 
 
 ops = {
@@ -48,8 +48,8 @@ ops = {
     "maximum": anp.maximum, "minimum": anp.minimum, "where": anp.where,
     "sum": _reduction(anp.sum), "mean": _reduction(anp.mean), "max": _reduction(anp.max),
     "min": _reduction(anp.min), "prod": _reduction(anp.prod), "logsumexp": _reduction(special.logsumexp),
-    "var": lambda x, axis=None, keepdims=False, ddof=0: anp.var(x, axis=axis, keepdims=keepdims, ddof=ddof),
-    "std": lambda x, axis=None, keepdims=False, ddof=0: anp.std(x, axis=axis, keepdims=keepdims, ddof=ddof),
+    "var": lambda x, axis=None, keepdims=False, ddof=0: anp.var(x, axis=numpy_axis(x, axis), keepdims=keepdims, ddof=ddof),
+    "std": lambda x, axis=None, keepdims=False, ddof=0: anp.std(x, axis=numpy_axis(x, axis), keepdims=keepdims, ddof=ddof),
     "norm": _norm,
     "einsum": lambda *xs, subscripts: anp.einsum(subscripts, *xs),
     "matmul": anp.matmul,

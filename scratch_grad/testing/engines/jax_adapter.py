@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import jax.scipy.special as special
 import numpy as np
 
-from . import Capabilities
+from . import Capabilities, numpy_axis
 
 jax.config.update("jax_enable_x64", True)
 
@@ -18,7 +18,7 @@ capabilities = Capabilities(second_order=True, forward_mode=True)
 
 def _reduction(function):
     def reduce(x, axis=None, keepdims=False):
-        return function(x, axis=axis, keepdims=keepdims)
+        return function(x, axis=numpy_axis(x, axis), keepdims=keepdims)
     reduce.__name__ = function.__name__
     return reduce
 
@@ -70,9 +70,9 @@ ops = {
     "maximum": jnp.maximum, "minimum": jnp.minimum, "where": jnp.where,
     "sum": _reduction(jnp.sum), "mean": _reduction(jnp.mean), "max": _reduction(jnp.max),
     "min": _reduction(jnp.min), "prod": _reduction(jnp.prod), "logsumexp": _reduction(special.logsumexp),
-    "var": lambda x, axis=None, keepdims=False, ddof=0: jnp.var(x, axis=axis, keepdims=keepdims, ddof=ddof),
-    "std": lambda x, axis=None, keepdims=False, ddof=0: jnp.std(x, axis=axis, keepdims=keepdims, ddof=ddof),
-    "norm": lambda x, axis=None, keepdims=False: jnp.linalg.vector_norm(x, axis=axis, keepdims=keepdims),
+    "var": lambda x, axis=None, keepdims=False, ddof=0: jnp.var(x, axis=numpy_axis(x, axis), keepdims=keepdims, ddof=ddof),
+    "std": lambda x, axis=None, keepdims=False, ddof=0: jnp.std(x, axis=numpy_axis(x, axis), keepdims=keepdims, ddof=ddof),
+    "norm": lambda x, axis=None, keepdims=False: jnp.linalg.vector_norm(x, axis=numpy_axis(x, axis), keepdims=keepdims),
     "einsum": lambda *xs, subscripts: jnp.einsum(subscripts, *xs),
     "matmul": jnp.matmul,
     "broadcast_to": lambda x, shape: jnp.broadcast_to(x, shape),
@@ -87,8 +87,8 @@ ops = {
     "split": lambda x, sections, index, axis=0: jnp.split(x, sections, axis)[index],
     "getitem": lambda x, index: x[index],
     "scatter_add": lambda g, index, shape: jnp.zeros(shape, g.dtype).at[index].add(g),
-    "softmax": lambda x, axis=-1: jax.nn.softmax(x, axis=axis),
-    "log_softmax": lambda x, axis=-1: jax.nn.log_softmax(x, axis=axis),
+    "softmax": lambda x, axis=-1: jax.nn.softmax(x, axis=numpy_axis(x, axis)),
+    "log_softmax": lambda x, axis=-1: jax.nn.log_softmax(x, axis=numpy_axis(x, axis)),
     "cross_entropy": _cross_entropy,
     "conv2d": _conv2d,
     "max_pool2d": _max_pool2d,

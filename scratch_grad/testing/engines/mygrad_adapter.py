@@ -11,7 +11,7 @@ from mygrad.nnet.activations import elu, leaky_relu, logsoftmax, relu, sigmoid, 
 from mygrad.nnet.layers import conv_nd, max_pool
 from mygrad.nnet.losses import softmax_crossentropy
 
-from . import Capabilities, not_provided
+from . import Capabilities, not_provided, numpy_axis
 
 name = "mygrad"
 capabilities = Capabilities()
@@ -19,7 +19,7 @@ capabilities = Capabilities()
 
 def _reduction(function):
     def reduce(x, axis=None, keepdims=False):
-        return function(x, axis=axis, keepdims=keepdims)
+        return function(x, axis=numpy_axis(x, axis), keepdims=keepdims)
     reduce.__name__ = function.__name__
     return reduce
 
@@ -27,7 +27,7 @@ def _reduction(function):
 def _norm(x, axis=None, keepdims=False):
     if isinstance(axis, tuple) and len(axis) > 2:   # NumPy's norm convention: at most a matrix norm
         not_provided("norm over more than two axes (mygrad.linalg.norm follows np.linalg.norm)")
-    return mg.linalg.norm(x, axis=axis, keepdims=keepdims)
+    return mg.linalg.norm(x, axis=numpy_axis(x, axis), keepdims=keepdims)
 
 
 def _cross_entropy(logits, targets, reduction="mean"):
@@ -77,8 +77,8 @@ ops = {
     "where": lambda condition, x, y: mg.where(to_numpy(condition), x, y),
     "sum": _reduction(mg.sum), "mean": _reduction(mg.mean), "max": _reduction(mg.max), "min": _reduction(mg.min),
     "prod": _reduction(mg.prod),
-    "var": lambda x, axis=None, keepdims=False, ddof=0: mg.var(x, axis=axis, keepdims=keepdims, ddof=ddof),
-    "std": lambda x, axis=None, keepdims=False, ddof=0: mg.std(x, axis=axis, keepdims=keepdims, ddof=ddof),
+    "var": lambda x, axis=None, keepdims=False, ddof=0: mg.var(x, axis=numpy_axis(x, axis), keepdims=keepdims, ddof=ddof),
+    "std": lambda x, axis=None, keepdims=False, ddof=0: mg.std(x, axis=numpy_axis(x, axis), keepdims=keepdims, ddof=ddof),
     "norm": _norm,
     "einsum": lambda *xs, subscripts: mg.einsum(subscripts, *xs),
     "matmul": mg.matmul,
@@ -90,8 +90,8 @@ ops = {
     "transpose": lambda x, axes=None: mg.transpose(x, *(axes or ())),
     "unsqueeze": lambda x, axis: mg.expand_dims(x, axis),
     "getitem": lambda x, index: x[index],
-    "softmax": lambda x, axis=-1: softmax(x, axis=axis),
-    "log_softmax": lambda x, axis=-1: logsoftmax(x, axis=axis),
+    "softmax": lambda x, axis=-1: softmax(x, axis=numpy_axis(x, axis)),
+    "log_softmax": lambda x, axis=-1: logsoftmax(x, axis=numpy_axis(x, axis)),
     "cross_entropy": _cross_entropy,
     "conv2d": _conv2d,
     "max_pool2d": _max_pool2d,
