@@ -9,7 +9,7 @@ cotangent. Ops left out of `ops` are reported as "not provided" and kept out of 
 """
 import numpy as np
 
-from scratch_grad.testing.engines import Capabilities, not_provided
+from scratch_grad.testing.engines import Capabilities, not_provided, numpy_axis
 
 from .engine import Tensor
 
@@ -35,8 +35,8 @@ ops = {
     "tanh": lambda x: x.tanh(),
     "sigmoid": lambda x: x.sigmoid(),
     "relu": lambda x: x.relu(),
-    "sum": lambda x, axis=None, keepdims=False: x.sum(axis=axis, keepdims=keepdims),
-    "mean": lambda x, axis=None, keepdims=False: x.mean(axis=axis, keepdims=keepdims),
+    "sum": lambda x, axis=None, keepdims=False: x.sum(axis=numpy_axis(x, axis), keepdims=keepdims),
+    "mean": lambda x, axis=None, keepdims=False: x.mean(axis=numpy_axis(x, axis), keepdims=keepdims),
     "matmul": _matmul,
     "reshape": lambda x, shape: x.reshape(shape),
     "transpose": lambda x, axes=None: x.transpose(axes),

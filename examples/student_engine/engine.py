@@ -75,15 +75,21 @@ class Tensor:
             out = Tensor(self.data ** other, (self,), f"**{other}")
 
             def _backward():
-                self.grad += out.grad * other * self.data ** (other - 1)
+                if other != 0:             # x ** 0 is constant; the formula would give 0 * inf at x = 0
+                    self.grad += out.grad * other * self.data ** (other - 1)
             out._backward = _backward
             return out
         other = _as_tensor(other)
         out = Tensor(self.data ** other.data, (self, other), "**")
 
         def _backward():
-            self.grad += _unbroadcast(out.grad * other.data * self.data ** (other.data - 1), self.shape)
-            other.grad += _unbroadcast(out.grad * out.data * np.log(self.data), other.shape)
+            # masked where the formula is 0 * inf but the derivative is 0: y == 0 for the base, and
+            # x == 0 with y >= 0 for the exponent (log 0), as torch does
+            with np.errstate(divide="ignore", invalid="ignore"):
+                dx = np.where(other.data == 0, 0.0, other.data * self.data ** (other.data - 1))
+                dy = np.where((self.data == 0) & (other.data >= 0), 0.0, out.data * np.log(self.data))
+            self.grad += _unbroadcast(out.grad * dx, self.shape)
+            other.grad += _unbroadcast(out.grad * dy, other.shape)
         out._backward = _backward
         return out
 
@@ -94,7 +100,7 @@ class Tensor:
         return self + (-_as_tensor(other))
 
     def __truediv__(self, other):
-        return self * _as_tensor(other) ** -1
+        return self * _as_tensor(other) ** -1.0      # -1.0: an integer array to the power -1 is an error
 
     def __radd__(self, other):
         return self + other
@@ -107,6 +113,9 @@ class Tensor:
 
     def __rtruediv__(self, other):
         return _as_tensor(other) / self
+
+    def __rpow__(self, other):
+        return Tensor(np.asarray(other, dtype=float)) ** self
 
     def __matmul__(self, other):           # 2-D matrices
         other = _as_tensor(other)
@@ -139,7 +148,9 @@ class Tensor:
         out = Tensor(np.tanh(self.data), (self,), "tanh")
 
         def _backward():
-            self.grad += out.grad * (1 - out.data ** 2)
+            # 1 / cosh^2, not 1 - tanh^2: that rounds to 0 beyond |x| ~ 19 (tanh = 1), where it is 1e-17
+            with np.errstate(over="ignore"):
+                self.grad += out.grad / np.cosh(self.data) ** 2
         out._backward = _backward
         return out
 
@@ -147,7 +158,9 @@ class Tensor:
         out = Tensor(1 / (1 + np.exp(-self.data)), (self,), "sigmoid")
 
         def _backward():
-            self.grad += out.grad * out.data * (1 - out.data)
+            # sigmoid(x) sigmoid(-x), not s (1 - s): 1 - s rounds to 0 for x beyond ~37
+            with np.errstate(over="ignore"):
+                self.grad += out.grad * out.data / (1 + np.exp(self.data))
         out._backward = _backward
         return out
 
@@ -155,7 +168,7 @@ class Tensor:
         out = Tensor(np.maximum(self.data, 0), (self,), "relu")
 
         def _backward():
-            self.grad += out.grad * (self.data > 0)
+            self.grad += out.grad * ~(self.data <= 0)   # NaN passes the gradient on, as in torch
         out._backward = _backward
         return out
 
@@ -198,7 +211,9 @@ class Tensor:
         out = Tensor(np.transpose(self.data, axes), (self,), "transpose")
 
         def _backward():
-            self.grad += np.transpose(out.grad, None if axes is None else np.argsort(axes))
+            # the inverse permutation of the axes counted from 0: argsort((-1, 0)) would be the identity
+            inverse = None if axes is None else np.argsort(np.asarray(axes) % self.ndim)
+            self.grad += np.transpose(out.grad, inverse)
         out._backward = _backward
         return out
 
