@@ -465,7 +465,7 @@ def _differ(a, b, ulps=0):
 def _run_program(program):
     """The gradients (first order, and second order when every op is twice differentiable), or the
     exception the code under check raised, as 'Type: message'."""
-    from .oracle import _scratch_second_order
+    from .analytic import scratch_second_order
     wanted = program.differentiable_leaves()
     try:
         _, grads, _ = program.scratch_gradients()
@@ -473,7 +473,7 @@ def _run_program(program):
         if program.twice_differentiable() and wanted:
             rng = np.random.default_rng(0)
             directions = [rng.uniform(-1, 1, size=np.shape(program.leaves[k])) for k in wanted]
-            result += [np.array(_array(s)) for s in _scratch_second_order(program, directions)]
+            result += [np.array(_array(s)) for s in scratch_second_order(program, directions)]
         return result
     except Exception as exc:  # noqa: BLE001 - a mutant that makes backward raise changes behaviour
         if raised_by_checker(exc):
