@@ -18,7 +18,9 @@ import numpy as np
 
 from .errors import AxisError, DTypeError, GraphError, ScratchGradError, ShapeError, describe
 
-__all__ = ["Variable", "grad", "no_grad", "enable_grad", "is_grad_enabled", "apply", "sum_to", "OPS", "define_op",
+__all__ = ["Variable", "grad", "no_grad", "enable_grad", "is_grad_enabled", "apply", "sum_to",
+           # the op table the ops fill (ops/registry.py), and Variable's operators read:
+           "OPS", "define_op", "undefine_op", "VARIABLE_OPERATORS",
            # the recording API the layers above build on (ops' registry, sg.compile):
            "mode", "raw", "record", "new_variable", "constant_input", "saved_copy", "next_seq", "fit_array",
            "fit_variable", "sum_to_array", "forward_error"]
