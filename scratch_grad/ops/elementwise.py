@@ -347,10 +347,19 @@ def _clip_forward(x, min=None, max=None):
     return np.clip(x, _bound(min, x), _bound(max, x))
 
 
+def _clip_conventions(x, min=None, max=None):
+    """x exactly on a bound that equals the other: clip is flat on both sides, yet the gradient is g
+    (torch.clamp's [min, max] inclusive, kept here)."""
+    if min is None or max is None:
+        return False
+    with np.errstate(invalid="ignore"):
+        return bool(np.any((np.asarray(x) == min) & (np.asarray(min) == max)))
+
+
 clip = _unary("clip", _clip_forward, _clip_vjp,
               _torch_clamp, _CLIP_BOUNDS, smooth=False,
               kink_rule="gradient 1 on [min, max] inclusive, as torch.clamp",
-              mp=_clip_mp, sample=_clip_sample,
+              mp=_clip_mp, sample=_clip_sample, conventions=_clip_conventions,
               examples=(
                   # array bounds that broadcast x to a larger shape; min > max in some entries
                   ((np.array([-1.0, 0.0, 0.25, 1.0]),), {"min": np.array([[-0.5], [0.5]]), "max": np.array([[0.5], [0.0]])}),

@@ -187,8 +187,10 @@ def _einsum_vjp(g, out, *xs, index, subscripts):
     for axis, c in enumerate(target):
         if c in target[:axis]:
             continue
+        # -1 where no factor carries c: a ones vector must then name it, also at size 0 ('j->' on an
+        # empty operand: the gradient is einsum(',j->j', g, ones(0)))
         supplied = max((shape[sub.index(c)] for sub, shape in zip(subs, operand_shapes) if c in sub),
-                                default=0)
+                       default=-1)
         if supplied < target_shape[axis]:
             operands.append(np.ones(target_shape[axis], dtype=dtype))
             subs.append(c)
@@ -246,7 +248,11 @@ def _einsum_sample(gen):
 # variadic: the registry call is einsum(*operands, subscripts=...); `einsum` below is NumPy's order
 _einsum = register(OpSpec(
     "einsum", _einsum_forward, (_einsum_vjp,), lambda *xs, subscripts: torch.einsum(subscripts, *xs), (FINITE,),
-    "matmul", sample=_einsum_sample, variadic=True))
+    "matmul", sample=_einsum_sample, variadic=True,
+    examples=(
+        ((np.ones(0),), {"subscripts": "j->"}),                     # an index summed away at size 0
+        ((np.ones((2, 0)), np.ones((0, 3))), {"subscripts": "ij,jk->ik"}),   # an empty contraction
+    )))
 
 
 @export

@@ -97,6 +97,12 @@ class OpSpec:
     # reductions: whether reducing over an empty axis is defined (sum 0, mean NaN, logsumexp -inf);
     # max and min have no identity, so NumPy and torch refuse it
     reduces_empty: bool = True
+    # conventions(*inputs, **params) -> bool: whether these raw inputs hold a point where the convention the
+    # op keeps with torch is not the derivative (clip at x == min == max: torch.clamp passes g, the
+    # function is flat). There finite differences and the high-precision reference do not outvote torch;
+    # torch still judges. None: every agreement of scratch_grad and torch against a clean finite
+    # difference is a shared error
+    conventions: Optional[Callable] = None
     # the Variable method register() makes from the op's function: True for a method of the op's own name
     # (x.exp()), a string for another name; None: none. Operators and methods whose call differs from the
     # function's (x + y, x.sum(axis), x.T) are defined in one place, engine.VARIABLE_OPERATORS

@@ -238,7 +238,11 @@ def differentiate_along(scalar_fn, points, directions):
         moved = [np.asarray(p + t * d) for p, d in zip(points, directions)]
         return _evaluator(scalar_fn, moved, 0, np.zeros_like(moved[0]))(0.0)
 
-    step = STEP * max([1.0] + [float(np.abs(p).max()) for p in points if np.size(p)])
+    # one step moves every leaf: relative to the smallest leaf that moves, so that a leaf of 1e8 (logits)
+    # does not move a leaf of 0.5 beside it by 1e5 (the largest leaf is then moved by a tiny relative
+    # step; its rounding error enters the tolerance through the cancellation term)
+    moving = [float(np.abs(p).max()) for p, d in zip(points, directions) if np.size(p) and np.any(d != 0)]
+    step = STEP * max(1.0, min(moving, default=1.0))
     value, tolerance, kink, left, right, one_sided, available = _directional(
         scalar_fn, points, 0, None, step, *base, phi=phi)
     if not available:

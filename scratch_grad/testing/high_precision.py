@@ -31,6 +31,8 @@ import numpy as np
 PREC = 64                  # bits the reference is accurate to (float64 results carry 53)
 WORKING = 2 * PREC + 24    # bits the definition is evaluated at: differences of nearby values stay exact
 STEP_BITS = PREC + 8       # difference step: 2^-STEP_BITS times the input's magnitude
+RESOLVE_ZERO_BITS = 1100    # a derivative computed as 0 is resolved down to 2^-1100 before it is believed
+MAX_BITS = 8192            # the most bits a derivative is ever evaluated at
 KINK_BITS = 40             # one-sided derivatives further apart than 2^-40 (relative): no derivative here
 MAX_ENTRIES = 256          # inputs or outputs larger than this are not referenced
 MAX_CHECKED = 8            # entries referenced per output and per gradient (chosen deterministically)
@@ -131,13 +133,17 @@ class _Point:
             return None, False
         result = self._difference(mpmath, k, self.value)
         derivative = result[0]
-        if derivative:
-            # the difference of two values of size |f| resolves only 2^-WORKING |f|: where the derivative
-            # is tiny next to f / x (tanh'(20) = 1.7e-17 beside tanh(20) = 1) more bits are needed
+        if derivative is not None and self.value != 0:
+            # the difference of two values of size |f| resolves only 2^-WORKING |f|, so a derivative only
+            # down to 2^(STEP_BITS - WORKING) |f| / |x|. Where the derivative is tiny next to f / x
+            # (tanh'(20) = 1.7e-17 beside tanh(20) = 1; exp'(1e-308) = 1 beside exp(1e-308) / 1e-308 =
+            # 1e308) more bits are needed. A derivative that came out 0 is believed only once it is resolved
+            # below float64's smallest subnormal (2^-1074).
             scale = abs(self.args[k]) if self.args[k] != 0 else mpmath.mpf(1)
-            missing = int(mpmath.log(abs(self.value) / (abs(derivative) * scale) + 1, 2)) + PREC + STEP_BITS + 8
-            if missing > WORKING:
-                with mpmath.workprec(missing):
+            wanted = abs(derivative) * mpmath.ldexp(1, -PREC) if derivative else mpmath.ldexp(1, -RESOLVE_ZERO_BITS)
+            bits = int(mpmath.log(abs(self.value) / (scale * wanted), 2)) + STEP_BITS + 8
+            if bits > WORKING:
+                with mpmath.workprec(min(bits, MAX_BITS)):
                     result = self._difference(mpmath, k, _call(self.f, self.args))
         return result
 
@@ -198,7 +204,10 @@ def _call(f, args):
         value = f(*args)
     except (ZeroDivisionError, ValueError, TypeError, ArithmeticError):
         return None
-    return value
+    # a complex value (a negative base to a fractional power, where a difference step crossed 0) is
+    # outside the op's real domain: no reference there
+    import mpmath  # a test dependency, imported only where the reference runs
+    return None if isinstance(value, mpmath.mpc) else value
 
 
 def _choose(size, rng):

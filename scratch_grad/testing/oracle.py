@@ -121,6 +121,17 @@ def _overflowed(reference, dtype):
     return np.where(beyond, np.sign(reference) * np.inf, reference) if beyond.any() else reference
 
 
+def _undefined_tangent(analytic, reference):
+    """A JVP's reference with the entries where torch.func is inf or NaN taken as agreed when scratch_grad
+    is finite (as _undefined_reference) or is also inf or NaN: forward mode through an infinite input is
+    a convention torch does not keep with itself (prod of [1, -inf]: its VJP says NaN, its JVP -inf)."""
+    analytic = np.asarray(analytic, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    if analytic.shape != reference.shape:
+        return reference
+    return np.where(~np.isfinite(reference), analytic, reference)
+
+
 def _undefined_reference(analytic, reference, mp=None):
     """(reference, count): entries where torch is inf or NaN but scratch_grad is finite taken as agreed,
     unless the high-precision reference judges them. A torch formula that overflows (log(cosh(x)) at
@@ -172,7 +183,7 @@ def _mp_comparison(analytic, reference, dtype, depth, scale):
     return error, ratio, tolerance, rounded
 
 
-def _mp_finding(check, index, analytic, reference, torch64, dtype, depth, scale):
+def _mp_finding(check, index, analytic, reference, torch64, dtype, depth, scale, convention=None):
     """scratch_grad's result against the high-precision reference: a Finding (None when no entry of
     it is referenced)."""
     if reference is None or np.shape(analytic) != reference.value.shape or not reference.valid.any():
@@ -194,6 +205,8 @@ def _mp_finding(check, index, analytic, reference, torch64, dtype, depth, scale)
     if math.isfinite(torch_value) and abs(torch_value - exact) <= tolerance64:
         finding.classification = ("engine bug (scratch_grad disagrees with the high-precision reference; "
                                   "torch agrees with it)")
+    elif math.isfinite(torch_value) and abs(torch_value - finding.analytic) <= finding.tolerance and convention:
+        finding.passed, finding.classification = True, convention
     elif math.isfinite(torch_value) and abs(torch_value - finding.analytic) <= finding.tolerance:
         finding.classification = ("shared error (scratch_grad and torch agree, the high-precision reference "
                                   "does not: a derivative tail or a shortcut both lose)")
@@ -220,16 +233,31 @@ _CUT = ("graph cut (scratch_grad and torch's replay of the recorded program agre
 _SHARED = ("shared error (scratch_grad and torch agree, but finite differences of the forward disagree with both "
            "far beyond their error: both differentiate something else here, a convention that is not the "
            "derivative)")
+def _convention(program):
+    """The classification of a clean finite difference (or the high-precision reference) that disagrees
+    with scratch_grad and torch agreeing, when the program meets a point of an op's declared convention
+    (OpSpec.conventions); None when it meets none."""
+    try:
+        met = program.at_convention()
+    except Exception:            # a forward that raises is reported by the checks themselves
+        return None
+    if not met:
+        return None
+    return (f"convention point ({', '.join(sorted(set(met)))} at a point where its declared convention, kept "
+            "with torch, is not the derivative; torch judges, finite differences do not)")
+
+
 _SECOND_SHARED = ("shared error (scratch_grad's double backward agrees with torch's, but finite differences of its "
                   "own first-order gradient disagree far beyond their error: the second order is not the "
                   "derivative of the first)")
 
 
 def _leaf_findings(kind, index, analytic, torch64, torch_low, fd, dtype, depth, floor, mp=None, scale=1.0,
-                   first_order_ok=True, cut=_SHARED):
+                   first_order_ok=True, cut=_SHARED, convention=None):
     """The findings (vs torch, vs FD) for one leaf, with the joint classification; `mp` is the
     leaf's high-precision reference (high_precision.Referenced) or None; `cut` names a clean finite
-    difference that outvotes both analytic answers (a graph cut for a user function)."""
+    difference that outvotes both analytic answers (a graph cut for a user function), unless the program
+    meets a declared convention point (`convention`: its classification, see _convention)."""
     torch_check, fd_check = f"{kind}_torch", f"{kind}_fd"
     analytic64 = np.asarray(analytic, dtype=np.float64)
     torch64 = np.asarray(torch64, dtype=np.float64)
@@ -297,8 +325,11 @@ def _leaf_findings(kind, index, analytic, torch64, torch_low, fd, dtype, depth, 
             classification = "kink"
         elif (worst_fd > GRAPH_CUT_RATIO and _at(t_ratio, position) > GRAPH_CUT_RATIO
               and not np.any(fd.one_sided)):  # one-sided differences are never clean enough to outvote
-            classification = cut
-            agrees_torch = False
+            if convention:
+                classification = convention
+            else:
+                classification = cut
+                agrees_torch = False
         else:
             classification = "finite-difference noise"
     elif kink_at(versus_torch.position):
@@ -441,6 +472,7 @@ def check_program(program, *, engine=None, second_order=None, forward_mode=None,
             findings.append(found)
 
     program64 = program.astype(np.float64)
+    convention = _convention(program64)
     scalar = objective or program64.scalar_raw
     points = list(program64.leaves)
     base = _guarded(f"{analytic.name}'s forward", "vjp_fd", dtype, findings, scalar, points)
@@ -457,16 +489,17 @@ def check_program(program, *, engine=None, second_order=None, forward_mode=None,
         leaf_mp = mp.gradients.get(k) if mp is not None else None
         findings.extend(_leaf_findings("vjp", k, analytic_gradient, t_grad64[j],
                                        None if t_grad_low is None else t_grad_low[j], fd, dtype, 2 * depth + 1, floor,
-                                       leaf_mp, largest_cotangent, cut=_CUT if objective is not None else _SHARED))
+                                       leaf_mp, largest_cotangent, cut=_CUT if objective is not None else _SHARED,
+                                       convention=convention))
         found = _mp_finding("vjp_mp", k, analytic_gradient, leaf_mp, t_grad64[j], dtype, 2 * depth + 1,
-                            largest_cotangent)
+                            largest_cotangent, convention)
         if found is not None:
             findings.append(found)
     if contract and analytic.contract:
         findings.extend(invariants.check(program, t_grad64, before))
     if forward_mode:
         _forward_mode_findings(program, analytic, scalar, points, natural, rng, findings,
-                               cut=_CUT if objective is not None else _SHARED)
+                               cut=_CUT if objective is not None else _SHARED, convention=convention)
     if second_order:
         first_order_ok = all(f.passed for f in findings if f.check in ("vjp_torch", "vjp_fd", "vjp_mp"))
         _second_order_findings(program, program64, analytic, directions, t_second64, t_second_low, natural, points,
@@ -477,7 +510,7 @@ def check_program(program, *, engine=None, second_order=None, forward_mode=None,
     return report
 
 
-def _forward_mode_findings(program, analytic, scalar, points, natural, rng, findings, cut=_SHARED):
+def _forward_mode_findings(program, analytic, scalar, points, natural, rng, findings, cut=_SHARED, convention=None):
     """J t (the engine's forward mode, t random per differentiable leaf) against torch.func.jvp entry by
     entry, and <c, J t> against the finite difference of L along t (JAX's check_grads(modes=("fwd",))
     and torch's check_forward_ad)."""
@@ -493,7 +526,7 @@ def _forward_mode_findings(program, analytic, scalar, points, natural, rng, find
     floor = natural * max([1.0] + [finite_max(t) for t in tangents])
     total, total_tolerance, judged = 0.0, 0.0, True
     for k, (a, t) in enumerate(zip(ours, theirs)):
-        t, _ = _undefined_reference(a, t)
+        t = _undefined_tangent(a, t)
         finding, _ = _compare_to_torch("jvp_torch", k, a, t, None, dtype, 2 * depth + 1, None, floor)
         findings.append(finding)
         if finding.classification in ("shape mismatch", "dtype mismatch"):
@@ -512,6 +545,17 @@ def _forward_mode_findings(program, analytic, scalar, points, natural, rng, find
     bound = total_tolerance + float(fd.tolerance)
     ratio = error / max(bound, np.finfo(np.float64).tiny) if error else 0.0
     agrees_torch = all(f.passed for f in findings if f.check == "jvp_torch")
+    low, high = sorted((float(fd.left), float(fd.right)))
+    one_sided = fd.kink and low - bound <= total <= high + bound
+    if one_sided and not agrees_torch:
+        # at a kink torch.func.jvp keeps a convention of its own, not always its backward's (clamp(x, min=0)
+        # at x = 0: its VJP passes g, its JVP gives 0); a J t that is one of the one-sided derivatives is
+        # the transposed VJP's convention, which the VJP checks hold to torch's
+        for finding in findings:
+            if finding.check == "jvp_torch" and not finding.passed:
+                finding.passed = True
+                finding.classification = "kink (torch.func.jvp's convention differs; J t is a one-sided derivative)"
+        agrees_torch = True
     # the same verdicts as for a gradient (see _leaf_findings), on the one projection <c, J t>
     if ratio <= 1.0:
         passed, classification = True, "agree"
@@ -521,6 +565,8 @@ def _forward_mode_findings(program, analytic, scalar, points, natural, rng, find
         passed, classification = False, "engine bug (J t disagrees with torch.func.jvp and the finite difference)"
     elif ratio <= GRAPH_CUT_RATIO or fd.one_sided:
         passed, classification = True, "finite-difference noise"
+    elif convention:
+        passed, classification = True, convention
     else:
         passed, classification = False, cut
     findings.append(Finding("jvp_fd", -1, (), str(dtype), passed, ratio, classification, analytic=total,
