@@ -628,27 +628,6 @@ def _input_scale(x):
     return max(finite_max(x) if np.size(x) else 1.0, 1.0)
 
 
-def _scratch_second_order(program, directions):
-    """Gradient of S = sum_i <dL/dx_i, w_i> with respect to every leaf (grad of grad). The cotangent
-    and the directions are handed over as non-contiguous views (gradgradcheck does the same): a VJP
-    that assumes contiguous buffers under create_graph shows here."""
-    from ..engine import Variable, grad
-    from ..ops import mul, sum as total
-    from .gen import with_layout
-    strided = replace(program, cotangents=[with_layout(np.asarray(c), "strided") for c in program.cotangents])
-    _, first, variables = strided.scratch_gradients(create_graph=True)
-    wanted = [variables[k] for k in program.differentiable_leaves()]
-    s = None
-    for g, w in zip(first, directions):
-        if isinstance(g, Variable) and g.requires_grad:
-            term = total(mul(g, with_layout(np.asarray(w, dtype=g.dtype), "strided")))
-            s = term if s is None else s + term
-    if s is None:   # every first gradient is a constant: the second derivative is zero
-        return [np.zeros(v.shape, dtype=v.dtype) for v in wanted]
-    result = grad(s, wanted, allow_unused=True)
-    return [np.zeros(v.shape, dtype=v.dtype) if r is None else r for r, v in zip(result, wanted)]
-
-
 # ---- public entry points ------------------------------------------------------------------------------
 
 def check_fn(fn, inputs, *, cotangent=None, second_order=None, seed=0, fd_mode="auto", name=None,
