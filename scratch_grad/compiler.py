@@ -46,8 +46,9 @@ import types
 
 import numpy as np
 
-from .engine import (Variable, _fit_array, _fit_variable, _GradMode, _new_variable, _next_seq, _record, _saved_copy,
-                     apply, enable_grad, grad)
+from .engine import Variable, apply, enable_grad, grad
+from .engine import fit_array as _fit_array, fit_variable as _fit_variable, mode as _GradMode  # noqa: N811
+from .engine import new_variable as _new_variable, next_seq as _next_seq, record as _record, saved_copy as _saved_copy
 from .errors import DTypeError, GraphError, describe
 from .ops.registry import NOT_DIFFERENTIABLE, REAL, OpSpec
 

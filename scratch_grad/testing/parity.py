@@ -110,7 +110,7 @@ class OpRow:
 
     def add_failure(self, message, size=(0, 0), key=None):
         """Keep the MAX_FAILURES smallest of the op's own distinct failures (one per key), smallest first (a
-        compiled mismatch or a broken entry counts as smallest: it is printed whatever the samples)."""
+        broken entry counts as smallest: it is printed whatever the samples)."""
         if not self.keeps(size, key):
             return
         self.failures = [entry for entry in self.failures if key is None or entry[2] != key]
@@ -201,8 +201,8 @@ def _record_compiled(rows, names, problems, where, dtype):
         row = rows.setdefault(name, OpRow())
         evidence = Evidence(np.inf if problems else 0.0, not problems, where, classification, message=message)
         row.add("compiled", dtype, evidence.ratio, evidence.passed, classification, evidence)
-        if problems:
-            row.add_failure(message)
+        if problems:    # after the op's own checks' failures: those are the simpler evidence
+            row.add_failure(message, (math.inf, 0), key=message)
 
 
 def _short_note(note):
