@@ -267,7 +267,8 @@ _SECOND_SHARED = ("shared error (scratch_grad's double backward agrees with torc
 
 
 def _leaf_findings(kind, index, analytic, torch64, torch_low, fd, dtype, depth, floor, mp=None, scale=1.0,
-                   first_order_ok=True, cut=_SHARED, convention=None, input_scale=1.0, torch_imprecise=False):
+                   first_order_ok=True, cut=_SHARED, convention=None, input_scale=1.0, torch_imprecise=False,
+                   leaf=None):
     """The findings (vs torch, vs FD) for one leaf, with the joint classification; `mp` is the
     leaf's high-precision reference (high_precision.Referenced) or None; `cut` names a clean finite
     difference that outvotes both analytic answers (a graph cut for a user function), unless the program
@@ -289,6 +290,12 @@ def _leaf_findings(kind, index, analytic, torch64, torch_low, fd, dtype, depth, 
     undefined = np.zeros(torch64.shape, dtype=bool)
     if analytic64.shape == torch64.shape:
         undefined = np.isnan(torch64) & np.isfinite(analytic64)
+        if leaf is not None and np.shape(leaf) == torch64.shape:
+            # at a signed zero an infinite derivative's sign is a convention of the formula: x^0.5 at
+            # x = -0.0 is +inf here (IEEE pow(-0, -0.5) = +inf) and -inf in torch's backward
+            with np.errstate(invalid="ignore"):
+                undefined |= ((np.asarray(leaf) == 0) & np.isinf(torch64) & np.isinf(analytic64)
+                              & (np.sign(torch64) != np.sign(analytic64)))
         if undefined.any():
             torch64 = np.where(undefined, analytic64, torch64)
             if torch_low is not None:
@@ -330,8 +337,9 @@ def _leaf_findings(kind, index, analytic, torch64, torch_low, fd, dtype, depth, 
         # torch's NaN marks a singular point (0/0 in its formulas: std at zero variance, a norm at
         # zero); every subgradient convention is defensible there and finite differences straddle
         # the singularity, so those entries are not judged; the others still are, against torch
-        classification = ("reference undefined (torch gives NaN at %d of %d entries, a singular point; "
-                          "not judged there)" % (int(undefined.sum()), undefined.size))
+        classification = ("reference undefined (torch gives NaN, or an infinity of the other sign at a signed "
+                          "zero, at %d of %d entries: a singular point; not judged there)"
+                          % (int(undefined.sum()), undefined.size))
     elif agrees_torch:
         if agrees_fd:
             classification = "agree"
@@ -510,7 +518,7 @@ def check_program(program, *, engine=None, second_order=None, forward_mode=None,
         findings.extend(_leaf_findings("vjp", k, analytic_gradient, t_grad64[j],
                                        None if t_grad_low is None else t_grad_low[j], fd, dtype, 2 * depth + 1, floor,
                                        leaf_mp, largest_cotangent, cut=_CUT if objective is not None else _SHARED,
-                                       convention=convention, input_scale=largest_leaf))
+                                       convention=convention, input_scale=largest_leaf, leaf=points[k]))
         found = _mp_finding("vjp_mp", k, analytic_gradient, leaf_mp, t_grad64[j], dtype, 2 * depth + 1,
                             largest_cotangent, convention)
         if found is not None:
