@@ -14,8 +14,9 @@ from scratch_grad.testing.faults import CheckerError
 from scratch_grad.testing.gen import RandomGen
 from scratch_grad.testing.graphs import build_graph
 from scratch_grad.testing.mutate import plant
-from scratch_grad.testing.program import Program, Ref, Step
+from scratch_grad.testing.program import Program
 from scratch_grad.testing.strategies import HypothesisGen, budget
+from scratch_grad.trace import Ref, Step
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
