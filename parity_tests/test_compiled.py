@@ -77,8 +77,8 @@ def test_planted_missing_reduction_is_caught(monkeypatch):
     original = compiler._Plan._observe
 
     def observe_without_reductions(self):
-        wraps, fits = original(self)
-        return wraps, {key: how for key, how in (fits or {}).items() if how not in ("lead", "fit")}
+        wraps, fits, types = original(self)
+        return wraps, {key: how for key, how in (fits or {}).items() if how not in ("lead", "fit")}, types
     monkeypatch.setattr(compiler._Plan, "_observe", observe_without_reductions)
     problems = compare_compiled(_broadcast_inside_program(), second_order=False)
     assert problems, "a gradient of the broadcast shape went unnoticed"

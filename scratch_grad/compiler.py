@@ -46,10 +46,11 @@ import types
 
 import numpy as np
 
-from .engine import (Variable, _fit_array, _fit_variable, _GradMode, _new_variable, _next_seq, _record, _saved_copy,
-                     apply, enable_grad, grad)
+from .engine import (Variable, apply, enable_grad, fit_array, fit_variable, grad, mode, new_variable, next_seq, record,
+                     saved_copy)
 from .errors import DTypeError, GraphError, describe
 from .ops.registry import NOT_DIFFERENTIABLE, REAL, OpSpec
+from .trace import CONST, LEAF, STEP, Pack, Ref, Step, Trace, refs_in, torch_constant
 
 __all__ = ["compile", "CompiledFunction"]
 
@@ -77,11 +78,11 @@ MISS = _Miss()
 # ---- tracing --------------------------------------------------------------------------------------
 
 class _Tracer:
-    """Installed as `_GradMode.tracing` while a function runs once to be traced. The engine asks it
+    """Installed as `mode.tracing` while a function runs once to be traced. The engine asks it
     to record what eager mode leaves unrecorded, so the trace holds every value the output depends on."""
 
     def __init__(self):
-        self.start = _next_seq()          # nodes recorded during the trace have a larger seq
+        self.start = next_seq()          # nodes recorded during the trace have a larger seq
 
     def constant_node(self, out, spec, args, datas, params):
         """An op result eager mode would not record (no input requires grad, or no_grad): recorded
@@ -89,9 +90,9 @@ class _Tracer:
         datas = list(datas)
         for k, (arg, data) in enumerate(zip(args, datas)):
             if type(data) is np.ndarray and data.flags.writeable and not isinstance(arg, Variable):
-                datas[k] = _saved_copy(data)   # a raw array its owner may change later: its value now
+                datas[k] = saved_copy(data)   # a raw array its owner may change later: its value now
         vjps = spec.vjps_for(len(args)) if spec.variadic else spec.vjps
-        node = _record(out, spec, vjps, tuple(args), tuple(datas), params or _NO_PARAMS, (), (None,) * len(args))
+        node = record(out, spec, vjps, tuple(args), tuple(datas), params or _NO_PARAMS, (), (None,) * len(args))
         node.requires_grad = False
         return node
 
@@ -121,39 +122,27 @@ def _is_static(value):
 
 # ---- the plan: a trace as data, and the code generated from it ------------------------------------
 
-class _Slot:
-    """An input of the compiled node: an argument (a Variable or a raw array) or a captured Variable."""
-    __slots__ = ("kind", "position", "variable", "shape", "dtype", "requires_grad", "data")
+class _Binding:
+    """Where a call finds an input of the compiled node (a leaf of the trace): an argument (a Variable
+    or a raw array) or a captured Variable."""
+    __slots__ = ("kind", "position", "variable")
 
-    def __init__(self, kind, position, variable, data):
+    def __init__(self, kind, position, variable):
         self.kind = kind                  # "variable" or "array" (arguments), "captured"
         self.position = position          # argument position (None for captured)
         self.variable = variable          # the captured Variable (None for arguments)
-        self.data = data                  # the traced value: what params and constants are matched against
-        self.shape = data.shape
-        self.dtype = data.dtype
-        self.requires_grad = False
 
 
-class _Step:
-    __slots__ = ("spec", "vjps", "args", "params", "edges", "shapes", "dtypes")
-
-    def __init__(self, spec, vjps, args, params, edges, shapes, dtypes):
-        self.spec, self.vjps, self.args, self.params = spec, vjps, args, params
-        self.edges, self.shapes, self.dtypes = edges, shapes, dtypes
-
-
-# refs: ("i", k) slot k, ("v", j) step j's value, ("k", value) a constant, ("t", [refs]) a tuple of refs
-def _ref_of(value, slot_of, step_of, data_names):
+def _read(value, variable_refs, data_refs):
+    """What a step reads, as the trace keeps it: a Ref for a Variable of the trace or for the data of
+    one (read at every call), a Pack for a tuple holding such data, else the value itself (a constant)."""
     if isinstance(value, Variable):
-        if id(value) in step_of:
-            return ("v", step_of[id(value)])
-        return ("i", slot_of[id(value)])
-    if type(value) is np.ndarray and id(value) in data_names:
-        return data_names[id(value)]      # the data of an input or of an op result: read at every call
-    if type(value) is tuple and any(type(v) is np.ndarray and id(v) in data_names for v in value):
-        return ("t", [_ref_of(v, slot_of, step_of, data_names) for v in value])
-    return ("k", value)
+        return variable_refs[id(value)]
+    if type(value) is np.ndarray and id(value) in data_refs:
+        return data_refs[id(value)]
+    if type(value) is tuple and any(type(v) is np.ndarray and id(v) in data_refs for v in value):
+        return Pack(tuple(_read(v, variable_refs, data_refs) for v in value))
+    return value
 
 
 class _Plan:
@@ -163,19 +152,19 @@ class _Plan:
     node's VJPs for its edges in order within one visit, so the first runs the generated backward for
     every input and the last drops the result."""
 
-    def __init__(self, name, nargs, arg_guards, slots, steps, output, grad_enabled, aux=None):
+    def __init__(self, name, nargs, arg_guards, bindings, trace, grad_enabled, aux=None):
         self.name = name
         self.nargs = nargs
         self.arg_guards = arg_guards      # per argument: ("slot", k) | ("alias", j) | ("value"|"identity", v)
-        self.slots = slots
-        self.output = output              # the step whose value the function returns
+        self.bindings = bindings          # per leaf of the trace: where a call finds it
+        self.trace = trace
+        self.output = trace.outputs[0]    # the step whose value the function returns
         # has_aux: (AUX, refs): the values returned beside the output, and AUX(arrays), which returns
         # them as Variables without gradient in the structure the traced function returned them in
         self.aux = aux
-        last = max([output] + [value for kind, value in (aux[1] if aux else ()) if kind == "v"])
-        self.steps = steps[:last + 1]
+        self.steps = trace.steps
         self.grad_enabled = grad_enabled
-        self.edges = self._input_edges()  # slots that receive a gradient
+        self.edges = self._input_edges()  # leaves that receive a gradient
         self._recorded = None             # (g, inputs, gradients) of the latest create_graph backward
         self.spec = self._make_spec()
         self.forward = self.backward = self.run = None
@@ -184,15 +173,15 @@ class _Plan:
 
     # -- which values a gradient reaches (eager backprop's nodes and edges, in its order) --
     def _gradient_edges(self):
-        """(step j, input i, target ref) for every VJP eager backprop would call, in its order."""
+        """(step j, input i, target Ref) for every VJP eager backprop would call, in its order."""
         reached = {self.output}
         for j in range(self.output, -1, -1):
             if j not in reached:
                 continue
             for i in self.steps[j].edges:
                 target = self.steps[j].args[i]
-                if target[0] == "v":
-                    reached.add(target[1])
+                if target.kind == STEP:
+                    reached.add(target.index)
                 yield j, i, target
 
     def _dead_after(self, saved):
@@ -200,36 +189,30 @@ class _Plan:
         that are not the output), so the forward frees them as soon as it can."""
         last_read = {}
         kept = set(self.aux[1]) if self.aux else set()   # returned beside the output
-
-        def mark(ref, j):
-            kind, value = ref
-            if kind == "v":
-                last_read[value] = j
-            elif kind == "t":
-                for r in value:
-                    mark(r, j)
         for j, step in enumerate(self.steps):
             last_read.setdefault(j, j)         # a value nothing reads dies where it is made
-            for ref in list(step.args) + list(step.params.values()):
-                mark(ref, j)
+            for value in list(step.args) + list(step.params.values()):
+                for ref in refs_in(value):
+                    if ref.kind == STEP:
+                        last_read[ref.index] = j
         dead_after = {}
         for k, j in sorted(last_read.items()):
-            if k != self.output and f"v{k}" not in saved and ("v", k) not in kept:
+            if k != self.output and f"v{k}" not in saved and Ref(STEP, k) not in kept:
                 dead_after.setdefault(j, []).append(k)
         return dead_after
 
     def _input_edges(self):
         if not self.grad_enabled:
             return ()
-        return tuple(sorted({target[1] for _, _, target in self._gradient_edges() if target[0] == "i"}))
+        return tuple(sorted({target.index for _, _, target in self._gradient_edges() if target.kind == LEAF}))
 
     def _make_spec(self):
         """The compiled function as an op: what `apply` and the checker see (the torch reference
         replays the trace with each op's torch reference)."""
-        vjps = [None] * len(self.slots)
+        vjps = [None] * len(self.trace.leaves)
         for position, k in enumerate(self.edges):
             vjps[k] = self._generic_vjp(position)
-        domains = tuple(REAL if slot.dtype.kind == "f" else NOT_DIFFERENTIABLE for slot in self.slots)
+        domains = tuple(REAL if leaf.dtype.kind == "f" else NOT_DIFFERENTIABLE for leaf in self.trace.leaves)
         return OpSpec(f"compiled {self.name}", lambda *arrays: self.forward(*arrays)[0], tuple(vjps),
                       self._torch_reference, domains, "nn",
                       smooth=all(step.spec.smooth for step in self.steps),
@@ -238,7 +221,7 @@ class _Plan:
     def _fast_vjps(self):
         """The VJPs of the nodes `run` records: their one saved value is `[arrays, gradients]`. The
         first edge's VJP runs the generated backward for all edges, the last one drops the result."""
-        vjps = [None] * len(self.slots)
+        vjps = [None] * len(self.trace.leaves)
         last = len(self.edges) - 1
         for position, k in enumerate(self.edges):
             role = "only" if last == 0 else "first" if position == 0 else "last" if position == last else "middle"
@@ -284,8 +267,8 @@ class _Plan:
                 if position == len(self.edges) - 1:
                     self._recorded = None        # the last edge: do not keep the graph alive
                 return grads[position]
-            if all(type(a) is np.ndarray and a.shape == slot.shape and a.dtype == slot.dtype
-                   for a, slot in zip(inputs, self.slots)):
+            if all(type(a) is np.ndarray and a.shape == leaf.shape and a.dtype == leaf.dtype
+                   for a, leaf in zip(inputs, self.trace.leaves)):
                 state = self.forward(*inputs)[1]
                 return self.backward(g, state[0])[position]
             with enable_grad():
@@ -306,88 +289,63 @@ class _Plan:
         if cached is not None and cached[0] is g and all(a is b for a, b in zip(cached[1], inputs)):
             return cached[2]
         values = self._eager_values(inputs)
-        gradients = self._backward_values(g, inputs, values, lambda gi, j, i: _fit_variable(
-            gi, self.steps[j].shapes[i], self.steps[j].dtypes[i], self.steps[j].spec.name, i))
-        grads = [gradients[("i", slot)] for slot in self.edges]
+        gradients = self._backward_values(g, inputs, values, self._fit_variable)
+        grads = [gradients[Ref(LEAF, k)] for k in self.edges]
         self._recorded = (g, tuple(inputs), grads)
         return grads
 
+    def _fit_variable(self, gi, j, i):
+        shape, dtype = self.types[self.steps[j].args[i]]
+        return fit_variable(gi, shape, dtype, self.steps[j].spec.name, i)
+
     # -- running the trace step by step (eager re-run, torch reference, the observing run) --
-    def _resolve(self, ref, slot_values, values):
-        kind, value = ref
-        if kind == "i":
-            return slot_values[value]
-        if kind == "v":
-            return values[value]
-        if kind == "t":
-            return tuple(self._resolve(r, slot_values, values) for r in value)
-        return value
-
-    def _call_args(self, step, slot_values, values, raw):
-        args = [self._resolve(ref, slot_values, values) for ref in step.args]
-        params = {key: raw(self._resolve(ref, slot_values, values)) for key, ref in step.params.items()}
-        return args, params
-
-    def _forward_values(self, slot_values, run_step, raw=None):
-        """Every step's value, each computed by run_step(step, args, params)."""
-        values = []
-        for step in self.steps:
-            args, params = self._call_args(step, slot_values, values, raw or _raw_value)
-            values.append(run_step(step, args, params))
-        return values
-
-    def _backward_values(self, g, slot_values, values, fit):
+    def _backward_values(self, g, leaves, values, fit):
         """{ref: gradient} from the trace's VJPs, called in eager backprop's order on `g`, each result
         brought to its input's shape and dtype by fit(gi, step index, input index); fan-out summed."""
-        gradients = {("v", self.output): g}
+        gradients = {Ref(STEP, self.output): g}
         for j, i, target in self._gradient_edges():
             step = self.steps[j]
-            args, params = self._call_args(step, slot_values, values, _raw_value)
-            gi = fit(step.vjps[i](gradients[("v", j)], values[j], *args, **params), j, i)
+            args, params = self.trace.inputs_of(step, leaves, values, convert_param=_raw_value)
+            gi = fit(step.vjps[i](gradients[Ref(STEP, j)], values[j], *args, **params), j, i)
             gradients[target] = gi if target not in gradients else gradients[target] + gi
         return gradients
 
     def _eager_values(self, inputs):
-        """Every step applied op by op to `inputs` (Variables or arrays, one per slot): the graph eager
+        """Every step applied op by op to `inputs` (Variables or arrays, one per leaf): the graph eager
         mode would build."""
-        return self._forward_values(inputs, lambda step, args, params: apply(step.spec, args, params))
+        return self.trace.evaluate(_apply, inputs, convert_param=_raw_value)
 
     def run_eagerly(self, inputs):
         return self._eager_values(inputs)[self.output]
 
     def _torch_reference(self, *tensors):
-        import torch
-
-        from .testing.program import _torch_constant     # the checker's own conversion of constants
-
-        def run_step(step, args, params):
-            floats = [a.dtype for a in args if isinstance(a, torch.Tensor) and a.dtype.is_floating_point]
-            return step.spec.torch(*[_torch_constant(a, floats[0] if floats else None) for a in args],
-                                   **params)
-        return self._forward_values(tensors, run_step, _numpy_value)[self.output]
+        return self.trace.evaluate(_torch_step, tensors, convert_param=_numpy_value)[self.output]
 
     def _observe(self):
         """Run the trace once on its traced values, forward and backward as the engine would, and note
         which forwards return something other than an ndarray (a NumPy scalar) and which VJP results
         need reducing or casting to their input: the generated code converts and reduces exactly there,
         instead of testing every result at every call. (The shapes, dtypes and types of these results
-        follow from the inputs' shapes and dtypes, which a trace fixes.) Returns (wraps, fits); fits is
-        None if a VJP raises here: then every result is tested at every call, as the engine does."""
-        slot_values = [slot.data for slot in self.slots]
+        follow from the inputs' shapes and dtypes, which a trace fixes.) Returns (wraps, fits, types):
+        types the (shape, dtype) of every leaf and step; fits is None if a VJP raises here: then every
+        result is tested at every call, as the engine does."""
         returned = []
 
         def run_step(step, args, params):
             returned.append(step.spec.forward(*args, **params))
             return np.asarray(returned[-1])
-        values = self._forward_values(slot_values, run_step)
+        values = self.trace.evaluate(run_step, convert_param=_raw_value)
         wraps = {j for j, out in enumerate(returned) if type(out) is not np.ndarray}
+        types = {Ref(LEAF, k): (leaf.shape, leaf.dtype) for k, leaf in enumerate(self.trace.leaves)}
+        types.update({Ref(STEP, j): (value.shape, value.dtype) for j, value in enumerate(values)})
+        self.types = types
         fits = {}
         if not self.edges:
-            return wraps, fits
+            return wraps, fits, types
 
         def fit(gi, j, i):
             step = self.steps[j]
-            shape, dtype = step.shapes[i], step.dtypes[i]
+            shape, dtype = types[step.args[i]]
             if type(gi) is np.ndarray and gi.shape == shape and gi.dtype == dtype:
                 return gi
             if np.asarray(gi).shape == shape and np.asarray(gi).dtype == dtype:
@@ -396,21 +354,21 @@ class _Plan:
                 fits[j, i] = "lead"                      # _sum_to_array's common case: one leading axis
             else:
                 fits[j, i] = "fit"
-            return _fit_array(gi, shape, dtype, step.spec.name, i)
+            return fit_array(gi, shape, dtype, step.spec.name, i)
         output = values[self.output]
         try:
             with np.errstate(all="ignore"):
-                self._backward_values(np.ones(output.shape, output.dtype), slot_values, values, fit)
+                self._backward_values(np.ones(output.shape, output.dtype), self.trace.leaves, values, fit)
         except Exception:   # noqa: BLE001 - a VJP that fails on these values: test every result instead
-            return wraps, None
-        return wraps, fits
+            return wraps, None, types
+        return wraps, fits, types
 
     # -- code generation --
     def _generate(self, observed):
-        wraps, fits = observed
+        wraps, fits, types = observed
         namespace = {"ndarray": np.ndarray, "asarray": np.asarray, "Variable": Variable, "MISS": MISS,
-                     "GM": _GradMode, "record": _record, "new_variable": _new_variable,
-                     "FIT": _fit_array, "add_reduce": np.add.reduce, "saved_copy": _saved_copy, "SPEC": self.spec,
+                     "GM": mode, "record": record, "new_variable": new_variable,
+                     "FIT": fit_array, "add_reduce": np.add.reduce, "saved_copy": saved_copy, "SPEC": self.spec,
                      "VJPS": self._fast_vjps(), "NOPARAMS": _NO_PARAMS, "EDGES": self.edges}
         constants = {}
 
@@ -425,13 +383,14 @@ class _Plan:
 
         used = set()                      # the arrays the backward reads: the forward saves them
 
-        def expr(ref):
-            kind, value = ref
-            if kind in "iv":
-                used.add(ref)
-                return f"{kind}{value}"
-            if kind == "t":
-                return "(" + "".join(expr(r) + ", " for r in value) + ")"
+        def expr(value):
+            if type(value) is Ref:
+                if value.kind == CONST:
+                    return constant(self.trace.constants[value.index])
+                used.add(value)
+                return f"{_PREFIX[value.kind]}{value.index}"
+            if type(value) is Pack:
+                return "(" + "".join(expr(item) + ", " for item in value.items) + ")"
             return constant(value)
 
         def call(fn_name, leading, step, reads=None):
@@ -439,21 +398,21 @@ class _Plan:
             so the arrays there are not saved for them."""
             args = leading + [expr(ref) if reads is None or reads[len(leading) + k] else "None"
                               for k, ref in enumerate(step.args)]
-            if step.params and all(kind == "k" for kind, _ in step.params.values()):
-                args.append("**" + constant({key: value for key, (_, value) in step.params.items()}))
+            if step.params and not any(type(value) in (Ref, Pack) for value in step.params.values()):
+                args.append("**" + constant(dict(step.params)))
             else:
-                args += [f"{key}={expr(ref)}" for key, ref in step.params.items()]
+                args += [f"{key}={expr(value)}" for key, value in step.params.items()]
             return f"{fn_name}({', '.join(args)})"
 
         def release_gradient(j):
             """Free a value's gradient once its node's VJPs have run (eager backprop drops it there too):
             the backward's peak memory is then a few gradients, not all of them."""
-            name = gradient[("v", j)]
+            name = gradient[Ref(STEP, j)]
             if name != "g":
                 lines.append(f"    del {name}")
 
         # backward first: it says which arrays the forward must save
-        lines, gradient, node = [], {("v", self.output): "g"}, None
+        lines, gradient, node = [], {Ref(STEP, self.output): "g"}, None
         for j, i, target in self._gradient_edges():
             step = self.steps[j]
             if j != node:
@@ -463,14 +422,14 @@ class _Plan:
                 node = j
             reads = _reads(step.vjps[i], 2 + len(step.args))
             vjp_call = call(constant(step.vjps[i], f'B{j}_{i}'),
-                            [gradient[('v', j)], expr(('v', j)) if reads[1] else "None"], step, reads)
+                            [gradient[Ref(STEP, j)], expr(Ref(STEP, j)) if reads[1] else "None"], step, reads)
             how = "check" if fits is None else fits.get((j, i))
             if how is None and target not in gradient:      # the common case: the VJP's result as it is
-                name = gradient[target] = f"G{target[1]}" if target[0] == "v" else f"R{target[1]}"
+                name = gradient[target] = f"G{target.index}" if target.kind == STEP else f"R{target.index}"
                 lines.append(f"    {name} = {vjp_call}")
                 continue
             lines.append(f"    t = {vjp_call}")
-            shape, dtype = constant(step.shapes[i]), constant(step.dtypes[i])
+            shape, dtype = (constant(part) for part in types[step.args[i]])
             if how == "check":
                 lines.append(f"    if type(t) is not ndarray or t.shape != {shape} or (t.dtype is not {dtype} "
                              f"and t.dtype != {dtype}):")
@@ -483,13 +442,13 @@ class _Plan:
                 lines.append(f"    t = FIT(t, {shape}, {dtype}, {step.spec.name!r}, {i})   # broadcasting undone")
             name = gradient.get(target)
             if name is None:
-                name = gradient[target] = f"G{target[1]}" if target[0] == "v" else f"R{target[1]}"
+                name = gradient[target] = f"G{target.index}" if target.kind == STEP else f"R{target.index}"
                 lines.append(f"    {name} = t")
             else:
                 lines.append("    " + _ACCUMULATE.format(name=name))
         if node is not None:
             release_gradient(node)
-        returned = [gradient[("i", k)] for k in self.edges]
+        returned = [gradient[Ref(LEAF, k)] for k in self.edges]
         if len(returned) > 1:   # one array returned for two inputs: the engine could accumulate into it
             lines.append("    # one buffer returned for two inputs would let the engine add one's gradient into "
                          "the other's")
@@ -498,14 +457,14 @@ class _Plan:
                 lines.append("    " + _DEALIAS.format(name=returned[p], other=returned[q]))
         lines.append(f"    return ({''.join(r + ', ' for r in returned)})")
         body = "\n".join(lines)
-        saved = [f"{kind}{index}" for kind, index in sorted(used)]
+        saved = [f"{_PREFIX[ref.kind]}{ref.index}" for ref in sorted(used)]
         used = set()                      # the forward and run() below are not the backward
         backward = ["def backward(g, saved):"]
         if saved:
             backward.append(f"    {''.join(n + ', ' for n in saved)}= saved")
         backward.append(body)
 
-        forward = [f"def forward({', '.join(f'i{k}' for k in range(len(self.slots)))}):"]
+        forward = [f"def forward({', '.join(f'i{k}' for k in range(len(self.trace.leaves)))}):"]
         if any(step.spec.may_produce_nan for step in self.steps):
             forward.append("    chk = GM.checking")
         dead_after = self._dead_after(set(saved))
@@ -536,12 +495,12 @@ class _Plan:
         if self.nargs:
             run.append(f"    {''.join(f'a{p}, ' for p in range(self.nargs))}= args")
         node_inputs, versions = [], []
-        for k, slot in enumerate(self.slots):
+        for k, (slot, leaf) in enumerate(zip(self.bindings, self.trace.leaves)):
             if slot.kind == "array":
                 run += [f"    i{k} = a{slot.position}", f"    if type(i{k}) is not ndarray:",
                         f"        if not isinstance(i{k}, ndarray):", "            return MISS",
                         f"        i{k} = asarray(i{k})",
-                        f"    if i{k}.shape != {constant(slot.shape)} or i{k}.dtype != {constant(slot.dtype)}:",
+                        f"    if i{k}.shape != {constant(leaf.shape)} or i{k}.dtype != {constant(leaf.dtype)}:",
                         "        return MISS"]
                 if f"i{k}" in saved:
                     run += [f"    if i{k}.flags.writeable:",
@@ -556,13 +515,13 @@ class _Plan:
                 holder = constant(slot.variable, f"C{k}")
             # an ndarray's shape and dtype are fixed (in-place updates keep `_data`): checked only
             # when the Variable holds another array than at the previous call
-            shape, dtype, seen = constant(slot.shape), constant(slot.dtype), constant([None], f"SEEN{k}")
+            shape, dtype, seen = constant(leaf.shape), constant(leaf.dtype), constant([None], f"SEEN{k}")
             run += [f"    i{k} = {holder}._data",
                     f"    if i{k} is not {seen}[0]:",
                     f"        if i{k}.shape != {shape} or (i{k}.dtype is not {dtype} and i{k}.dtype != {dtype}):",
                     "            return MISS",
                     f"        {seen}[0] = i{k}",
-                    f"    if {holder}.requires_grad is not {slot.requires_grad}:",
+                    f"    if {holder}.requires_grad is not {self.trace.requires_grad[k]}:",
                     "        return MISS"]
             node_inputs.append(holder)
             versions.append(f"{holder}._version")
@@ -578,7 +537,7 @@ class _Plan:
             run.append("        return MISS")
         results = "out, saved, aux" if self.aux else "out, saved"
         run += [f"    if GM.enabled is not {self.grad_enabled}:", "        return MISS",
-                f"    {results} = forward({', '.join(f'i{k}' for k in range(len(self.slots)))})"]
+                f"    {results} = forward({', '.join(f'i{k}' for k in range(len(self.trace.leaves)))})"]
         if self.edges:
             node = (f"record(out, SPEC, VJPS, ({''.join(n + ', ' for n in node_inputs)}), "
                     f"(saved,), NOPARAMS, EDGES, ({''.join(v + ', ' for v in versions)}))")
@@ -591,6 +550,7 @@ class _Plan:
         return "\n".join(run)
 
 
+_PREFIX = {LEAF: "i", STEP: "v"}     # the generated code's names: i3 is leaf 3, v5 step 5's value
 _READS = {}
 
 
@@ -621,6 +581,18 @@ def _find_reads(fn, count):
             argval = instruction.argval
             loaded.update(argval if isinstance(argval, tuple) else (argval,))
     return tuple(name in loaded for name in code.co_varnames[:count])
+
+
+def _apply(step, args, params):
+    return apply(step.spec, args, params)
+
+
+def _torch_step(step, args, params):
+    """One step of the torch reference: the op's torch function, constants converted as the checker
+    converts them (floats to the dtype of the step's first float tensor)."""
+    import torch  # optional: only the checker, which has it, asks for the reference
+    floats = [a.dtype for a in args if isinstance(a, torch.Tensor) and a.dtype.is_floating_point]
+    return step.spec.torch(*[torch_constant(a, floats[0] if floats else None) for a in args], **params)
 
 
 def _raw_value(value):
@@ -668,7 +640,7 @@ def _in_structure(kind, values):
 
 
 def _aux_variables(kind, arrays):
-    return _in_structure(kind, [_new_variable(a) for a in arrays])
+    return _in_structure(kind, [new_variable(a) for a in arrays])
 
 
 def _build_plan(name, args, wrapped, result, tracer, has_aux=False):
@@ -697,50 +669,52 @@ def _build_plan(name, args, wrapped, result, tracer, has_aux=False):
     nodes = sorted(internal.values(), key=lambda node: node._seq)
     step_of = {id(node): j for j, node in enumerate(nodes)}
 
-    slots, slot_of, arg_guards = [], {}, []
+    bindings, leaves, flags, variable_refs, arg_guards = [], [], [], {}, []
+
+    def add_leaf(variable, binding):
+        variable_refs[id(variable)] = Ref(LEAF, len(leaves))
+        bindings.append(binding)
+        leaves.append(variable._data)     # the traced value: what params and constants are matched against
+        flags.append(variable.requires_grad)
     for position, (arg, traced) in enumerate(zip(args, wrapped)):
         if isinstance(traced, Variable):
-            if id(traced) in slot_of:
-                first = slots[slot_of[id(traced)]].position
+            if id(traced) in variable_refs:
+                first = bindings[variable_refs[id(traced)].index].position
                 arg_guards.append(("alias", first))
                 continue
-            slot_of[id(traced)] = len(slots)
-            kind = "variable" if isinstance(arg, Variable) else "array"
-            slot = _Slot(kind, position, None, traced._data)
-            slot.requires_grad = traced.requires_grad
-            slots.append(slot)
-            arg_guards.append(("slot", slot_of[id(traced)]))
+            add_leaf(traced, _Binding("variable" if isinstance(arg, Variable) else "array", position, None))
+            arg_guards.append(("slot", len(leaves) - 1))
         else:
             arg_guards.append((_is_static(arg), arg))
     for node in nodes:                                   # captured: in the order the ops first read them
         for inp in node._inputs:
-            if isinstance(inp, Variable) and id(inp) not in step_of and id(inp) not in slot_of:
-                slot_of[id(inp)] = len(slots)
-                slot = _Slot("captured", None, inp, inp._data)
-                slot.requires_grad = inp.requires_grad
-                slots.append(slot)
+            if isinstance(inp, Variable) and id(inp) not in step_of and id(inp) not in variable_refs:
+                add_leaf(inp, _Binding("captured", None, inp))
+    variable_refs.update({id(node): Ref(STEP, j) for j, node in enumerate(nodes)})
 
-    data_names = {id(slot.data): ("i", k) for k, slot in enumerate(slots)}
-    data_names.update({id(node._data): ("v", j) for j, node in enumerate(nodes)})
-    steps = []
+    data_refs = {id(leaf): Ref(LEAF, k) for k, leaf in enumerate(leaves)}
+    data_refs.update({id(node._data): Ref(STEP, j) for j, node in enumerate(nodes)})
+    steps, constants = [], []
     for node in nodes:
-        refs = tuple(_ref_of(inp if isinstance(inp, Variable) else data, slot_of, step_of, data_names)
-                     for inp, data in zip(node._inputs, node._datas))
-        params = {key: _ref_of(value, slot_of, step_of, data_names) for key, value in node._params.items()}
-        # what the engine fits each VJP result to: the input's shape and dtype
-        shapes = tuple(inp._data.shape if isinstance(inp, Variable) else None for inp in node._inputs)
-        dtypes = tuple(inp._data.dtype if isinstance(inp, Variable) else None for inp in node._inputs)
-        steps.append(_Step(node._spec, node._vjps, refs, params, node._edges, shapes, dtypes))
+        refs = []
+        for inp, data in zip(node._inputs, node._datas):
+            ref = _read(inp if isinstance(inp, Variable) else data, variable_refs, data_refs)
+            if type(ref) not in (Ref, Pack):
+                constants.append(ref)
+                ref = Ref(CONST, len(constants) - 1)
+            refs.append(ref)
+        params = {key: _read(value, variable_refs, data_refs) for key, value in node._params.items()}
+        steps.append(Step(node._spec, tuple(refs), params, node._vjps, node._edges))
     aux_refs = []
     for k, value in enumerate(aux):
-        if id(value) in step_of:
-            aux_refs.append(("v", step_of[id(value)]))
-        elif id(value) in slot_of:
-            aux_refs.append(("i", slot_of[id(value)]))
-        else:
+        if id(value) not in variable_refs:
             raise GraphError(f"sg.compile: function '{name}': aux value {k} ({describe(value)}) was neither computed "
                              "by its ops nor read by them (an argument or parameter): its value would be frozen")
-    return _Plan(name, len(args), arg_guards, slots, steps, step_of[id(result)], _GradMode.enabled,
+        aux_refs.append(variable_refs[id(value)])
+    output = step_of[id(result)]
+    last = max([output] + [ref.index for ref in aux_refs if ref.kind == STEP])
+    trace = Trace(leaves, flags, constants, steps[:last + 1], [output])
+    return _Plan(name, len(args), arg_guards, tuple(bindings), trace, mode.enabled,
                  (functools.partial(_aux_variables, aux_kind), tuple(aux_refs)) if has_aux else None)
 
 
@@ -764,7 +738,7 @@ class CompiledFunction:
         if kwargs:
             raise TypeError(f"compiled function '{self.__name__}' takes positional arguments only "
                             f"(got {', '.join(kwargs)})")
-        if _GradMode.tracing is not None:     # called while another function is traced: inline it
+        if mode.tracing is not None:     # called while another function is traced: inline it
             if not self.has_aux:
                 return self.fn(*args)
             output, aux, kind = _split_result(self.__name__, self.fn(*args), True)
@@ -803,11 +777,11 @@ class CompiledFunction:
                                  "strings, tuples: a new value is traced anew). Variables inside a list or dict "
                                  "would be frozen into the trace: pass them as separate arguments")
         tracer = _Tracer()
-        _GradMode.tracing = tracer
+        mode.tracing = tracer
         try:
             result = self.fn(*wrapped)
         finally:
-            _GradMode.tracing = None
+            mode.tracing = None
         plan = _build_plan(self.__name__, args, wrapped, result, tracer, self.has_aux)
         self.trace_count += 1
         self._plans.insert(0, plan)

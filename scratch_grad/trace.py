@@ -27,9 +27,10 @@ import numpy as np
 LEAF, STEP, CONST = "leaf", "step", "const"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class Ref:
-    """An input of a step: a leaf, an earlier step's result, or a constant (by index)."""
+    """An input of a step: a leaf, an earlier step's result, or a constant (by index). Refs sort by
+    kind, then index."""
     kind: str    # LEAF, STEP or CONST
     index: int
 
@@ -78,13 +79,18 @@ class Trace:
         leaves = self.leaves if leaves is None else leaves
         values = []
         for step in self.steps:
-            args = [self.resolve(ref, leaves, values, constants) for ref in step.args]
-            params = step.params
-            if any(type(value) in (Ref, Pack) for value in params.values()):
-                params = {key: self._param(value, leaves, values, constants, convert_param)
-                          for key, value in params.items()}
+            args, params = self.inputs_of(step, leaves, values, constants, convert_param)
             values.append(run_step(step, args, params))
         return values
+
+    def inputs_of(self, step, leaves, values, constants=None, convert_param=None):
+        """(args, params) of `step` with their Refs resolved (see evaluate)."""
+        args = [self.resolve(ref, leaves, values, constants) for ref in step.args]
+        params = step.params
+        if any(type(value) in (Ref, Pack) for value in params.values()):
+            params = {key: self._param(value, leaves, values, constants, convert_param)
+                      for key, value in params.items()}
+        return args, params
 
     def _param(self, value, leaves, values, constants, convert):
         if type(value) not in (Ref, Pack):
