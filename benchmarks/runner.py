@@ -1,6 +1,6 @@
 """``scratch-grad bench``: scratch_grad timed side by side with NumPy by hand, torch and optional competitors.
 
-    python -m benchmarks.runner [--quick] [--json PATH] [--plot PATH] [--threads N]
+    python -m benchmarks.runner [--quick] [--json PATH] [--plot PATH] [--threads N]    # = scratch-grad bench
 
 Everything runs in this one process (the chain memory probes excepted: one subprocess per implementation),
 with implementations interleaved round-robin. Each implementation is first checked against NumPy by hand
@@ -10,7 +10,6 @@ Exit status: 0, or 1 if any implementation disagreed or raised.
 This module imports nothing numeric at the top, so that thread env vars set in main() precede the numpy import.
 See benchmarks/environment.py for thread pinning and the allocator (MALLOC_MMAP_THRESHOLD_) choice.
 """
-import argparse
 import datetime
 import gc
 import math
@@ -21,37 +20,6 @@ import time
 from contextlib import contextmanager
 
 WORKLOAD_GROUPS = ("mlp", "per-op", "scaling", "memory", "parity")
-
-
-def comma_list(text):
-    return tuple(item.strip() for item in text.split(",") if item.strip())
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="scratch-grad bench",
-        description="Time scratch_grad side by side with NumPy by hand, torch eager and (when installed) HIPS "
-                    "autograd, MyGrad and JAX, after checking that all compute the same loss and gradients.")
-    parser.add_argument("--quick", action="store_true", help="fewer rounds, chains up to 1e4 ops (~30 s)")
-    parser.add_argument("--json", metavar="PATH", help="write the full results as JSON")
-    parser.add_argument("--plot", metavar="PATH", help="write a PNG chart (needs matplotlib)")
-    parser.add_argument("--threads", type=int, default=1, metavar="N",
-                        help="threads for every library: BLAS/OpenMP env vars, threadpoolctl, torch (default 1)")
-    parser.add_argument("--repeats", type=int, metavar="N",
-                        help="timing rounds (default 5 quick, 31 full; chains at most 7)")
-    parser.add_argument("--chain-budget", type=float, metavar="SECONDS",
-                        help="skip a chain length whose projected single run is longer (default 1 quick, 15 full)")
-    parser.add_argument("--malloc-mmap-threshold", type=int, metavar="BYTES",
-                        help="glibc mmap threshold applied in-process with mallopt (default 4194304 unless "
-                             "MALLOC_MMAP_THRESHOLD_ is set; 0 keeps glibc's dynamic default)")
-    parser.add_argument("--workloads", type=comma_list, default=WORKLOAD_GROUPS, metavar="LIST",
-                        help=f"comma-separated subset of {','.join(WORKLOAD_GROUPS)} (default: all)")
-    parser.add_argument("--implementations", type=comma_list, metavar="LIST",
-                        help="comma-separated implementation labels (numpy, the reference, is always kept)")
-    parser.add_argument("--baseline", action="append", metavar="REF", default=[],
-                        help="also time scratch_grad as committed at git REF (e.g. HEAD, main~3), labelled "
-                             "scratch_grad@REF: a change to the engine measured side by side in one run")
-    return parser
 
 
 def json_safe(value):
@@ -191,7 +159,14 @@ def run(args, progress=None):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    """`python -m benchmarks.runner [options]`: the same command as `scratch-grad bench` (its parser and option
+    checks are scratch_grad/cli/bench.py)."""
+    from scratch_grad.cli.bench import main as bench_main
+    return bench_main(argv)
+
+
+def execute(args):
+    """Run the benchmarks for parsed and validated options; print the report; the exit status."""
     from benchmarks.environment import restored_environ
 
     from benchmarks.progress import BenchProgress

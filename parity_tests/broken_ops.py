@@ -19,7 +19,7 @@ def _logcosh_forward(x):
 
 def _torch_logcosh(x):
     import torch
-    return torch.log(torch.cosh(x))
+    return x.abs() + torch.log1p(torch.exp(-2 * x.abs())) - math.log(2.0)   # no overflow of cosh at |x| > 710
 
 
 def _logcosh_vjp(g, out, x):
@@ -33,7 +33,14 @@ def _broken_logcosh_vjp(g, out, x):
     return g * sigmoid(x)
 
 
+def _raising_logcosh_vjp(g, out, x):
+    # the bug: an index past the end, as a VJP that slices by the wrong axis would
+    return g * np.tanh(x)[..., np.shape(x)[-1] + 1] if np.ndim(x) else g
+
+
 LOGCOSH = OpSpec("logcosh_extra", _logcosh_forward, (_logcosh_vjp,), _torch_logcosh, (REAL,), "elementwise")
+RAISING_LOGCOSH = OpSpec("logcosh_raising", _logcosh_forward, (_raising_logcosh_vjp,), _torch_logcosh, (REAL,),
+                         "elementwise")
 BROKEN_LOGCOSH = OpSpec("logcosh_broken", _logcosh_forward, (_broken_logcosh_vjp,), _torch_logcosh, (REAL,),
                         "elementwise")
 

@@ -194,3 +194,30 @@ def test_a_float32_gradient_that_overflows_like_torch_float32_is_not_blamed():
         assert check_sample(sg.REGISTRY[name], inputs, {}).passed, name
     with plant("sign_flip", "reciprocal", 0):
         assert not check_sample(sg.REGISTRY["reciprocal"], (np.array([tiny, 2.0], dtype=np.float32),), {}).passed
+
+
+def test_a_vjp_that_raises_is_a_classified_failure_with_a_reproducer_in_parity_and_the_compiled_comparison(tmp_path):
+    """Issue 18: an exception from an op is a finding like any mismatch, in `parity --op` (its own checks
+    and the random graphs around it) and in the compiled comparison, never a crash of the run."""
+    from scratch_grad.testing.compiled import compare_compiled
+    from scratch_grad.testing.parity import run_parity
+
+    from .broken_ops import RAISING_LOGCOSH, registered
+    with registered(RAISING_LOGCOSH):
+        result = run_parity(ops=[RAISING_LOGCOSH.name], samples=3, graphs=4, workers=1, dtypes=("float64",),
+                            reproducer_dir=str(tmp_path))
+        program = single_op_program(RAISING_LOGCOSH, (np.array([0.3, -0.2]),), {})
+        problems = compare_compiled(program)
+    row = result.rows[RAISING_LOGCOSH.name]
+    assert not result.passed and result.failed_ops == [RAISING_LOGCOSH.name]
+    assert row.cells["vjp_torch"].classifications["scratch_grad raised"] >= 3
+    assert not row.cells["graphs"].passed
+    assert "IndexError" in row.messages()[0] and "scratch_grad raised" in row.messages()[0]
+    scripts = list(tmp_path.glob("logcosh_raising-*.py"))
+    assert len(scripts) == 1                       # one reproducer for the one distinct failure
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, str(scripts[0])], cwd=tmp_path.parent, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 1 and "IndexError" in run.stdout + run.stderr
+    assert problems and all("IndexError" in p and "logcosh_raising" in p for p in problems)

@@ -7,7 +7,7 @@
 """
 from .engine import Variable, apply, enable_grad, grad, is_grad_enabled, no_grad
 from .compiler import CompiledFunction, compile  # noqa: A004  (sg.compile, like torch.compile)
-from .errors import AxisError, DomainError, DTypeError, GraphError, ScratchGradError, ShapeError
+from .errors import ArgumentError, AxisError, DomainError, DTypeError, GraphError, ScratchGradError, ShapeError
 from .ops import *  # noqa: F401,F403  (every op's public function)
 from .ops import REGISTRY, Domain, OpSpec, register
 from .functional import hessian, jacobian, jvp

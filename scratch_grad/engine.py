@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import operator
+import weakref
 
 import numpy as np
 
@@ -95,7 +96,7 @@ class Variable:
     """
 
     __slots__ = ("_data", "_base", "grad", "requires_grad", "_version", "_spec", "_vjps", "_inputs", "_datas",
-                 "_params", "_edges", "_versions", "_seq", "_g", "_g_owned", "_visit", "__weakref__")
+                 "_params", "_edges", "_versions", "_seq", "_g", "_g_owned", "_visit", "_family", "__weakref__")
     __array_ufunc__ = None  # make `ndarray * Variable` call Variable.__rmul__, not a ufunc loop
 
     def __init__(self, data, requires_grad=False, dtype=None):
@@ -126,7 +127,7 @@ class Variable:
     def data(self):
         if _GradMode.tracing is not None:
             _traced_read(self, ".data")
-        return self._data
+        return _hand_out(self)
 
     @data.setter
     def data(self, value):
@@ -148,8 +149,12 @@ class Variable:
         return self._base
 
     def _changed(self):
-        """Bump the version so graphs that saved the old data fail at backward."""
+        """Bump the version so graphs that saved the old data fail at backward (also the versions of the
+        Variables that share this one's counter: see `detach`)."""
         self._version += 1
+        family = getattr(self, "_family", None)    # unset on most Variables: not written on the hot path
+        if family is not None:
+            _bump_family(self, family)
         _last_change[0] = _next_seq()
         return self
 
@@ -166,6 +171,9 @@ class Variable:
             value = other._data if isinstance(other, Variable) else other
             raise error(f"{name}: cannot update {describe(self)} in place with {describe(value)}: {exc}") from None
         self._version += 1                        # _changed(), inlined: the update step's hot path
+        family = getattr(self, "_family", None)
+        if family is not None:
+            _bump_family(self, family)
         _last_change[0] = _next_seq()
         return self
 
@@ -216,7 +224,7 @@ class Variable:
     def numpy(self):
         if _GradMode.tracing is not None:
             _traced_read(self, "numpy()")
-        return self._data
+        return _hand_out(self)
 
     def item(self):
         if _GradMode.tracing is not None:
@@ -231,7 +239,7 @@ class Variable:
     def __array__(self, dtype=None, copy=None):
         if _GradMode.tracing is not None:
             _traced_read(self, "a NumPy conversion (np.asarray, a NumPy function)")
-        return self._data if dtype is None else self._data.astype(dtype)
+        return _hand_out(self) if dtype is None else self._data.astype(dtype)
 
     def __len__(self):
         return len(self._data)
@@ -285,10 +293,12 @@ class Variable:
 
     # ---- graph --------------------------------------------------------------------------------
     def detach(self):
-        """The same data (shared, read-only) with no history and no grad."""
+        """The same data with no history and no grad, and, as in torch, the same version counter: an
+        in-place change of either after the other was used in a graph makes that graph's backward raise
+        (the data is shared: in-place updates of the detached Variable write into a leaf's array)."""
         if _GradMode.tracing is not None:
             return _GradMode.tracing.detach(self)
-        return _new_variable(self._data)
+        return _sharing_counter(self)
 
     def requires_grad_(self, flag=True):
         if flag and self._data.dtype.kind != "f":
@@ -312,6 +322,62 @@ class Variable:
             if not (create_graph or leaf._g_owned):
                 g = g.copy()                 # never hand out a buffer that aliases another gradient
             leaf.grad = g if leaf.grad is None else leaf.grad + g
+
+
+# ---- shared version counters: detach() and arrays handed out by .data / .numpy() / np.asarray ----------
+
+def _sharing_counter(var):
+    """A Variable with var's data, no history and no grad, in one family with var: an in-place change of
+    any member bumps every member's version (torch's detach shares the version counter the same way)."""
+    out = _new_variable(var._data)
+    out._base = var._base                 # a leaf's writable array: in-place writes through out reach var
+    family = getattr(var, "_family", None)
+    if family is None:
+        family = var._family = [weakref.ref(var)]
+    elif len(family) > 16:                # members that were freed (detach() in a loop)
+        family[:] = [ref for ref in family if ref() is not None]
+    family.append(weakref.ref(out))
+    out._family = family
+    return out
+
+
+def _bump_family(var, family):
+    for ref in family:
+        member = ref()
+        if member is not None and member is not var:
+            member._version += 1
+
+
+# the read-only arrays handed out as x.data (and x.numpy(), np.asarray(x)), by id: an op that gets one as
+# a constant records x's counter for it, so an in-place change of x before backward raises (as for
+# x.detach()) instead of the saved array changing under the graph. Looked up only for raw read-only arrays
+_handed_out = weakref.WeakValueDictionary()
+
+
+def _hand_out(var):
+    """var's data as a read-only array, remembered as var's (an op's result is writable: a view of it)."""
+    data = var._data
+    if data.flags.writeable:
+        data = _read_only_view(data)
+    _handed_out[id(data)] = var
+    return data
+
+
+def _constant_input(array):
+    """(what the node records as the input, the array it saves, the version it saves) for a raw ndarray
+    given to an op beside Variables. A writable array could be changed by its owner before backward: a
+    copy is saved. An array handed out by a Variable (x.data) stands for a Variable sharing x's counter.
+    Any other read-only view of writable memory is copied too; a truly read-only array is saved as is."""
+    if array.flags.writeable:
+        return array, _saved_copy(array), None
+    owner = _handed_out.get(id(array))
+    if owner is not None and (array is owner._data or array.base is owner._data):
+        member = _sharing_counter(owner)
+        return member, array, member._version
+    base = array.base
+    if isinstance(base, np.ndarray) and base.flags.writeable:
+        return array, _saved_copy(array), None
+    return array, array, None
 
 
 def _seed_gradient(output, gradient, create_graph, where):
@@ -579,10 +645,12 @@ def apply(spec, args, params):
         return out
     if edges and _GradMode.enabled:
         if has_raw_array:
+            args = list(args)
             for k, d in enumerate(datas):
-                # a writable raw ndarray could be changed by the caller before backward: save a copy
-                if type(d) is np.ndarray and d.flags.writeable and type(args[k]) is np.ndarray:
-                    datas[k] = _saved_copy(d)
+                # a raw ndarray the caller could change before backward: see _constant_input
+                if type(args[k]) is np.ndarray:
+                    args[k], datas[k], versions[k] = _constant_input(d)
+            args = tuple(args)
         if spec.variadic:
             vjps = spec.vjps_for(len(args))
         return _record(out, spec, vjps, args, tuple(datas), params, tuple(edges), tuple(versions))
@@ -680,7 +748,7 @@ def grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=No
     single_output = isinstance(outputs, Variable)
     outputs = [outputs] if single_output else list(outputs)
     inputs = [inputs] if isinstance(inputs, Variable) else list(inputs)
-    if grad_outputs is None or isinstance(grad_outputs, (Variable, np.ndarray)):
+    if grad_outputs is None or isinstance(grad_outputs, (Variable, np.ndarray, np.generic)):
         grad_outputs = [grad_outputs] * len(outputs) if grad_outputs is None else [grad_outputs]
     if len(grad_outputs) != len(outputs):
         raise ShapeError(f"grad: {len(outputs)} outputs but {len(grad_outputs)} grad_outputs")

@@ -21,6 +21,11 @@ class DomainError(ScratchGradError, ValueError):
     """Inputs outside an op's domain that would silently produce NaN (log of a negative number...)."""
 
 
+class ArgumentError(ScratchGradError, TypeError):
+    """A keyword an op does not define: NumPy's out=, where=, dtype=, casting=... (an op returns a new
+    result and records it; writing into a caller's buffer would bypass the graph)."""
+
+
 class GraphError(ScratchGradError, RuntimeError):
     """Misuse of the graph: backward through a freed graph, a non-scalar output without a gradient,
     a saved input mutated in place after it was used."""

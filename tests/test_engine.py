@@ -389,3 +389,178 @@ def test_sigmoid_on_large_arrays_matches_expit_to_a_few_ulps_with_no_overflow_wa
     assert np.all(out.data[~normal] <= tiny) and out.dtype == dtype
     reference = torch.sigmoid(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(out.data[normal], reference[normal], rtol=4 * np.finfo(dtype).eps)
+
+
+# ---- shared version counters: detach() and x.data (torch's detach shares the counter) ----------------
+
+def _uses(kind, x, w):
+    """(w * <x as a constant>).sum() for the ways a Variable's values reach an op without its graph."""
+    constant = {"detach": lambda: x.detach(), "data": lambda: x.data, "numpy": lambda: x.numpy(),
+                "asarray": lambda: np.asarray(x)}[kind]()
+    return (constant * w).sum() if kind == "data" else (w * constant).sum()
+
+
+@pytest.mark.parametrize("kind", ["detach", "data", "numpy", "asarray"])
+@pytest.mark.parametrize("change", ["sub_", "setitem", "zero_", "data ="])
+def test_in_place_change_after_detach_or_data_was_used_raises(kind, change):
+    x = sg.Variable(np.array([1.0, 2.0]), requires_grad=True)
+    w = sg.Variable(np.array([3.0, 4.0]), requires_grad=True)
+    y = _uses(kind, x, w)
+    {"sub_": lambda: x.sub_(1.0), "setitem": lambda: x.__setitem__(0, 5.0), "zero_": lambda: x.zero_(),
+     "data =": lambda: setattr(x, "data", np.zeros(2))}[change]()
+    with pytest.raises(sg.GraphError, match=r"op 'mul'.*modified in place"):
+        y.backward()                               # before: w.grad silently held x's new values
+
+
+@pytest.mark.parametrize("kind", ["detach", "data"])
+def test_detach_and_data_without_an_in_place_change_give_the_gradient(kind):
+    x = sg.Variable(np.array([1.0, 2.0]), requires_grad=True)
+    w = sg.Variable(np.array([3.0, 4.0]), requires_grad=True)
+    _uses(kind, x, w).backward()
+    np.testing.assert_array_equal(w.grad, [1.0, 2.0])
+    assert x.grad is None                          # a constant: no gradient flows back to x
+
+
+def test_in_place_change_of_a_detached_variable_reaches_x_and_its_graphs():
+    x = sg.Variable(np.array([1.0, 2.0]), requires_grad=True)
+    y = (x * x).sum()
+    d = x.detach()
+    d.sub_(1.0)                                    # shares x's array and version counter, as in torch
+    np.testing.assert_array_equal(x.data, [0.0, 1.0])
+    with pytest.raises(sg.GraphError, match="modified in place"):
+        y.backward()
+    assert not d.requires_grad and d.is_leaf
+
+
+def test_detach_in_a_loop_keeps_the_counter_family_small():
+    import gc
+    x = sg.Variable(np.ones(2), requires_grad=True)
+    for _ in range(200):
+        x.detach()
+    gc.collect()
+    x.detach()
+    assert len(x._family) <= 20                    # freed members are pruned
+
+
+def test_data_of_an_op_result_is_read_only():
+    y = sg.Variable(np.ones(2), requires_grad=True) * 2.0
+    with pytest.raises(ValueError):
+        y.data[0] = 7.0                            # y's array is saved by the graph of every later op
+
+
+# ---- NumPy-only keywords are refused by every op -----------------------------------------------------
+
+@pytest.mark.parametrize("keyword", ["out", "where", "dtype", "casting"])
+@pytest.mark.parametrize("name", sorted(sg.REGISTRY))
+def test_every_op_refuses_numpy_only_keywords(name, keyword):
+    from scratch_grad.ops.sampling import sample_inputs
+    from scratch_grad.testing.gen import RandomGen
+    spec = sg.REGISTRY[name]
+    inputs, params = sample_inputs(spec, RandomGen(seed=0, dtype="float64"))
+    function = sg.ops.registry.make_function(spec)          # the entry's public function, as sg.<op> is made
+    args = [sg.Variable(v, requires_grad=True) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v
+            for v in inputs]
+    value = {"out": np.empty(3), "where": True, "dtype": np.float32, "casting": "unsafe"}[keyword]
+    with pytest.raises(sg.ArgumentError, match=rf"op '{name}' got the keyword '{keyword}'"):
+        function(*args, **params, **{keyword: value})
+
+
+def test_exp_out_is_refused_and_nothing_is_written():
+    x = sg.Variable(np.array([0.0, 1.0]), requires_grad=True)
+    buffer = np.full(2, 7.0)
+    with pytest.raises(sg.ArgumentError, match="op 'exp'.*out"):
+        sg.exp(x, out=buffer)
+    np.testing.assert_array_equal(buffer, [7.0, 7.0])
+    with pytest.raises(sg.ArgumentError, match="op 'sum'.*dtype.*its keywords are axis, keepdims"):
+        x.sum(dtype=np.float32)
+    for call in (lambda: sg.concatenate([x, x], out=buffer), lambda: sg.stack([x, x], out=buffer),
+                 lambda: sg.einsum("i,i", x, x, out=buffer), lambda: sg.split(x, 2, out=buffer)):
+        with pytest.raises(sg.ArgumentError, match="out"):
+            call()
+    assert issubclass(sg.ArgumentError, (sg.ScratchGradError, TypeError))
+
+
+# ---- domain checks on raw arrays, as on Variables ----------------------------------------------------
+
+def test_raw_array_outside_the_domain_is_a_domain_error_as_for_a_variable():
+    with pytest.raises(sg.DomainError, match=r"op 'log': input 0 .* e.g. -1.0 at index \(0,\)"):
+        sg.log(np.array([-1.0, 2.0]))
+    with pytest.raises(sg.DomainError, match="op 'log'"):
+        sg.log(-1.0)
+    with pytest.raises(sg.DomainError, match="op 'pow'"):
+        sg.pow(np.array(-8.0), 1 / 3)
+    with pytest.raises(sg.DomainError, match="op 'sqrt'"):
+        sg.sqrt(np.array([4.0, -1.0]))
+    assert np.isnan(sg.log(np.array([np.nan]))[0])           # NaN that came in is passed on
+    np.testing.assert_array_equal(sg.log(np.array([1.0, 0.0])), [0.0, -np.inf])
+
+
+def test_backward_through_a_nan_gradient_does_not_run_domain_checks():
+    # VJPs call ops on raw arrays with checking off: a NaN there is a value, not a user error
+    x = sg.Variable(np.array([-1.0, 2.0]), requires_grad=True)
+    y = sg.pow(sg.Variable(np.array([2.0, 2.0])), x)       # d/dy 2^y = 2^y log 2: fine
+    y.sum().backward()
+    base = sg.Variable(np.array([-2.0, 0.0]), requires_grad=True)
+    exponent = sg.Variable(np.array([2.0, 3.0]), requires_grad=True)
+    (base ** exponent).sum().backward()                     # log(-2) inside the exponent's VJP: NaN, as torch
+    assert np.isnan(exponent.grad[0]) and exponent.grad[1] == 0.0
+
+
+# ---- masks select, as torch's: a NaN or inf in the incoming gradient stays out of zeroed entries -------
+
+@pytest.mark.parametrize("name, call, torch_call", [
+    ("relu", lambda x: sg.relu(x), lambda t: torch.relu(t)),
+    ("clip", lambda x: sg.clip(x, -0.5, 0.5), lambda t: torch.clamp(t, -0.5, 0.5)),
+    ("maximum", lambda x: sg.maximum(x, sg.Variable(np.full(4, 0.25))), lambda t: torch.maximum(t, torch.full((4,), 0.25, dtype=t.dtype))),
+    ("minimum", lambda x: sg.minimum(x, sg.Variable(np.full(4, 0.25))), lambda t: torch.minimum(t, torch.full((4,), 0.25, dtype=t.dtype))),
+])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_masked_vjps_keep_non_finite_incoming_gradients_out_of_zeroed_entries(name, call, torch_call, dtype):
+    x = np.array([-1.0, 2.0, 0.25, 0.1], dtype=dtype)
+    for size in (4, 2000):                           # small arrays and the large-array path alike
+        values = np.resize(x, size)
+        incoming = np.resize(np.array([np.nan, np.inf, -np.inf, 1.5], dtype=dtype), size)
+        if name in ("maximum", "minimum") and size != 4:
+            continue
+        v = sg.Variable(values, requires_grad=True)
+        (ours,) = sg.grad(call(v), v, grad_outputs=incoming)
+        t = torch.tensor(values, requires_grad=True)
+        (theirs,) = torch.autograd.grad(torch_call(t), t, torch.tensor(incoming))
+        np.testing.assert_array_equal(ours, theirs.numpy(), err_msg=name)
+
+
+def test_second_order_through_relu_of_a_zero_vector_norm_matches_torch():
+    # found by the random graphs: norm's second order at the zero vector is NaN (as torch); relu,
+    # whose input made that zero vector, must keep it out of its inactive entries as torch does
+    x = np.array([-0.5, -1.9, -0.01])
+    direction = np.array([0.3, -0.7, 1.1])
+    v = sg.Variable(x, requires_grad=True)
+    (g,) = sg.grad(sg.norm(sg.relu(v)), v, create_graph=True)
+    (ours,) = sg.grad(sg.sum(g * direction), v, allow_unused=True)
+    t = torch.tensor(x, requires_grad=True)
+    (tg,) = torch.autograd.grad(torch.linalg.vector_norm(torch.relu(t)), t, create_graph=True)
+    (theirs,) = torch.autograd.grad((tg * torch.tensor(direction)).sum(), t)
+    np.testing.assert_array_equal(ours, theirs.numpy())
+
+
+@pytest.mark.parametrize("values", [[-1e-30], [1e-30, -1e-30], [3e-25, 4e-25]])
+def test_float32_norm_and_std_of_tiny_values_are_not_lost_to_underflowing_squares(values):
+    # in float32 the squares underflow to 0 (the norm came out as 0, its gradient as the zero subgradient);
+    # the reductions square in float64, as torch's float32 kernels accumulate (its norm of a 1-element
+    # input is |x| too)
+    x64 = np.array(values)
+    x = sg.Variable(x64.astype(np.float32), requires_grad=True)
+    y = sg.norm(x)
+    y.backward()
+    assert y.dtype == np.float32 and x.grad.dtype == np.float32
+    np.testing.assert_allclose(y.data, np.sqrt(np.sum(x64 ** 2)), rtol=1e-6)
+    np.testing.assert_allclose(x.grad, x64 / np.sqrt(np.sum(x64 ** 2)), rtol=1e-6)
+    if len(values) > 1:
+        np.testing.assert_allclose(sg.std(x).data, np.std(x64), rtol=1e-6)
+
+
+def test_prod_gradient_where_the_product_underflows_is_the_product_of_the_others():
+    # prod([1e-200, 1e-200]) is 0, and prod / x_i = 0 where the gradient is 1e-200 (torch shares the error)
+    x = sg.Variable(np.array([[1e-200, 1e-200], [1e200, 2e200]]), requires_grad=True)
+    sg.prod(x, axis=1).sum().backward()
+    np.testing.assert_array_equal(x.grad, [[1e-200, 1e-200], [2e200, 1e200]])

@@ -1,13 +1,17 @@
-"""scratch_grad.nn: modules, losses and optimizers, each checked against torch, plus state save/load."""
+"""scratch_grad.nn: modules, losses and optimizers, each checked against torch, state save/load, and the
+training loop (fit, eager and compiled). The experiments run with it: tests/test_experiments.py and
+tests/test_training_parity.py."""
+import ast
 import math
+import pathlib
 
 import numpy as np
 import pytest
 
 import scratch_grad as sg
 from scratch_grad import nn
-from scratch_grad.errors import DTypeError, ScratchGradError, ShapeError
-from scratch_grad.nn.parity import _torch_model
+from scratch_grad.errors import DTypeError, GraphError, ScratchGradError, ShapeError
+from scratch_grad.experiments.lockstep import _torch_model
 
 torch = pytest.importorskip("torch")
 
@@ -26,6 +30,51 @@ def test_from_scratch_grad_import_nn_is_the_nn_package():
     # `from .ops import *` binds the name nn to scratch_grad.ops.nn; the package must win
     from scratch_grad import nn as imported
     assert imported is nn and hasattr(sg.nn, "Linear") and hasattr(sg.nn, "SGD")
+
+
+def _imported_modules(source, package):
+    """Every module an import statement in `source` (a module of `package`) may load: for `from X import a`
+    both X and X.a, relative imports resolved."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".")
+            base = ".".join(parts[:len(parts) - node.level + 1]) if node.level else ""
+            module = ".".join(part for part in (base, node.module) if part)
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+LAYERS_ABOVE_NN = ("scratch_grad.experiments", "scratch_grad.testing", "scratch_grad.cli")
+
+
+def test_the_nn_library_imports_no_experiment_no_checker_and_no_cli():
+    """Imports run one way: experiments, the oracle and the CLI build on scratch_grad.nn, never the reverse."""
+    package = pathlib.Path(nn.__file__).parent
+    imported = {path.name: _imported_modules(path.read_text(), "scratch_grad.nn")
+                for path in package.glob("*.py")}
+    assert {"__init__.py", "modules.py", "losses.py", "optim.py", "training.py"} <= set(imported)
+    assert "scratch_grad.engine" in imported["training.py"]           # the walk sees relative imports
+    upward = {name: sorted(m for m in modules if m.startswith(LAYERS_ABOVE_NN)) for name, modules in imported.items()}
+    assert not any(upward.values()), upward
+    # and it would see one: a function-local relative import of an experiment, or an absolute one of the oracle
+    planted = "def f():\n    from ..experiments import runs\n    import scratch_grad.testing.oracle\n"
+    assert {"scratch_grad.experiments.runs", "scratch_grad.testing.oracle"} <= _imported_modules(planted,
+                                                                                                  "scratch_grad.nn")
+
+
+def test_every_module_of_the_package_is_reachable_by_its_name():
+    """No exported name hides a module of the package (as ops.nn once hid this package: see above)."""
+    import importlib
+    import pkgutil
+    names = [info.name for info in pkgutil.iter_modules(nn.__path__)]
+    assert {"modules", "losses", "optim", "training"} <= set(names)
+    for name in names:
+        module = importlib.import_module(f"scratch_grad.nn.{name}")
+        assert getattr(nn, name) is module, name
 
 
 def test_parameter_requires_grad_and_refuses_integers():
@@ -365,3 +414,50 @@ def test_optimizer_state_of_another_kind_is_refused(tmp_path):
         nn.Adam(params).load(path)
     with pytest.raises(ScratchGradError, match="cannot read state file"):
         nn.Adam(params).load(tmp_path / "missing.npz")
+
+
+# ---- the training loop ----------------------------------------------------------------------------------
+
+def test_fit_reports_each_epoch_and_evaluate_leaves_no_graph():
+    x = np.random.default_rng(0).normal(size=(64, 4))
+    labels = (x[:, 0] > 0).astype(np.int64)
+    model = nn.MLP([4, 8, 2], rng=np.random.default_rng(1))
+    seen = []
+    history = nn.fit(model, nn.cross_entropy, nn.Adam(model.parameters(), lr=0.05), x, labels, 5, 16,
+                     np.random.default_rng(2), labels=labels, x_test=x, y_test=labels, on_epoch=seen.append)
+    assert [s.epoch for s in seen] == [1, 2, 3, 4, 5] and history.epochs == seen
+    assert history.losses[-1] < history.losses[0]
+    assert history.test_accuracies[-1] > 0.9
+    outputs = nn.predict(model, x)
+    assert isinstance(outputs, np.ndarray) and outputs.shape == (64, 2) and model.training
+
+
+@pytest.mark.parametrize("loss_fn, dtype", [("quadratic", np.float64), ("cross_entropy", np.float32)])
+def test_compiled_training_equals_eager_training_bit_for_bit(loss_fn, dtype):
+    """fit(compile=True): the same losses, accuracies and weights to the last bit, over epochs whose
+    last batch is shorter (a second trace) and with Adam's in-place updates between replays."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(70, 6)).astype(dtype)
+    labels = rng.integers(0, 3, 70)
+    targets = nn.one_hot(labels, 3, dtype) if loss_fn == "quadratic" else labels
+    loss = nn.quadratic_cost if loss_fn == "quadratic" else nn.cross_entropy
+    runs = []
+    for compile in (False, True):
+        model = nn.MLP([6, 5, 3], activation="sigmoid", output_activation="sigmoid" if loss_fn == "quadratic"
+                       else None, dtype=dtype, rng=np.random.default_rng(1))
+        history = nn.fit(model, loss, nn.Adam(model.parameters(), lr=0.01), x, targets, 3, 16,
+                         np.random.default_rng(2), labels=labels, compile=compile)
+        runs.append((history, [p.data.copy() for p in model.parameters()]))
+    (eager, eager_weights), (compiled, compiled_weights) = runs
+    assert compiled.losses == eager.losses and compiled.accuracies == eager.accuracies
+    for a, b in zip(eager_weights, compiled_weights):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_compiled_training_refuses_dropout_in_training_mode():
+    x = np.random.default_rng(0).normal(size=(8, 4))
+    labels = np.zeros(8, dtype=np.int64)
+    model = nn.MLP([4, 8, 2], dropout=0.5, rng=np.random.default_rng(1))
+    with pytest.raises(GraphError, match="Dropout in training mode"):
+        nn.fit(model, nn.cross_entropy, nn.SGD(model.parameters(), lr=0.1), x, labels, 1, 4,
+               np.random.default_rng(2), labels=labels, compile=True)

@@ -8,7 +8,7 @@ import pytest
 
 from scratch_grad.cli import main as cli_main
 from scratch_grad.data import MNIST_FILES, load_mnist, write_idx
-from scratch_grad.nn.train_cli import main
+from scratch_grad.cli.train import main
 
 
 def run(argv, capsys):
@@ -186,7 +186,7 @@ class FakeTerminal:
 
 
 def test_progress_shows_batches_rate_loss_and_accuracy_on_a_terminal_and_nothing_elsewhere():
-    from scratch_grad.nn.train_cli import EpochProgress
+    from scratch_grad.cli.train import EpochProgress
     terminal = FakeTerminal()
     progress = EpochProgress(3, stream=terminal, mininterval=0)
     for done in range(1, 401):
@@ -213,8 +213,8 @@ def test_plot_has_whole_epoch_ticks_and_accuracy_in_percent(capsys):
     pytest.importorskip("matplotlib")
     import matplotlib.pyplot as plt
 
-    from scratch_grad.nn.experiments import run_random_classifier
-    from scratch_grad.nn.train_cli import _figure
+    from scratch_grad.experiments.runs import run_random_classifier
+    from scratch_grad.cli.train import _figure
     result = run_random_classifier(epochs=3, lr=0.01, seed=0, emit=lambda *a: None)
     figure = _figure(result)
     figure.canvas.draw()

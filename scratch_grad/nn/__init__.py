@@ -10,7 +10,8 @@
     loss.backward()
     optimizer.step()
 
-See scratch_grad/nn/README.md; `scratch-grad train` runs the founding experiments.
+See scratch_grad/nn/README.md. The founding experiments, the plain NumPy reference net and training parity
+with torch are applications of this library: scratch_grad.experiments (`scratch-grad train`).
 """
 from .modules import (ACTIVATIONS, ELU, GELU, MLP, Dropout, Identity, LeakyReLU, Linear, Module, Parameter, ReLU,
                       Sequential, Sigmoid, Softplus, Tanh, activation, default_rng, load_npz, manual_seed, save_npz)
@@ -19,12 +20,10 @@ from .losses import (LOSSES, BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, Quadr
                      softmax)
 from .optim import OPTIMIZERS, SGD, Adam, AdamW, Optimizer
 from .training import EpochStats, History, evaluate, fit, one_hot, predict
-from .numpy_net import NumpySigmoidNet
-from .parity import TrainingParityReport, training_parity
 
 __all__ = ["ACTIVATIONS", "ELU", "GELU", "MLP", "Dropout", "Identity", "LeakyReLU", "Linear", "Module", "Parameter",
            "ReLU", "Sequential", "Sigmoid", "Softplus", "Tanh", "activation", "default_rng", "load_npz",
            "manual_seed", "save_npz", "LOSSES", "BCEWithLogitsLoss", "CrossEntropyLoss", "MSELoss", "QuadraticCost",
            "binary_cross_entropy_with_logits", "cross_entropy", "log_softmax", "loss", "mse_loss", "quadratic_cost",
            "softmax", "OPTIMIZERS", "SGD", "Adam", "AdamW", "Optimizer", "EpochStats", "History", "evaluate", "fit",
-           "one_hot", "predict", "NumpySigmoidNet", "TrainingParityReport", "training_parity"]
+           "one_hot", "predict"]

@@ -1,7 +1,8 @@
 """Optimizers with torch.optim's update formulas, operation for operation, so that a scratch_grad run
 and a torch run from the same weights on the same batches follow the same trajectory (see
-scratch_grad.nn.parity). Each update below names the torch kernel it mirrors; the order of the
-floating-point operations is kept because float32 trajectories are compared too.
+scratch_grad.experiments.lockstep, training parity). Each update below names the torch kernel it
+mirrors; the order of the floating-point operations is kept because float32 trajectories are compared
+too.
 
 State lives in NumPy arrays; `state_dict()` / `load_state_dict()` and `save()` / `load()` (.npz)
 restore an optimizer exactly, so a resumed run continues bit for bit.

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..compiler import compile as compile_function
 from ..engine import Variable, no_grad
 from ..errors import ShapeError
 
@@ -96,12 +97,10 @@ def predict(model, x, batch_size=2000):
 
 
 def _compiled_model_and_loss(model, loss_fn):
-    from ..compiler import compile
-
     def model_and_loss(x, targets):
         out = model(x)
         return loss_fn(out, targets), out          # the output comes back as aux: for the accuracy
-    return compile(model_and_loss, name=f"{type(model).__name__} and {getattr(loss_fn, '__name__', 'loss')}",
+    return compile_function(model_and_loss, name=f"{type(model).__name__} and {getattr(loss_fn, '__name__', 'loss')}",
                    has_aux=True)
 
 

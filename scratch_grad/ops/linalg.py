@@ -1,11 +1,12 @@
 """Linear algebra: matmul (1-D, 2-D, batched with broadcast batch dims) and einsum."""
 import functools
+import math
 import string
 
 import numpy as np
 
 from .lazy_torch import torch
-from .registry import FINITE, OpSpec, register
+from .registry import FINITE, OpSpec, refuse_keywords, register
 from .shape import reshape, transpose
 from ..engine import Variable
 from ..errors import ShapeError
@@ -252,9 +253,11 @@ _einsum = register(OpSpec(
     "matmul", sample=_einsum_sample, variadic=True))
 
 
-def einsum(subscripts, *operands):
+def einsum(subscripts, *operands, **unknown):
     """np.einsum / torch.einsum: 'ij,jk->ik', implicit output ('ij,jk'), repeated indices
     (diagonals, traces: 'ii->i', 'ii'), and '...' with broadcasting."""
+    if unknown:
+        raise refuse_keywords("einsum", unknown, ())
     return _einsum(*operands, subscripts=subscripts)
 
 
@@ -271,9 +274,11 @@ def _linear_forward(x, weight, bias=None):
 
 
 def _linear_vjp_weight(g, out, x, weight, bias=None):
-    # sum over every batch position of the outer product g x^T
+    # sum over every batch position of the outer product g x^T; the batch size is explicit, as -1
+    # cannot be inferred when a feature count is 0
     n_out, n_in = _raw(weight).shape
-    return transpose(reshape(g, (-1, n_out))) @ reshape(x, (-1, n_in))
+    batch = math.prod(_raw(x).shape[:-1])
+    return transpose(reshape(g, (batch, n_out))) @ reshape(x, (batch, n_in))
 
 
 def _linear_sample(gen):
@@ -290,4 +295,8 @@ def _linear_sample(gen):
 linear = register(OpSpec(
     "linear", _linear_forward,
     (lambda g, out, x, weight, bias=None: g @ weight, _linear_vjp_weight, lambda g, out, x, weight, bias=None: g),
-    torch.nn.functional.linear, (FINITE, FINITE, FINITE), "nn", sample=_linear_sample))
+    torch.nn.functional.linear, (FINITE, FINITE, FINITE), "nn", sample=_linear_sample,
+    examples=(
+        ((np.ones((4, 0)), np.ones((2, 0)), np.array([0.5, -1.0])), {}),    # no input features
+        ((np.ones((0, 3)), np.ones((2, 3)), np.array([0.5, -1.0])), {}),    # an empty batch
+    )))

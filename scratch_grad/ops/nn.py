@@ -5,6 +5,8 @@ Every VJP is written with scratch_grad functions, so with create_graph=True it r
 can be differentiated again. conv2d's VJPs are matmuls around `im2col` / `col2im`, two registered
 linear ops that are each other's adjoint (so each other's VJP).
 """
+import math
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -12,8 +14,8 @@ from .elementwise import _raw, exp, sigmoid
 from .indexing import scatter_add
 from .lazy_torch import torch
 from .linalg import _swap_last
-from .reductions import sum as reduce_sum
-from .registry import FINITE, LOGITS, NOT_DIFFERENTIABLE, Domain, OpSpec, register
+from .reductions import _axes, sum as reduce_sum
+from .registry import FINITE, LOGITS, NOT_DIFFERENTIABLE, Domain, OpSpec, refuse_keywords, register
 from .sampling import Choice, Real, draw_params
 from .shape import reshape, transpose
 from ..engine import Variable, _GradMode
@@ -39,7 +41,10 @@ def _reduce_loss(losses, reduction):
 def _loss_weight(g, count, reduction):
     """The in-flowing gradient of a loss, per element: g / count for 'mean', g for 'sum' and 'none'
     (0-d g broadcasts; for 'none' it already has the elements' shape)."""
-    return g * (1.0 / count) if reduction == "mean" else g
+    if reduction != "mean":
+        return g
+    # an empty batch: the loss is NaN (0/0, as torch) and the gradient empty; no ZeroDivisionError
+    return g * (1.0 / count if count else math.inf)
 
 
 def _same_shapes(op, x, y, names):
@@ -49,15 +54,31 @@ def _same_shapes(op, x, y, names):
 
 
 # ---- softmax, log_softmax ----------------------------------------------------------------------------
+def _one_axis(x, axis):
+    """softmax's axis as a non-negative int; a 0-d x takes axis 0 or -1, as in torch."""
+    axes = _axes(np.ndim(x), axis) if isinstance(axis, (int, np.integer)) else None
+    if axes is None:
+        raise TypeError(f"axis must be an int, got {axis!r}")
+    return axes[0] if axes else 0
+
+
 def _max_shift(x, axis):
     """x minus its max along axis: every exp() of the result is <= 1, so it never overflows, and the
-    largest term is exactly exp(0) = 1, so the sum never underflows to 0. The max is replaced by 0
-    where it is +-inf (a row of -inf stays -inf rather than becoming NaN through -inf - -inf)."""
-    m = np.maximum.reduce(x, axis=axis, keepdims=True)   # np.max's Python wrapper costs ~1.5 us
-    return x - np.where(np.isfinite(m), m, 0)
+    largest term is exactly exp(0) = 1, so the sum never underflows to 0. A max of -inf (a row of
+    -inf) is replaced by 0, so the row stays -inf rather than becoming NaN through -inf - -inf, as
+    torch. A max of +inf is kept: inf - inf makes the row NaN, as torch's softmax and log_softmax of
+    a row holding +inf (inf/inf has no value; the finite entries' limit 0 would hide that)."""
+    try:
+        m = np.maximum.reduce(x, axis=axis, keepdims=True)   # np.max's Python wrapper costs ~1.5 us
+    except ValueError:
+        if np.size(x) == 0:
+            return np.array(x)         # an empty axis: nothing to shift, an empty (fresh) result, as torch
+        raise
+    return x - np.where(m == -np.inf, 0, m)
 
 
 def _softmax_forward(x, axis=-1):
+    axis = _one_axis(x, axis)
     e = np.exp(_max_shift(x, axis))
     e /= np.add.reduce(e, axis=axis, keepdims=True)
     return e
@@ -71,9 +92,12 @@ def _softmax_vjp(g, out, x, axis=-1):
 def _log_softmax_forward(x, axis=-1):
     # x - logsumexp(x) computed on the max-shifted values (see _max_shift): no overflow, and the
     # largest entry is exactly -log(sum) rather than a difference of two large numbers
+    axis = _one_axis(x, axis)
     shifted = _max_shift(x, axis)
     log_sum = np.log(np.add.reduce(np.exp(shifted), axis=axis, keepdims=True))
-    return np.subtract(shifted, log_sum, out=shifted if shifted.dtype == log_sum.dtype else None)
+    # in place when shifted is a fresh array of the result's dtype (of a 0-d x it is a NumPy scalar)
+    in_place = type(shifted) is np.ndarray and shifted.dtype == log_sum.dtype
+    return np.subtract(shifted, log_sum, out=shifted if in_place else None)
 
 
 def _log_softmax_vjp(g, out, x, axis=-1):
@@ -90,10 +114,26 @@ def _along_axis_sample(gen):
 
 softmax = register(OpSpec(
     "softmax", _softmax_forward, (_softmax_vjp,), lambda x, axis=-1: torch.softmax(x, dim=axis), (LOGITS,), "nn",
-    sample=_along_axis_sample))
+    sample=_along_axis_sample,
+    examples=(
+        ((np.array(1.5),), {"axis": 0}),          # a 0-d input takes axis 0 or -1, as in torch
+        ((np.array(1.5),), {"axis": -1}),
+        ((np.array([[np.inf, 1.0, -2.0], [-np.inf, -np.inf, -np.inf], [np.inf, np.inf, 0.0], [1e8, 0.0, -1e8]]),),
+         {"axis": -1}),                        # +inf in a row: NaN row, as torch; a row of -inf: NaN
+        ((np.array([[-np.inf, 0.0], [np.nan, 1.0]]),), {"axis": 0}),
+        ((np.ones((2, 0)),), {"axis": -1}),         # an empty axis: an empty result, as torch
+    )))
 log_softmax = register(OpSpec(
     "log_softmax", _log_softmax_forward, (_log_softmax_vjp,), lambda x, axis=-1: torch.log_softmax(x, dim=axis),
-    (LOGITS,), "nn", sample=_along_axis_sample))
+    (LOGITS,), "nn", sample=_along_axis_sample,
+    examples=(
+        ((np.array(1.5),), {"axis": 0}),          # a 0-d input takes axis 0 or -1, as in torch
+        ((np.array(1.5),), {"axis": -1}),
+        ((np.array([[np.inf, 1.0, -2.0], [-np.inf, -np.inf, -np.inf], [np.inf, np.inf, 0.0], [1e8, 0.0, -1e8]]),),
+         {"axis": -1}),                        # +inf in a row: NaN row, as torch; a row of -inf: NaN
+        ((np.array([[-np.inf, 0.0], [np.nan, 1.0]]),), {"axis": 0}),
+        ((np.ones((2, 0)),), {"axis": -1}),         # an empty axis: an empty result, as torch
+    )))
 
 
 # ---- cross_entropy -------------------------------------------------------------------------------------
@@ -166,7 +206,12 @@ _REDUCTION = Choice(*_REDUCTIONS)
 cross_entropy = register(OpSpec(
     "cross_entropy", _cross_entropy_forward, (_cross_entropy_vjp, None),
     lambda logits, targets, reduction="mean": torch.nn.functional.cross_entropy(logits, targets, reduction=reduction),
-    (LOGITS, NOT_DIFFERENTIABLE), "nn", sample=_cross_entropy_sample, params={"reduction": _REDUCTION}))
+    (LOGITS, NOT_DIFFERENTIABLE), "nn", sample=_cross_entropy_sample, params={"reduction": _REDUCTION},
+    examples=(
+        ((np.zeros((0, 3)), np.zeros(0, dtype=np.int64)), {"reduction": "mean"}),   # an empty batch: NaN
+        ((np.zeros((0, 3)), np.zeros(0, dtype=np.int64)), {"reduction": "sum"}),
+        ((np.array([[1e8, 0.0, -1e8], [np.inf, 0.0, 1.0]]), np.array([2, 1])), {"reduction": "none"}),
+    )))
 
 
 # ---- mse_loss ------------------------------------------------------------------------------------------
@@ -194,7 +239,10 @@ def _mse_loss_sample(gen):
 mse_loss = register(OpSpec(
     "mse_loss", _mse_loss_forward, (_mse_loss_vjp_pred, _mse_loss_vjp_target),
     lambda pred, target, reduction="mean": torch.nn.functional.mse_loss(pred, target, reduction=reduction),
-    (FINITE, FINITE), "nn", sample=_mse_loss_sample, params={"reduction": _REDUCTION}))
+    (FINITE, FINITE), "nn", sample=_mse_loss_sample, params={"reduction": _REDUCTION},
+    examples=(
+        ((np.zeros((0, 2)), np.zeros((0, 2))), {"reduction": "mean"}),              # an empty batch: NaN
+    )))
 
 
 # ---- binary_cross_entropy_with_logits ----------------------------------------------------------------
@@ -238,7 +286,10 @@ binary_cross_entropy_with_logits = register(OpSpec(
     (_bce_with_logits_vjp_logits, _bce_with_logits_vjp_targets),
     lambda logits, targets, reduction="mean": torch.nn.functional.binary_cross_entropy_with_logits(
         logits, targets, reduction=reduction),
-    (_BCE_LOGITS, PROBABILITY), "nn", sample=_bce_sample, params={"reduction": _REDUCTION}))
+    (_BCE_LOGITS, PROBABILITY), "nn", sample=_bce_sample, params={"reduction": _REDUCTION},
+    examples=(
+        ((np.zeros((0,)), np.zeros((0,))), {"reduction": "mean"}),                  # an empty batch: NaN
+    )))
 
 
 # ---- im2col / col2im / conv2d -------------------------------------------------------------------------
@@ -433,9 +484,11 @@ _conv2d = register(OpSpec(
     (FINITE, FINITE, FINITE), "nn", sample=_conv2d_sample))
 
 
-def conv2d(x, w, b=None, stride=1, padding=0):
+def conv2d(x, w, b=None, stride=1, padding=0, **unknown):
     """2-D cross-correlation, NCHW (like torch.nn.functional.conv2d): x (N, C_in, H, W),
     w (C_out, C_in, kH, kW), optional bias b (C_out,); stride and padding an int or (h, w) pair."""
+    if unknown:
+        raise refuse_keywords("conv2d", unknown, ("b", "stride", "padding"))
     if b is None:
         return _conv2d(x, w, stride=stride, padding=padding)
     return _conv2d(x, w, b, stride=stride, padding=padding)
@@ -526,10 +579,12 @@ _max_pool2d = register(OpSpec(
     sample=_max_pool2d_sample))
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0):
+def max_pool2d(x, kernel_size, stride=None, padding=0, **unknown):
     """Max over kH x kW windows of x (N, C, H, W), like torch.nn.functional.max_pool2d: stride defaults
     to the kernel, padding (at most half the kernel) never wins. The gradient of each window goes to
     its first maximum in row-major order (torch's choice at ties)."""
+    if unknown:
+        raise refuse_keywords("max_pool2d", unknown, ("kernel_size", "stride", "padding"))
     return _max_pool2d(x, kernel_size=kernel_size, stride=stride, padding=padding)
 
 
@@ -604,11 +659,13 @@ _dropout = register(OpSpec(
     params={"p": Real(0.0, 1.0, edges=(0.5, 0.0, 1.0)), "training": Choice(True, True, True, False)}))
 
 
-def dropout(x, p=0.5, seed=None, mask=None, training=True):
+def dropout(x, p=0.5, seed=None, mask=None, training=True, **unknown):
     """Inverted dropout: each element is zeroed with probability p and survivors are scaled by
     1/(1 - p); training=False is the identity. The mask is `mask` when given, else drawn from
     np.random.default_rng(seed) (fresh entropy when seed is None). The mask is drawn once here and
     kept with the graph node, so the VJP uses exactly the forward's mask."""
+    if unknown:
+        raise refuse_keywords("dropout", unknown, ("p", "seed", "mask", "training"))
     if training and mask is None:
         refuse_random_mask_in_trace("dropout")
         _check_p(p)

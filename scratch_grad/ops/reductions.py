@@ -1,19 +1,40 @@
 """Reductions over axis=None / int / tuple with keepdims. Each VJP expands g back to x's shape."""
+import builtins
+import math
+
 import numpy as np
 from .lazy_torch import mpmath, torch
 
 from .elementwise import _raw, exp, sqrt, where
 from .registry import FINITE, LOGITS, REAL, OpSpec, register
 from .sampling import reduction_inputs
-from .shape import _broadcast_forward, broadcast_to, reshape
+from .shape import _broadcast_forward, broadcast_to, flip, pad, reshape, transpose
 
 
 def _axes(ndim, axis):
-    """axis as a tuple of non-negative ints (all axes for None)."""
+    """axis as a tuple of distinct non-negative ints (all axes for None). As in torch, a 0-d input
+    takes axis 0 or -1 (as if it had one axis of size 1) and reduces nothing; NumPy refuses those
+    in np.mean, np.var and np.flip and accepts them in ufunc.reduce, so every forward passes the
+    normalized tuple instead of the axis as given."""
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-    return tuple(a % ndim if ndim else a for a in axes)
+    bound = ndim or 1
+    result = []
+    for a in axes:
+        if not isinstance(a, (int, np.integer)):
+            raise TypeError(f"axis must be an int or a tuple of ints, got {axis!r}")
+        if not -bound <= a < bound:
+            raise np.exceptions.AxisError(int(a), ndim)
+        result.append(int(a) % bound)
+    if len(set(result)) != len(result):
+        raise np.exceptions.AxisError(f"axis {axis!r} names an axis more than once")
+    return tuple(result) if ndim else ()
+
+
+def _numpy_axis(x, axis):
+    """The axis argument a NumPy reduction gets: None stays None (the fast default), else `_axes`."""
+    return None if axis is None else _axes(np.ndim(x), axis)
 
 
 def _kept_shape(shape, axis):
@@ -23,8 +44,15 @@ def _kept_shape(shape, axis):
 
 
 def _count(shape, axis):
-    axes = _axes(len(shape), axis)
-    return int(np.prod([shape[a] for a in axes])) if axes else 1
+    """How many entries each output entry reduces (0 over an empty axis, 1 over no axis)."""
+    return math.prod(shape[a] for a in _axes(len(shape), axis))
+
+
+def _ratio(numerator, denominator):
+    """numerator / denominator as a Python float, inf for a zero denominator (as float division in
+    torch's backward formulas: mean over an empty axis, var with ddof == n), never ZeroDivisionError.
+    A Python float keeps the dtype of the array it multiplies (NumPy 2 promotion), a NumPy scalar would not."""
+    return numerator / denominator if denominator else math.copysign(math.inf, numerator)
 
 
 def _expand(g, x, axis):
@@ -45,19 +73,80 @@ def _torch_dims(x, axis):
     return tuple(range(x.dim())) if axis is None else axis
 
 
+# a 0-d input with axis 0 or -1 (torch reduces nothing, as if it had one axis of size 1)
+_ZERO_D = (((np.array(1.5),), {"axis": 0}), ((np.array(-0.5),), {"axis": -1, "keepdims": True}),
+           ((np.array(0.0),), {"axis": (0,)}))
+
+
 def _reduction(name, forward, vjp, reference, domain=REAL, **flags):
     return register(OpSpec(name, forward, (vjp,), reference, (domain,), "reduction", **flags))
 
 
-sum = _reduction("sum", lambda x, axis=None, keepdims=False: np.add.reduce(np.asarray(x), axis=axis, keepdims=keepdims),
+def _sum_forward(x, axis=None, keepdims=False):
+    x = np.asarray(x)
+    return np.add.reduce(x, axis=axis if axis is None else _axes(x.ndim, axis), keepdims=keepdims)
+
+
+sum = _reduction("sum", _sum_forward,
                  lambda g, out, x, axis=None, keepdims=False: _expand(g, x, axis),
                  lambda x, axis=None, keepdims=False: torch.sum(x, dim=_torch_dims(x, axis), keepdim=keepdims),
-                 mp=lambda values: mpmath.fsum(values))
+                 mp=lambda values: mpmath.fsum(values),
+                 examples=(
+                     *_ZERO_D,
+                 ))
 
-mean = _reduction("mean", lambda x, axis=None, keepdims=False: np.mean(x, axis=axis, keepdims=keepdims),
-                  lambda g, out, x, axis=None, keepdims=False: _expand(g, x, axis) * (1.0 / _count(_raw(x).shape, axis)),
+def _mean_vjp(g, out, x, axis=None, keepdims=False):
+    # g / n, then broadcast: scaling the smaller g is cheaper, and over an empty axis (n = 0) the
+    # forward mode derived from this VJP (its transpose: sum(t) / n) is 0/0 = NaN, as torch's
+    return _expand(g * _ratio(1.0, _count(_raw(x).shape, axis)), x, axis)
+
+
+mean = _reduction("mean", lambda x, axis=None, keepdims=False: np.mean(x, axis=_numpy_axis(x, axis), keepdims=keepdims),
+                  _mean_vjp,
                   lambda x, axis=None, keepdims=False: torch.mean(x, dim=_torch_dims(x, axis), keepdim=keepdims),
-                  mp=lambda values: mpmath.fsum(values) / len(values))
+                  mp=lambda values: mpmath.fsum(values) / len(values),
+                  examples=(
+                      *_ZERO_D,
+                      ((np.ones((2, 0)),), {"axis": 1}),                             # an empty axis: NaN, an empty gradient
+                      ((np.ones((0, 3)),), {"axis": -2, "keepdims": True}),
+                      ((np.ones((0,)),), {}),
+                  ))
+
+
+def _centered(x, axis):
+    """x - mean(x) along axis, on arrays or Variables, computed as d - mean(d) with d = x - (the first
+    entry of each reduced row). The shift changes nothing in exact arithmetic, but values that are
+    equal give exactly zero deviations (mean(x) of n equal values is not always exactly that value:
+    seven entries of 0.1 average to 0.1 + 1.4e-17), so var and std of a constant row are exactly 0
+    and the std gradient takes its zero subgradient there, as torch's Welford-based kernels do; and
+    values that are nearly equal (1e8 + 0.3, or float32 rows that agree to an ulp) lose no digits to
+    a mean of large magnitude. Deviations are rounded at the scale of the row, as NumPy's two-pass
+    x - mean(x) is."""
+    ndim = _raw(x).ndim
+    axes = _axes(ndim, axis)
+    if not axes:
+        return x - x                          # nothing reduced: every deviation is 0
+    first = tuple(slice(0, 1) if k in axes else slice(None) for k in range(ndim))
+    shift = x[first]
+    # an infinite first entry would make every deviation inf - inf = NaN; torch's x - mean(x) gives
+    # NaN only at the infinite entries and +-inf elsewhere: such rows are not shifted
+    d = x - where(np.isfinite(_raw(shift)), shift, 0.0)
+    return d - mean(d, axis=axes, keepdims=True)
+
+
+def _var_forward(x, axis=None, keepdims=False, ddof=0):
+    x = np.asarray(x)
+    axes = _axes(x.ndim, axis)
+    # float32 is reduced in float64, as torch accumulates it: squares of 1e-30 or 1e30 are out of
+    # float32's range, while the variance of those values (or their std) is not
+    work = x.astype(np.float64) if x.dtype == np.float32 else x
+    # an empty axis (0/0) and ddof >= n (division by max(n - ddof, 0) = 0, as NumPy and torch) give
+    # NaN or inf: expected values, not warnings
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        centered = _centered(work, axes)
+        squares = np.add.reduce(centered * centered, axis=axes, keepdims=keepdims)
+        result = squares / builtins.max(_count(x.shape, axes) - ddof, 0)   # `max` here is the op
+    return result.astype(x.dtype) if work is not x else result
 
 
 def _mp_var(values, ddof):
@@ -77,35 +166,80 @@ def _ddof_sample(gen):
 
 
 def _var_vjp(g, out, x, axis=None, keepdims=False, ddof=0):
-    centered = x - mean(x, axis=axis, keepdims=True)
-    return _expand(g, x, axis) * centered * (2.0 / (_count(_raw(x).shape, axis) - ddof))
+    # 2 (x - mean) / (n - ddof). torch's backward divides by n - ddof as it is (inf at n == ddof, negative
+    # beyond), while its forward, as NumPy's, divides by max(n - ddof, 0): the same here
+    data = _raw(x)
+    dof = _count(data.shape, axis) - ddof
+    if data.ndim == 0 and dof <= 0:
+        # torch's backward has a branch of its own here: grad * where(x == mean, NaN, inf), constants
+        # (so no second order); of a 0-d x, NaN unless x is NaN. Kept, so NaN positions match torch
+        return g * np.where(data == data, np.nan, np.inf).astype(data.dtype)
+    # (x - mean) before the factor: over an empty axis torch's forward mode gives 0 (a sum over nothing),
+    # which is what this VJP's transpose gives; mean and std scale g first (NaN there, as torch's)
+    return _expand(g, x, axis) * _centered(x, axis) * _ratio(2.0, dof)
 
 
-var = _reduction("var", lambda x, axis=None, keepdims=False, ddof=0: np.var(x, axis=axis, keepdims=keepdims, ddof=ddof),
+var = _reduction("var", _var_forward,
                  _var_vjp,
                  lambda x, axis=None, keepdims=False, ddof=0: torch.var(x, dim=_torch_dims(x, axis), keepdim=keepdims,
                                                                        correction=ddof),
-                 mp=lambda values, ddof=0: _mp_var(values, ddof), sample=_ddof_sample)
+                 mp=lambda values, ddof=0: _mp_var(values, ddof), sample=_ddof_sample,
+                 examples=(
+                     *_ZERO_D,
+                     ((np.array([[np.inf, 1.0, 2.0], [-np.inf, -np.inf, 1.0]]),), {"axis": 1}),   # infinite entries: NaN only there
+                     ((np.full((2, 7), 0.1),), {"axis": 1}),                       # equal values: exactly 0, zero gradient
+                     ((np.full((2, 3, 2), 1e8 + 0.3),), {"axis": (0, -1)}),
+                     ((np.full(5, 1 / 3),), {}),
+                     ((np.ones((2, 0)),), {"axis": 1}),                             # an empty axis: NaN, an empty gradient
+                     ((np.ones((0, 3)),), {"axis": -2, "keepdims": True}),
+                     ((np.ones((0,)),), {}),
+                     ((np.array([[1.0, 2.0], [0.5, 0.5]]),), {"axis": 1, "ddof": 2}),    # ddof == n: inf/NaN, torch's 2/(n - ddof)
+                     ((np.array([[1.0, 2.0, 4.0]]),), {"axis": -1, "ddof": 5}),          # ddof > n
+                     ((np.array(1.5),), {"axis": 0, "ddof": 1}),
+                 ))
 
 
 def _std_vjp(g, out, x, axis=None, keepdims=False, ddof=0):
     # d std = d var / (2 std). Where std == 0 (all values equal) std is not differentiable; torch
     # uses the subgradient 0 there, for the gradient and for its derivative, and so do we: the
     # `where` picks a constant 0 that does not depend on x
-    centered = x - mean(x, axis=axis, keepdims=True)
+    centered = _centered(x, axis)
     std_kept = _keep(out, x, axis)
     flat = _raw(std_kept) == 0
-    safe = where(flat, 1.0, std_kept)
-    return where(flat, 0.0, _expand(g, x, axis) * centered / (safe * (_count(_raw(x).shape, axis) - ddof)))
+    scale = _ratio(1.0, _count(_raw(x).shape, axis) - ddof)
+    # g / ((n - ddof) std) in the output's shape first, then broadcast, as mean
+    safe_out = where(_raw(out) == 0, 1.0, out)
+    return where(flat, 0.0, _expand(g * scale / safe_out, x, axis) * centered)
 
 
-std = _reduction("std", lambda x, axis=None, keepdims=False, ddof=0: np.std(x, axis=axis, keepdims=keepdims, ddof=ddof),
+def _std_forward(x, axis=None, keepdims=False, ddof=0):
+    x = np.asarray(x)
+    if x.dtype == np.float32:       # the square root of the float64 variance (which may exceed float32)
+        with np.errstate(over="ignore"):
+            return np.sqrt(_var_forward(x.astype(np.float64), axis, keepdims, ddof)).astype(np.float32)
+    return np.sqrt(_var_forward(x, axis, keepdims, ddof))
+
+
+std = _reduction("std", _std_forward,
                  _std_vjp,
                  lambda x, axis=None, keepdims=False, ddof=0: torch.std(x, dim=_torch_dims(x, axis), keepdim=keepdims,
                                                                        correction=ddof),
                  mp=lambda values, ddof=0: mpmath.sqrt(_mp_var(values, ddof)),
                  smooth=False, kink_rule="gradient 0 where all reduced values are equal (std == 0), as torch",
-                 sample=_ddof_sample)
+                 sample=_ddof_sample,
+                 examples=(
+                     *_ZERO_D,
+                     ((np.array([[np.inf, 1.0, 2.0], [-np.inf, -np.inf, 1.0]]),), {"axis": 1}),   # infinite entries: NaN only there
+                     ((np.full((2, 7), 0.1),), {"axis": 1}),                       # equal values: exactly 0, zero gradient
+                     ((np.full((2, 3, 2), 1e8 + 0.3),), {"axis": (0, -1)}),
+                     ((np.full(5, 1 / 3),), {}),
+                     ((np.ones((2, 0)),), {"axis": 1}),                             # an empty axis: NaN, an empty gradient
+                     ((np.ones((0, 3)),), {"axis": -2, "keepdims": True}),
+                     ((np.ones((0,)),), {}),
+                     ((np.array([[1.0, 2.0], [0.5, 0.5]]),), {"axis": 1, "ddof": 2}),    # ddof == n: inf/NaN, torch's 2/(n - ddof)
+                     ((np.array([[1.0, 2.0, 4.0]]),), {"axis": -1, "ddof": 5}),          # ddof > n
+                     ((np.array(1.5),), {"axis": 0, "ddof": 1}),
+                 ))
 
 
 def _extremum_vjp(g, out, x, axis=None, keepdims=False):
@@ -114,35 +248,67 @@ def _extremum_vjp(g, out, x, axis=None, keepdims=False):
     return _expand(g, x, axis) * (hits / hits.sum(axis=_axes(hits.ndim, axis), keepdims=True))
 
 
-max = _reduction("max", lambda x, axis=None, keepdims=False: np.max(x, axis=axis, keepdims=keepdims), _extremum_vjp,
+max = _reduction("max", lambda x, axis=None, keepdims=False: np.max(x, axis=_numpy_axis(x, axis), keepdims=keepdims),
+                 _extremum_vjp,
                  lambda x, axis=None, keepdims=False: torch.amax(x, dim=_torch_dims(x, axis), keepdim=keepdims),
                  smooth=False, kink_rule="ties split the gradient evenly, as torch.amax", mp=lambda values: max(values),
-                 reduces_empty=False)
-min = _reduction("min", lambda x, axis=None, keepdims=False: np.min(x, axis=axis, keepdims=keepdims), _extremum_vjp,
+                 reduces_empty=False,
+                 examples=(
+                     *_ZERO_D,
+                 ))
+min = _reduction("min", lambda x, axis=None, keepdims=False: np.min(x, axis=_numpy_axis(x, axis), keepdims=keepdims),
+                 _extremum_vjp,
                  lambda x, axis=None, keepdims=False: torch.amin(x, dim=_torch_dims(x, axis), keepdim=keepdims),
                  smooth=False, kink_rule="ties split the gradient evenly, as torch.amin", mp=lambda values: min(values),
-                 reduces_empty=False)
+                 reduces_empty=False,
+                 examples=(
+                     *_ZERO_D,
+                 ))
 
 
-def _product_of_others(x, axis):
-    """prod over axis of x with each element left out in turn, via exclusive prefix and suffix
-    products: exact even where x has zeros (where out / x would divide 0 by 0)."""
-    axes = _axes(x.ndim, axis)
-    rest = tuple(a for a in range(x.ndim) if a not in axes)
-    moved = np.transpose(x, rest + axes)
-    flat = moved.reshape(moved.shape[:len(rest)] + (-1,))
-    ones = np.ones(flat.shape[:-1] + (1,), dtype=x.dtype)
-    prefix = np.cumprod(np.concatenate([ones, flat[..., :-1]], axis=-1), axis=-1)
-    suffix = np.cumprod(np.concatenate([ones, flat[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
-    others = (prefix * suffix).reshape(moved.shape)
-    return np.transpose(others, np.argsort(rest + axes))
+def _exclusive_cumprod(v):
+    """[1, v0, v0 v1, ..., v0 ... v_(n-2)] along the last axis, with scratch_grad ops (on arrays or
+    Variables): a Hillis-Steele scan, log2(n) steps of a shifted product (pad with ones, multiply).
+    Only products of the entries, never a division, so it is exact where entries are 0, and under
+    create_graph it is itself differentiable (prod's second order at zeros)."""
+    n = _raw(v).shape[-1]
+    lead = ((0, 0),) * (_raw(v).ndim - 1)
+    prefix = pad(v[..., :n - 1], pad_width=lead + ((1, 0),), constant_values=1.0)
+    shift = 1
+    while shift < n:
+        prefix = prefix * pad(prefix[..., :n - shift], pad_width=lead + ((shift, 0),), constant_values=1.0)
+        shift *= 2
+    return prefix
+
+
+def _product_of_others(x, axes):
+    """prod over axes of x with each entry left out in turn: the exclusive prefix product times the
+    exclusive suffix product of each reduced row (x's reduced axes moved last and flattened), so no
+    division by an entry that may be 0 (torch's prod_safe_zeros_backward does the same with cumprod)."""
+    shape = _raw(x).shape
+    rest = tuple(a for a in range(len(shape)) if a not in axes)
+    moved = transpose(x, axes=rest + axes)
+    rows = reshape(moved, tuple(shape[a] for a in rest) + (_count(shape, axes),))
+    others = _exclusive_cumprod(rows) * flip(_exclusive_cumprod(flip(rows, axis=-1)), axis=-1)
+    return transpose(reshape(others, _raw(moved).shape), axes=tuple(int(k) for k in np.argsort(rest + axes)))
 
 
 def _prod_vjp(g, out, x, axis=None, keepdims=False):
-    if np.all(_raw(x) != 0):
-        return _expand(g, x, axis) * _keep(out, x, axis) / x
-    # zeros: a constant array, so no second derivative flows through here (the sampler avoids 0)
-    return _expand(g, x, axis) * _product_of_others(_raw(x), axis)
+    data = _raw(x)
+    axes = _axes(data.ndim, axis)
+    if not axes:                           # nothing reduced: prod is the identity
+        return _expand(g, x, axes) * 1.0
+    product = np.abs(_raw(out))
+    if data.all() and (not np.isfinite(data).all() or
+                       (np.isfinite(product).all() and product.min(initial=np.inf) >= np.finfo(product.dtype).tiny)):
+        # no zero: d prod / d x_i = prod / x_i, as torch (also with inf or NaN entries, for torch's NaNs)
+        return _expand(g, x, axes) * _keep(out, x, axes) / x
+    # zeros, or a product that under- or overflowed (prod of [1e-200, 1e-200] is 0, of [1e200, 1e200, 1e-200]
+    # inf, and prod / x_i is then 0 or inf where the product of the others is 1e-200 or 1e200; a subnormal
+    # product has lost digits): the product of the other entries, written with ops so that under
+    # create_graph its own derivative (the product of all but two entries, nonzero where a row holds
+    # exactly one or two zeros) is the true second order, as torch's cumprod-based formula gives at zeros
+    return _expand(g, x, axes) * _product_of_others(x, axes)
 
 
 def _torch_prod(x, axis=None, keepdims=False):
@@ -152,36 +318,95 @@ def _torch_prod(x, axis=None, keepdims=False):
     return x if keepdims else x.reshape([s for k, s in enumerate(x.shape) if k not in dims])
 
 
-prod = _reduction("prod", lambda x, axis=None, keepdims=False: np.prod(x, axis=axis, keepdims=keepdims), _prod_vjp,
-                  _torch_prod, mp=lambda values: mpmath.fprod(values))
+prod = _reduction("prod", lambda x, axis=None, keepdims=False: np.prod(x, axis=_numpy_axis(x, axis), keepdims=keepdims),
+                  _prod_vjp,
+                  _torch_prod, mp=lambda values: mpmath.fprod(values),
+                  examples=(
+                      *_ZERO_D,
+                      ((np.array([[0.0, 1.5, 2.0], [0.0, 0.0, 2.0], [0.0, 0.0, 0.0]]),), {"axis": 1}),  # 1, 2, 3 zeros
+                      ((np.array([0.0, -1.5, 2.0, 0.5]),), {}),
+                      ((np.array([0.0]),), {"axis": 0}),
+                      ((np.array([[[1.0, 0.0], [2.0, -1.0]], [[0.0, 3.0], [0.0, 0.5]]]),), {"axis": (0, -1), "keepdims": True}),
+                      ((np.array(0.0),), {"axis": -1}),
+                      ((np.array([[1e-200, 1e-200], [1e-30, 1e-30]]),), {"axis": 1}),   # the product underflows
+                  ))
+
+
+def _row_max(x, axes):
+    """The max over axes (kept), 0 where it is +-inf or the axes are empty: the shift of logsumexp."""
+    if x.size == 0:
+        return np.zeros(_kept_shape(x.shape, axes), dtype=x.dtype)
+    m = np.max(x, axis=axes, keepdims=True)
+    return np.where(np.isfinite(m), m, 0)
 
 
 def _logsumexp_forward(x, axis=None, keepdims=False):
-    # m + log(sum(exp(x - m))) with m the max: exp never overflows; m is 0 where it is +-inf
-    m = np.max(x, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0)
-    out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
-    return out if keepdims else np.squeeze(out, axis=_axes(x.ndim, axis))
+    # m + log(sum(exp(x - m))) with m the max: exp never overflows; m is 0 where it is +-inf (and over
+    # an empty axis, whose logsumexp is log 0 = -inf, as torch)
+    x = np.asarray(x)
+    axes = _axes(x.ndim, axis)
+    m = _row_max(x, axes)
+    with np.errstate(divide="ignore"):
+        out = np.log(np.sum(np.exp(x - m), axis=axes, keepdims=True)) + m
+    return out if keepdims else np.squeeze(out, axis=axes)
 
 
-logsumexp = _reduction("logsumexp", _logsumexp_forward,
-                       lambda g, out, x, axis=None, keepdims=False: _expand(g, x, axis) * exp(x - _keep(out, x, axis)),
+def _logsumexp_vjp(g, out, x, axis=None, keepdims=False):
+    # d lse / dx = softmax(x) = e / sum(e) with e = exp(x - m). exp(x - lse), the same in exact
+    # arithmetic, loses it where lse rounds to m: lse([1e200, 1e200]) = 1e200 + log 2 = 1e200, and
+    # exp(0) = 1 where the gradient is 1/2 (torch shares that error). m is a constant shift (the
+    # ratio does not depend on it), so under create_graph the ratio is differentiated as it is
+    axes = _axes(_raw(x).ndim, axis)
+    if _count(_raw(x).shape, axes) == 0:
+        # an empty axis: the gradient is empty; the forward mode derived from this VJP is NaN, as torch's
+        return _expand(g * math.nan, x, axes)
+    e = exp(x - _row_max(_raw(x), axes))
+    return _expand(g, x, axes) * (e / sum(e, axis=axes, keepdims=True))
+
+
+logsumexp = _reduction("logsumexp", _logsumexp_forward, _logsumexp_vjp,
                        lambda x, axis=None, keepdims=False: torch.logsumexp(x, dim=_torch_dims(x, axis), keepdim=keepdims),
-                       LOGITS, mp=lambda values: mpmath.log(mpmath.fsum(mpmath.exp(v) for v in values)))
+                       LOGITS, mp=lambda values: mpmath.log(mpmath.fsum(mpmath.exp(v) for v in values)),
+                       examples=(
+                           *_ZERO_D,
+                           # lse rounds to the max (in float32: 1e8 + log 2 == 1e8): exp(x - lse) = 1, not 1/2
+                           ((np.array([[1e8, 1e8, 0.0], [3e4, 3e4, -3e4]]),), {"axis": 1}),
+                           ((np.array([[np.inf, 1.0], [-np.inf, -np.inf], [np.nan, 0.0]]),), {"axis": -1}),
+                           ((np.ones((2, 0)),), {"axis": 1}),                                   # empty: -inf
+                       ))
 
 
 def _norm_vjp(g, out, x, axis=None, keepdims=False):
-    # x / ||x||; at ||x|| = 0 (not differentiable) the subgradient 0 is used, as torch, with a
-    # constant 0 so that its derivative is 0 too
+    # g x / ||x||. At ||x|| = 0 norm is not differentiable: the subgradient 0 is used, as torch, which
+    # writes it g * (x / ||x||).masked_fill_(||x|| == 0, 0). The same formula here keeps torch's second
+    # order there too: NaN (0 times the 0/0 of x / ||x|| when it is differentiated), which is honest,
+    # as the Hessian of ||x|| grows like 1/||x|| near 0 and has no value at 0
     norm_kept = _keep(out, x, axis)
     zero = _raw(norm_kept) == 0
-    safe = where(zero, 1.0, norm_kept)
-    return where(zero, 0.0, _expand(g, x, axis) * x / safe)
+    if not zero.any():
+        return _expand(g, x, axis) * (x / norm_kept)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _expand(g, x, axis) * where(zero, 0.0, x / norm_kept)
 
 
-norm = _reduction("norm", lambda x, axis=None, keepdims=False: np.sqrt(np.sum(x * x, axis=axis, keepdims=keepdims)),
+def _norm_forward(x, axis=None, keepdims=False):
+    x = np.asarray(x)
+    if x.dtype == np.float32:
+        # squares in float64, as torch accumulates float32: the norm of 1e-30 (or of 1e30) is a float32,
+        # its square is not (it came out as 0, with a zero gradient where torch's is 1)
+        return _norm_forward(x.astype(np.float64), axis, keepdims).astype(np.float32)
+    return np.sqrt(np.sum(x * x, axis=_numpy_axis(x, axis), keepdims=keepdims))
+
+
+norm = _reduction("norm", _norm_forward,
                   _norm_vjp,
                   lambda x, axis=None, keepdims=False: torch.linalg.vector_norm(x, 2, dim=_torch_dims(x, axis),
                                                                                 keepdim=keepdims),
-                  FINITE, smooth=False, kink_rule="gradient 0 at the zero vector, as torch",
-                  mp=lambda values: mpmath.sqrt(mpmath.fsum(v * v for v in values)))
+                  FINITE, smooth=False,
+                  kink_rule="gradient 0 at the zero vector, as torch (second order there: NaN, as torch)",
+                  mp=lambda values: mpmath.sqrt(mpmath.fsum(v * v for v in values)),
+                  examples=(
+                      *_ZERO_D,
+                      ((np.zeros((2, 3)),), {"axis": 1}),                       # the zero vector: torch's NaN second order
+                      ((np.array([[0.0, 0.0], [3.0, -4.0]]),), {"axis": -1, "keepdims": True}),
+                  ))

@@ -12,6 +12,7 @@ functions so that the same code runs on raw arrays (fast) and on Variables (`cre
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,8 +20,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..engine import Variable, _forward_error, _GradMode, _new_variable, _record, _saved_copy, apply
-from ..errors import DomainError, ScratchGradError
+from ..engine import Variable, _constant_input, _forward_error, _GradMode, _new_variable, _record, apply
+from ..errors import ArgumentError, DomainError, ScratchGradError
 
 KINDS = ("elementwise", "binary", "reduction", "matmul", "shape", "indexing", "nn")
 
@@ -126,6 +127,8 @@ class OpSpec:
             d = np.asarray(d)
             if d.dtype.kind == "f" and np.isnan(d).any():
                 return  # NaN came in; not this op's fault
+            if d.size == 0:
+                return  # a mean over nothing is NaN (0/0, as NumPy and torch), not a domain error
         for i, (d, dom) in enumerate(zip(datas, self.domain)):
             bad = ~dom.contains(d)
             if dom.differentiable and np.any(bad):
@@ -161,6 +164,48 @@ _VERSIONS_CONSTANT_ZERO = (None, 0)
 _NO_PARAMS = {}
 
 
+class _AnyKeyword:
+    """The keywords of a forward that takes **kwargs: all of them."""
+
+    @staticmethod
+    def issuperset(names):
+        return True
+
+
+def keyword_names(spec):
+    """The keyword params an op defines: its forward's parameters after the inputs. A NumPy ufunc as the
+    forward (np.exp) defines none: its out=, where=, dtype= are NumPy's, not the op's."""
+    forward = spec.forward
+    if isinstance(forward, np.ufunc):
+        return frozenset()
+    try:
+        parameters = inspect.signature(forward).parameters.values()
+    except (TypeError, ValueError):
+        return frozenset()
+    inputs = 0 if spec.variadic else spec.arity
+    names = []
+    for p in parameters:
+        if p.kind is p.VAR_KEYWORD:
+            return _AnyKeyword()
+        if p.kind is p.POSITIONAL_ONLY or p.kind is p.VAR_POSITIONAL:
+            continue
+        if p.kind is p.POSITIONAL_OR_KEYWORD and inputs:
+            inputs -= 1
+            continue
+        names.append(p.name)
+    return frozenset(names)
+
+
+def refuse_keywords(op_name, given, allowed):
+    """The ArgumentError for keywords an op does not define (given: the names passed)."""
+    unknown = sorted(set(given) - set(allowed))
+    takes = f"its keywords are {', '.join(sorted(allowed))}" if allowed else "it takes no keywords"
+    return ArgumentError(
+        f"op '{op_name}' got the keyword{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}, which it "
+        f"does not define ({takes}). NumPy's out=, where=, dtype= are not supported: an op returns a new "
+        "array (recorded in the graph when an input is a Variable); cast or copy the result instead")
+
+
 def make_function(spec):
     """The public function of an op, a closure over its spec.
 
@@ -170,16 +215,24 @@ def make_function(spec):
     positional arguments go to the forward as params."""
     forward = spec.forward
     ndarray = np.ndarray
+    allowed = keyword_names(spec)
 
     def raw(args, params):
         try:
-            return forward(*args, **params)
+            out = forward(*args, **params)
         except ScratchGradError:
             raise
         except Exception as exc:
             raise _forward_error(spec, args, params, exc) from None
+        # a user's call on raw arrays is checked like one on Variables (sg.log(np.array([-1.0]))); VJPs
+        # run with checking off, so a backward pass never pays for it
+        if spec.may_produce_nan and _GradMode.checking:
+            spec.check_domain(args, out)
+        return out
 
     def op(*args, **params):
+        if params and not allowed.issuperset(params):
+            raise refuse_keywords(spec.name, params, allowed)
         for a in args:
             if isinstance(a, Variable):
                 return apply(spec, args, params)
@@ -188,13 +241,18 @@ def make_function(spec):
     def unary_op(x, *rest, **params):
         if rest:
             return op(x, *rest, **params)
+        if params and not allowed.issuperset(params):
+            raise refuse_keywords(spec.name, params, allowed)
         if not isinstance(x, Variable):           # raw arrays: the path VJPs take in a backward pass
             try:
-                return forward(x, **params) if params else forward(x)
+                out = forward(x, **params) if params else forward(x)
             except ScratchGradError:
                 raise
             except Exception as exc:
                 raise _forward_error(spec, (x,), params, exc) from None
+            if spec.may_produce_nan and _GradMode.checking:
+                spec.check_domain((x,), out)
+            return out
         data = x._data
         try:
             out = forward(data, **params) if params else forward(data)
@@ -218,6 +276,8 @@ def make_function(spec):
     def binary_op(x, y, *rest, **params):
         if rest:
             return op(x, y, *rest, **params)
+        if params and not allowed.issuperset(params):
+            raise refuse_keywords(spec.name, params, allowed)
         x_var, y_var = isinstance(x, Variable), isinstance(y, Variable)
         if not (x_var or y_var):
             return raw((x, y), params)
@@ -244,13 +304,16 @@ def make_function(spec):
                 else:
                     if x_var:
                         versions = (x._version, None) if x._version else _VERSIONS_ZERO_CONSTANT
+                        if type(y) is ndarray:       # one the caller could change before backward
+                            y, y_data, version = _constant_input(y)
+                            if version is not None:
+                                versions = (x._version, version)
                     else:
                         versions = (None, y._version) if y._version else _VERSIONS_CONSTANT_ZERO
-                    # a writable raw ndarray could be changed by the caller before backward: save a copy
-                    if not x_var and type(x) is ndarray and x.flags.writeable:
-                        x_data = _saved_copy(x)
-                    if not y_var and type(y) is ndarray and y.flags.writeable:
-                        y_data = _saved_copy(y)
+                        if type(x) is ndarray:
+                            x, x_data, version = _constant_input(x)
+                            if version is not None:
+                                versions = (version, y._version)
                 return _record(out, spec, vjps, (x, y), (x_data, y_data), params or _NO_PARAMS, edges, versions)
         if _GradMode.tracing is not None:
             return _GradMode.tracing.constant_node(out, spec, (x, y), (x_data, y_data), params)

@@ -4,7 +4,7 @@ import math
 import numpy as np
 from .lazy_torch import torch
 
-from .registry import REAL, OpSpec, make_function, register
+from .registry import REAL, OpSpec, make_function, refuse_keywords, register
 from .sampling import Real, draw_params, with_negative_axes
 from ..engine import Variable, _sum_to_array
 
@@ -49,10 +49,25 @@ def _transpose_forward(x, axes=None):
     return np.transpose(x, axes)
 
 
-transpose = _shape_op("transpose", _transpose_forward,
-                      lambda g, out, x, axes=None: transpose(g, None if axes is None else tuple(np.argsort(axes))),
+def _transpose_vjp(g, out, x, axes=None):
+    # the inverse permutation; negative axes are made non-negative first (argsort of (-2, -1, 0)
+    # is not the inverse of the permutation (1, 2, 0) it names)
+    if axes is None:
+        return transpose(g)
+    ndim = len(axes)
+    return transpose(g, axes=tuple(int(k) for k in np.argsort([a % ndim for a in axes])))
+
+
+transpose = _shape_op("transpose", _transpose_forward, _transpose_vjp,
                       lambda x, axes=None: x.permute(tuple(reversed(range(x.dim()))) if axes is None else axes),
-                      _transpose_sample)
+                      _transpose_sample,
+                      examples=(
+                          # permutations that are not their own inverse, given with negative axes
+                          ((np.arange(24.0).reshape(2, 3, 4),), {"axes": (-2, -1, 0)}),
+                          ((np.arange(24.0).reshape(2, 3, 4),), {"axes": (1, -1, -3)}),
+                          ((np.arange(120.0).reshape(2, 3, 4, 5),), {"axes": (-1, 0, -3, 2)}),
+                          ((np.ones((0, 2)),), {"axes": (-1, 0)}),
+                      ))
 
 
 def _broadcast_sample(gen):
@@ -147,11 +162,28 @@ def _flip_sample(gen):
     return (gen.array(shape),), {"axis": gen.axis(len(shape))}
 
 
-flip = _shape_op("flip", lambda x, axis=None: np.flip(x, axis=axis),
+def _flip_forward(x, axis=None):
+    # a 0-d x takes axis 0 or -1 (as torch.flip), which NumPy refuses: nothing to reverse
+    if np.ndim(x) == 0 and axis is not None:
+        axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+        bad = [a for a in axes if a not in (0, -1)]
+        if bad:
+            raise np.exceptions.AxisError(int(bad[0]), 0)
+        if len(axes) > 1:
+            raise np.exceptions.AxisError(f"axis {axis!r} names the one axis of a 0-d input more than once")
+        return np.asarray(x)
+    return np.flip(x, axis=axis)
+
+
+flip = _shape_op("flip", _flip_forward,
                  lambda g, out, x, axis=None: flip(g, axis=axis),
                  lambda x, axis=None: torch.flip(x, tuple(range(x.dim())) if axis is None else
                                                  ((axis,) if isinstance(axis, int) else tuple(axis))),
-                 _flip_sample)
+                 _flip_sample,
+                 examples=(
+                     ((np.array(1.5),), {"axis": 0}),          # a 0-d input takes axis 0 or -1, as in torch
+                     ((np.array(1.5),), {"axis": (-1,)}),
+                 ))
 
 
 def _pad_sample(gen):
@@ -167,24 +199,29 @@ def _pad_forward(x, pad_width, constant_values=0.0):
 
 
 def _unpad(g, out, x, pad_width, constant_values=0.0):
-    widths = np.broadcast_to(np.asarray(pad_width, dtype=int).reshape(-1, 2) if np.ndim(pad_width) else pad_width,
-                             (_raw(x).ndim, 2))
+    widths = _pad_widths(pad_width, _raw(x).ndim)
     return g[tuple(slice(before, before + n) for (before, _), n in zip(widths, _raw(x).shape))]
 
 
 def _pad_widths(pad_width, ndim):
-    """pad_width in any of NumPy's forms as one (before, after) pair per axis."""
-    return np.broadcast_to(np.asarray(pad_width, dtype=int).reshape(-1, 2) if np.ndim(pad_width) else pad_width,
-                           (ndim, 2))
+    """pad_width as one (before, after) pair per axis, with np.pad's broadcasting of an int or one pair."""
+    widths = np.asarray(pad_width, dtype=int)
+    return np.broadcast_to(widths.reshape(-1, 2) if widths.ndim else widths, (ndim, 2))
 
 
 def _torch_pad(x, pad_width, constant_values=0.0):
-    flat = [int(v) for pair in reversed(_pad_widths(pad_width, x.dim())) for v in pair]  # torch: last dim first
+    widths = _pad_widths(pad_width, x.dim())
+    flat = [int(v) for pair in reversed(widths) for v in pair]  # torch lists the last dim first
     return torch.nn.functional.pad(x, flat, mode="constant", value=constant_values)
 
 
 pad = _shape_op("pad", _pad_forward, _unpad, _torch_pad, _pad_sample,
-                params={"constant_values": Real(-2.0, 2.0, edges=(0.0, 1e4))})
+                params={"constant_values": Real(-2.0, 2.0, edges=(0.0, 1e4))},
+                examples=(
+                    ((np.ones((2, 3)),), {"pad_width": 1}),                       # one int for every side
+                    ((np.ones((2, 3)),), {"pad_width": (1, 2)}),                  # one pair for every axis
+                    ((np.ones((2, 3)),), {"pad_width": ((1, 0),)}),
+                ))
 
 
 # ---- several inputs or outputs ----------------------------------------------------------------------
@@ -227,13 +264,17 @@ _stack = register(OpSpec(
     sample=lambda gen: _same_shapes_sample(gen, False), variadic=True))
 
 
-def concatenate(arrays, *more, axis=0):
+def concatenate(arrays, *more, axis=0, **unknown):
     """concatenate([a, b], axis) like NumPy, or concatenate(a, b, axis=axis)."""
+    if unknown:
+        raise refuse_keywords("concatenate", unknown, ("axis",))
     xs = tuple(arrays) if isinstance(arrays, (list, tuple)) else (arrays,) + more
     return _concatenate(*xs, axis=axis)
 
 
-def stack(arrays, *more, axis=0):
+def stack(arrays, *more, axis=0, **unknown):
+    if unknown:
+        raise refuse_keywords("stack", unknown, ("axis",))
     xs = tuple(arrays) if isinstance(arrays, (list, tuple)) else (arrays,) + more
     return _stack(*xs, axis=axis)
 
@@ -246,9 +287,10 @@ def _split_bounds(length, sections):
         step = length // sections
         cuts = [step * k for k in range(1, sections)]
     else:
-        cuts = [int(c) for c in sections]
-    edges = [0] + cuts + [length]
-    return [(min(a, length), min(max(a, b), length)) for a, b in zip(edges[:-1], edges[1:])]
+        # np.split cuts x[start:stop] with Python's slice rules: a negative index counts from the end
+        cuts = [int(c) + length if int(c) < 0 else int(c) for c in sections]
+    edges = [0] + [min(max(c, 0), length) for c in cuts] + [length]
+    return [(a, max(a, b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def _split_piece_forward(x, sections, index, axis=0):
@@ -288,11 +330,18 @@ def _torch_split_piece(x, sections, index, axis=0):
 # one piece of np.split; `split` below returns all of them
 _split_piece = register(OpSpec(
     "split", lambda x, sections, index, axis=0: _split_piece_forward(x, sections, index, axis),
-    (_split_piece_vjp,), _torch_split_piece, (REAL,), "shape", sample=_split_sample))
+    (_split_piece_vjp,), _torch_split_piece, (REAL,), "shape", sample=_split_sample,
+    examples=(
+        ((np.arange(24.0).reshape(2, 3, 4),), {"sections": [-1], "index": 0, "axis": -1}),   # x[..., :-1]
+        ((np.arange(24.0).reshape(2, 3, 4),), {"sections": [-1], "index": 1, "axis": -1}),   # x[..., -1:]
+        ((np.arange(24.0).reshape(2, 3, 4),), {"sections": [3, 1], "index": 1, "axis": -2}),
+    )))
 
 
-def split(x, sections, axis=0):
+def split(x, sections, axis=0, **unknown):
     """np.split: `sections` equal pieces, or pieces cut at the given indices."""
+    if unknown:
+        raise refuse_keywords("split", unknown, ("axis",))
     n = sections if isinstance(sections, (int, np.integer)) else len(sections) + 1
     _split_bounds(np.shape(_raw(x))[axis], sections)  # validate before making pieces
     return [_split_piece(x, sections=sections, index=k, axis=axis) for k in range(n)]

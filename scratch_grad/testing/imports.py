@@ -18,12 +18,19 @@ def is_path(spec):
     return spec.endswith(".py") or os.sep in spec or (os.altsep is not None and os.altsep in spec)
 
 
-def load(spec):
-    """Import `spec` (a module name or a .py path) and return the module; the current directory is on
-    sys.path first."""
+def search_current_directory():
+    """Put the current directory first on sys.path, as `python -c` does (a console script has its own
+    directory there instead): modules beside the user, and a checkout's benchmarks/, import by name."""
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.insert(0, cwd)
+    return cwd
+
+
+def load(spec):
+    """Import `spec` (a module name or a .py path) and return the module; the current directory is on
+    sys.path first."""
+    cwd = search_current_directory()
     if not is_path(spec):
         try:
             return importlib.import_module(spec)
@@ -56,3 +63,23 @@ def load(spec):
 
 def load_all(specs):
     return [load(spec) for spec in specs]
+
+
+def defined_in(spec):
+    """The module that defined a registry entry: where its VJPs (else its forward) were written. The
+    registry does not record who called register(); the VJPs are the part an entry always writes itself."""
+    import functools
+    for function in [v for v in spec.vjps if v is not None] + [spec.forward]:
+        while isinstance(function, functools.partial):
+            function = function.func
+        module = getattr(function, "__module__", None)
+        if module:
+            return module
+    return None
+
+
+def registered_by(modules):
+    """The registry ops the given modules defined (defined_in), sorted."""
+    from ..ops import REGISTRY
+    names = {module.__name__ for module in modules}
+    return sorted(name for name, spec in REGISTRY.items() if defined_in(spec) in names)

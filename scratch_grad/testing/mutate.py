@@ -1,4 +1,4 @@
-"""`scratch-grad mutate`: plant known classes of VJP bugs, one at a time, and count how many the
+"""Mutation testing behind `scratch-grad mutate` (cli/mutate.py): plant known classes of VJP bugs, one at a time, and count how many the
 checks catch (the kill rate). A surviving mutant shows where the suite is blind.
 
 Mutants are planted without editing a file: a registry entry's `vjps` tuple is swapped on the
@@ -55,11 +55,8 @@ VJP calls are learnt once per sample from the correct code (planted.probe): wher
 never does, it cannot change anything and is not run. It is killed when the checker fails on one of its samples; an exception that escapes the checker
 (instead of being reported) is not a kill: the mutant is listed as a survivor, with the exception.
 """
-import argparse
 import contextlib
-import json
 import os
-import sys
 import time
 from dataclasses import dataclass, replace
 
@@ -668,14 +665,21 @@ def _batches(mutants, count):
 
 def _run_batch(args):
     import torch
+
+    from .imports import load_all
     torch.set_num_threads(1)
-    mutants, budget, seed, dtypes = args
+    mutants, budget, seed, dtypes, imports = args
+    load_all(imports)           # modules that register more ops (a fresh worker has only ours)
     return [run_mutant(m, budget, seed, dtypes) for m in mutants]
 
 
 def run_mutation(ops=None, classes=None, profile="ci", seed=0, workers=None, dtypes=("float64", "float32"),
-                 progress=None):
-    """Plant every applicable mutant and return the summary dict (the JSON of `scratch-grad mutate`)."""
+                 progress=None, imports=()):
+    """Plant every applicable mutant and return the summary dict (the JSON of `scratch-grad mutate`).
+    `imports`: modules (or .py paths) that register more ops, imported here and in every worker."""
+    from .imports import load_all
+    load_all(imports)
+    imports = tuple(imports)
     budget = budget_for(profile)
     mutants = [m for m in all_mutants(ops) if classes is None or m.klass in classes]
     workers = workers or min(2, os.cpu_count() or 1)
@@ -684,14 +688,15 @@ def run_mutation(ops=None, classes=None, profile="ci", seed=0, workers=None, dty
     results = []
     if workers == 1:
         for done, batch in enumerate(batches, 1):
-            results += _run_batch((batch, budget, seed, dtypes))
+            results += _run_batch((batch, budget, seed, dtypes, imports))
             if progress:
                 progress(done, len(batches))
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for done, batch_result in enumerate(pool.map(_run_batch, [(b, budget, seed, dtypes) for b in batches]), 1):
+            jobs = [(batch, budget, seed, dtypes, imports) for batch in batches]
+            for done, batch_result in enumerate(pool.map(_run_batch, jobs), 1):
                 results += batch_result
                 if progress:
                     progress(done, len(batches))
@@ -764,53 +769,3 @@ def format_report(summary):
                  f"{summary['seconds']:.1f} s" + (f", median time to detection {1000 * median:.0f} ms"
                                                  if median is not None else ""))
     return "\n".join(lines)
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="scratch-grad mutate",
-        description="Plant known classes of VJP bugs into the registry one at a time and report how many the "
-                    "checks catch (kill rate per op and per class). Surviving mutants show where the suite is blind.")
-    parser.add_argument("--op", action="append", dest="ops", metavar="NAME", help="only this op (repeatable)")
-    parser.add_argument("--class", action="append", dest="classes", metavar="CLASS", choices=CLASSES,
-                        help="only this mutation class (repeatable)")
-    parser.add_argument("--profile", default="ci", choices=["ci", "dev", "fuzz"],
-                        help="sample budget of the checks (default ci)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: min(2, cores))")
-    parser.add_argument("--json", metavar="PATH", help="write the results as JSON (planted, killed, kill_rate, "
-                                                       "survivors, per_op, per_class, mutants)")
-    return parser
-
-
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    try:
-        import torch  # noqa: F401 - the reference the checks compare with
-    except ImportError:
-        print("scratch-grad mutate needs torch (the reference): pip install 'scratch_grad[test]'", file=sys.stderr)
-        return 2
-    from ..ops import REGISTRY
-    if args.ops:
-        unknown = [n for n in args.ops if n not in REGISTRY]
-        if unknown:
-            print(f"scratch-grad mutate: unknown op(s) {', '.join(unknown)}", file=sys.stderr)
-            return 2
-
-    from ..progress import bar
-    with bar(desc="mutants", unit="batch") as batches:
-        def progress(done, total):
-            batches.total = total
-            batches.update(done - batches.n)
-
-        summary = run_mutation(ops=args.ops, classes=args.classes, profile=args.profile, seed=args.seed,
-                               workers=args.workers, progress=progress)
-    print(format_report(summary))
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(summary, handle, indent=2)
-    return 0 if not summary["survivors"] else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -557,7 +557,8 @@ def column_title(column):
 LEGEND = ("each cell: pass or FAIL, then the worst error over all its draws as a multiple of its tolerance "
           "(below 1 passes; 'inf' where a result was missing, NaN, or raised); '-' not checked; random graphs "
           "(n): how many graphs contained the op (a graph another op was blamed for counts 0 here); "
-          "compiled=eager is bit for bit (0 or inf); notes: passing verdicts worth knowing (finite-difference "
+          "compiled=eager is bit for bit (0 or inf); high precision 'none': the op has no mpmath definition "
+          "(entry field mp); notes: passing verdicts worth knowing (finite-difference "
           "noise, kinks, torch imprecise where the high-precision reference confirms scratch_grad)")
 
 
@@ -573,6 +574,8 @@ def format_table(result):
         cells = []
         for column in shown:
             text = format_cell(row.cells.get(column))
+            if column.endswith("_mp") and text == "-" and not _high_precision(name) and name != ENGINE_ROW:
+                text = "none"           # no mpmath definition: never covered by the fourth reference
             if column == "graphs" and column in row.cells:
                 text += f" ({row.cells[column].count})"
             cells.append(f"{text:<{widths[column]}}")
@@ -638,6 +641,13 @@ def _cell_json(cell):
             "classifications": dict(cell.classifications), "evidence": json_safe(cell.evidence)}
 
 
+def _high_precision(name):
+    """Whether the op has a high-precision (mpmath) definition: the table says so per op."""
+    from ..ops import REGISTRY
+    from .high_precision import covers
+    return name in REGISTRY and covers(REGISTRY[name])
+
+
 def to_json(result):
     """The run as JSON-ready data. Per op: `cells` (per column over all dtypes, as the table) and
     `matrix` ({column: {dtype: cell}}, each cell with the evidence of its worst draw: the oracle's
@@ -653,7 +663,7 @@ def to_json(result):
                                         "checks": cell.count}
                                for column, cell in row.cells.items()},
                      "matrix": matrix, "notes": dict(row.notes), "failures": row.messages(),
-                     "not_provided": dict(row.not_provided)}
+                     "not_provided": dict(row.not_provided), "high_precision": _high_precision(name)}
     shown = columns(result)
     return {"passed": result.passed, "failed_ops": result.failed_ops, "dtypes": list(result.dtypes),
             "engine": result.engine, "not_provided": result.not_provided, "checked": result.checked,

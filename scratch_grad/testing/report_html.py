@@ -202,7 +202,9 @@ def _legend():
         f'<span class="key" style="background:{cell_colour({"checks": 1, "status": "fail", "worst_ratio": 10})}">'
         'FAIL</span>'
         '<span class="key">0<sup class="warn">*</sup> some draws were warnings or failed through another op: counted 0</span>'
-        f'<span class="key" style="background:{cell_colour(None)}">- not run</span></div>'
+        f'<span class="key" style="background:{cell_colour(None)}">- not run</span>'
+        f'<span class="key" style="background:{cell_colour(None)}">none: the op has no high-precision '
+        f'(mpmath) definition</span></div>'
         '<p>A cell\'s number is the <b>worst |error| / tolerance</b> over all the draws of that op, check and '
         'dtype (the tolerance comes from the error model of <code>testing/tolerance.py</code>): at most 1 passes. '
         'Draws classified as a warning (finite-difference noise, a kink, a wrong or undefined reference) count 0. '
@@ -261,7 +263,9 @@ def _matrix(data, titles):
                 cell = (entry.get("matrix") or {}).get(column, {}).get(dtype)
                 first = " first" if k == 0 else ""
                 if cell is None or not cell.get("checks"):
-                    body.append(f'<td class="cell none{first}" style="background:{cell_colour(None)}">-</td>')
+                    # an op with no mpmath definition is not covered by the high-precision reference at all
+                    text = "none" if column.endswith("_mp") and entry.get("high_precision") is False else "-"
+                    body.append(f'<td class="cell none{first}" style="background:{cell_colour(None)}">{text}</td>')
                 else:
                     flip = " flip" if position >= right_half else ""
                     state = "pass" if cell.get("status") == "pass" else "fail"

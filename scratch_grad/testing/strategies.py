@@ -12,7 +12,7 @@ Profiles (select with the HYPOTHESIS_PROFILE environment variable; budgets in pr
 import math
 
 import numpy as np
-from hypothesis import HealthCheck, Phase, given, note, settings
+from hypothesis import HealthCheck, Phase, given, note, reject, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -235,20 +235,27 @@ def _is_final():
         return True
 
 
-def fail_with_reproducer(report, context=None, directory=None):
+def fail_with_reproducer(report, context=None, directory=None, write=None):
     """Raise CheckFailure for a failing report; on hypothesis' final (shrunk) replay, first write
-    the standalone reproducer and print its path and source."""
+    the standalone reproducer (with `write(report) -> path` when given: the fuzz campaign names one
+    per distinct failure) and print its path and source."""
     from . import reproducer
     from .oracle import CheckFailure
     if _is_final():
-        report.reproducer = reproducer.write(report.program, report, context=context, directory=directory)
+        if write is not None:
+            report.reproducer = write(report)
+        else:
+            report.reproducer = reproducer.write(report.program, report, context=context, directory=directory)
         note(f"standalone reproducer written to {report.reproducer}")
         note(reproducer.render(report.program, report, context))
     raise CheckFailure(report)
 
 
-def check_op_example(data, spec, dtype, context=None, on_report=None, directory=None):
-    """One hypothesis example of the per-op check: draw inputs with the op's sampler, check all."""
+def check_op_example(data, spec, dtype, context=None, on_report=None, directory=None, engine=None, write=None):
+    """One hypothesis example of the per-op check: draw inputs with the op's sampler, check all.
+    engine: an adapter (testing/engines) checked instead of scratch_grad; a call form it lacks is
+    not an example (rejected)."""
+    from ..errors import NotProvidedError
     from ..ops.sampling import sample_inputs
     from .oracle import check_sample
     kinks = (not spec.smooth) and data.draw(st.booleans(), label="exactly at kinks and ties")
@@ -256,26 +263,37 @@ def check_op_example(data, spec, dtype, context=None, on_report=None, directory=
     edges = data.draw(st.sampled_from([False] * (EDGE_ODDS - 1) + [True]), label="edge sample")
     gen = HypothesisGen(data, dtype, kinks=kinks, edges=edges)
     inputs, params = sample_inputs(spec, gen)
-    report = check_sample(spec, inputs, params, cotangent_gen=gen)
+    try:
+        report = check_sample(spec, inputs, params, cotangent_gen=gen, engine=engine)
+    except NotProvidedError:
+        if engine is None:
+            raise
+        reject()
     if on_report is not None:
         on_report(report)
     if not report.passed:
-        fail_with_reproducer(report, context, directory)
+        fail_with_reproducer(report, context, directory, write)
     return report
 
 
-def check_graph_example(data, dtype, require_op=None, max_ops=None, context=None, on_report=None, directory=None):
-    """One hypothesis example of graph fuzzing: a random DAG of registry ops, every leaf checked."""
+def check_graph_example(data, dtype, require_op=None, max_ops=None, context=None, on_report=None, directory=None,
+                        engine=None, write=None):
+    """One hypothesis example of graph fuzzing: a random DAG of registry ops, every leaf checked.
+    engine: an adapter checked instead of scratch_grad, its graphs drawn from the ops it provides."""
     from hypothesis import assume
     from .graphs import MAX_OPS, build_graph, check_graph
+    registry = None
+    if engine is not None:
+        from ..ops import REGISTRY
+        registry = {name: spec for name, spec in REGISTRY.items() if name in engine.ops}
     gen = HypothesisGen(data, dtype)
-    program = build_graph(gen, require_op=require_op, max_ops=max_ops or MAX_OPS, attempts=1)
+    program = build_graph(gen, require_op=require_op, max_ops=max_ops or MAX_OPS, attempts=1, registry=registry)
     assume(program is not None)
-    report = check_graph(program)
+    report = check_graph(program, engine=engine)
     if on_report is not None:
         on_report(report)
     if not report.passed:
-        fail_with_reproducer(report, context, directory)
+        fail_with_reproducer(report, context, directory, write)
     return report
 
 
@@ -285,7 +303,8 @@ def _database_key(test, key):
 
 
 def op_property(spec, dtype, max_examples=None, example_kwargs=None, **settings_kwargs):
-    """A runnable hypothesis test (call it) checking one op in one dtype."""
+    """A runnable hypothesis test (call it) checking one op in one dtype. example_kwargs go to
+    check_op_example (on_report, directory, engine, write)."""
     example_kwargs = example_kwargs or {}
     @settings(max_examples=max_examples or budget().op_examples, **settings_kwargs)
     @given(data=st.data())
@@ -297,7 +316,8 @@ def op_property(spec, dtype, max_examples=None, example_kwargs=None, **settings_
 
 def graph_property(dtype, max_examples=None, require_op=None, max_ops=None, example_kwargs=None,
                    **settings_kwargs):
-    """A runnable hypothesis test (call it) fuzzing random graphs in one dtype."""
+    """A runnable hypothesis test (call it) fuzzing random graphs in one dtype. example_kwargs go to
+    check_graph_example (on_report, directory, engine, write)."""
     example_kwargs = example_kwargs or {}
     max_ops = max_ops or budget().max_ops
 

@@ -146,3 +146,60 @@ def high_precision_tolerance(magnitude, dtype, depth, scale=1.0):
     tiny = float(np.finfo(np.dtype(dtype)).tiny)
     magnitude = np.where(np.isfinite(magnitude), np.abs(magnitude), 0.0)
     return MP_SAFETY * unit_roundoff(dtype) * max(depth, 1) * magnitude + 4 * tiny * (1.0 + scale)
+
+
+# ---- trajectories: training two implementations side by side (experiments/lockstep.py) --------------------
+# Training the same network in scratch_grad and in torch, from the same weights on the same batches, compares
+# whole parameter tensors (and the loss) after every step, normwise: err(t) = max |ours - reference| /
+# max |reference|. Not entry by entry, as above: after a few steps every entry has been through every other
+# entry's updates, and the trajectory, not one entry, is what a correct optimizer must follow.
+#
+# A count of roundings per op (term 1) cannot bound it: the error compounds over the steps as the dynamics
+# amplify or damp it, and Adam divides each gradient entry by its own magnitude, so an entry whose gradient is
+# dominated by rounding (cancellation) gets an update of full size lr with rounding-level noise (on the
+# 784-40-10 net torch float32 is 8e-6, 67 eps, from float64 after ONE Adam step for some seeds, while SGD
+# stays near 1 eps for hundreds of steps). So the bound is term 2, measured along the run: torch trains the
+# same network in float32 and in float64 side by side, and e(s) = normwise |torch_float32 - torch_float64|
+# after step s is the error a competent float32 implementation makes on THIS trajectory so far. Two correct
+# implementations cannot be expected to agree better than each agrees with the exact trajectory, and the
+# error so far only grows, so after step t, for results computed in a dtype with unit roundoff u:
+#
+#     trajectory(t) = TRAJECTORY_SAFETY * (u / u32) * max_{s <= t} e(s) + TRAJECTORY_FLOOR * u
+#
+# The floor is for a calibration that happens to be zero (a loss that came out bit for bit). For a float32
+# run e(s) is a measurement of float32 itself. For a float64 run it is an extrapolation, scaled by u / u32 as
+# term 2 scales it, and on a trajectory that extrapolation underestimates: where ReLU kinks and momentum make
+# the run chaotic, how much an error grows depends on its size and direction, and two float64 runs drifted
+# up to 37x further apart (in units of u) than float32 did from float64 within 100 steps (784-16-10 ReLU,
+# cross-entropy, SGD lr 0.5 with Nesterov momentum 0.9, seeds 0-11); elsewhere under 8x. So an extrapolated
+# calibration gets TRAJECTORY_EXTRAPOLATION_SAFETY on top. Measured over 300 steps of the 784-40-10 sigmoid
+# net (SGD lr 5, Adam, AdamW), 784-16-10 ReLU and tanh nets on cross-entropy (SGD with Nesterov momentum and
+# weight decay, AdamW) and the 784-128-10 ReLU net (Adam, batch 32), seeds 0-11: the largest error /
+# tolerance of a correct float64 run was 0.12 outside the chaotic net, where it stays below 1 for 100 steps
+# (0.72) and no tolerance can follow a chaotic run for long. A formula slip stays far outside: an lr off
+# by 1e-6 relative, or Adam's eps 1e-7 for 1e-8, is reported at step 1.
+TRAJECTORY_SAFETY = 4.0
+TRAJECTORY_EXTRAPOLATION_SAFETY = 16.0
+TRAJECTORY_FLOOR = 32.0
+
+
+def normwise_relative_error(ours, reference):
+    """max |ours - reference| / max |reference| in float64 (the absolute error when the reference is all zero;
+    inf for a shape mismatch)."""
+    ours, reference = np.asarray(ours, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    if ours.shape != reference.shape:
+        return float("inf")
+    if not reference.size:
+        return 0.0
+    scale = float(np.max(np.abs(reference)))
+    difference = float(np.max(np.abs(ours - reference)))
+    return difference / scale if scale else difference
+
+
+def trajectory_tolerance(dtype, calibration):
+    """The largest normwise relative error accepted between two trainings in `dtype` after a step, given
+    calibration = the running max over the steps so far of normwise |torch_float32 - torch_float64|: measured
+    in float32, extrapolated (with TRAJECTORY_EXTRAPOLATION_SAFETY) to any other dtype (see above)."""
+    u, u32 = unit_roundoff(dtype), unit_roundoff(np.float32)
+    safety = TRAJECTORY_SAFETY if u == u32 else TRAJECTORY_SAFETY * TRAJECTORY_EXTRAPOLATION_SAFETY
+    return safety * (u / u32) * calibration + TRAJECTORY_FLOOR * u

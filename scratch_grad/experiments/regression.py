@@ -29,10 +29,13 @@ import numpy as np
 from .. import ops
 from ..data import linear_regression
 from ..engine import Variable
-from .losses import quadratic_cost
-from .modules import Module, Parameter
-from .optim import SGD
-from .training import fit
+from ..nn.losses import quadratic_cost
+from ..nn.modules import Module, Parameter
+from ..nn.optim import SGD
+from ..nn.training import fit
+from ..ops.registry import NOT_DIFFERENTIABLE, REAL, OpSpec
+from ..testing import check_sample
+from .runs import RunResult
 
 __all__ = ["PARAMETER_NAMES", "TwoLayerLinear", "initial_parameters", "regression_loss", "hand_gradients",
            "scratch_grad_gradients", "torch_gradients", "finite_difference_gradients", "compare_gradients",
@@ -183,8 +186,6 @@ def hand_derived_op(convention="correct"):
         report.passed   # False: every gradient is 2x torch's and 2x the finite differences
 
     Inputs: x, y (constants), W1, b1, W2, b2 (differentiated)."""
-    from ..ops.registry import NOT_DIFFERENTIABLE, REAL, OpSpec
-
     def forward(x, y, W1, b1, W2, b2):
         return np.asarray(regression_loss(dict(W1=W1, b1=b1, W2=W2, b2=b2), x, y))
 
@@ -213,7 +214,6 @@ def regression_inputs(seed=0, hidden=4):
 
 def check_hand_derivation(convention="correct", seed=0, hidden=4):
     """The gradient oracle (scratch_grad.testing) run on the hand-derived VJPs: a CheckReport."""
-    from ..testing import check_sample
     return check_sample(hand_derived_op(convention), regression_inputs(seed, hidden), {}, second_order=False)
 
 
@@ -237,7 +237,6 @@ def _format_rows(label, rows):
 def run_regression(epochs=100, lr=0.1, seed=0, hidden=4, emit=print, on_batch=None, on_epoch=None):
     """Gradient table at the initial point, the two notebook bugs caught, then full-batch training with
     scratch_grad next to the hand-derived loop."""
-    from .experiments import RunResult
     started = time.perf_counter()
     x, y, _, _ = linear_regression()
     params = initial_parameters(x.shape[1], hidden, y.shape[1], seed=seed)

@@ -1,5 +1,5 @@
-"""Training parity with torch: the same network, trained in scratch_grad and in torch from the same
-initial weights on the same batches, compared after every step.
+"""Training parity with torch: the same network, trained in scratch_grad and in torch in lockstep, from
+the same initial weights on the same batches, compared after every step.
 
 After each step every parameter is compared with the normwise relative error
     err = max |p_sg - p_torch| / max |p_torch|
@@ -7,21 +7,15 @@ and the loss (computed before the step) with |l_sg - l_torch| / |l_torch|. The f
 parameter) whose error exceeds the tolerance at that step is reported with the element where the
 difference is largest and both values there.
 
-Tolerances (the error model):
-  float64: a constant 1e-10. Both sides round differently (BLAS blocking, fused multiply-adds in
-           torch's kernels), ~1e-16 per operation; over 300 steps of SGD or Adam on the MNIST net the
-           measured error stays below 1e-14, so 1e-10 leaves four orders of margin and still catches
-           any formula difference (those show up at 1e-3..1 on the first step).
-  float32: measured against float32's own error. A third model, torch in float64, trains from the
-           same (exactly representable) weights on the same batches; e_ref(s) is the distance of
-           torch float32 from it after step s. Two correct float32 implementations cannot be expected
-           to agree better than each agrees with the exact trajectory, so after step t
-               tolerance(t) = FLOAT32_FACTOR * max_{s <= t} e_ref(s) + FLOAT32_FLOOR * eps32,
-           which grows with the steps as float32's error does. Why not a fixed eps multiple: Adam
-           divides each gradient entry by its own magnitude, so entries whose gradient is small and
-           dominated by rounding (cancellation) get updates of full size lr with float32-level
-           noise; on the 784-40-10 net torch float32 is 8e-6 (67 eps) from float64 after ONE Adam
-           step for some seeds, while SGD stays near 1e-7 (1 eps) for hundreds of steps.
+Tolerances come from the project's error model, scratch_grad.testing.tolerance (its "trajectories"
+section): a third model, torch in the other precision, trains from the same weights on the same
+batches (a float64 twin of a float32 run, a float32 twin of a float64 run), and e(s), the normwise
+distance between torch float32 and torch float64 after step s, measures the rounding error this very
+trajectory accumulates. After step t
+    tolerance(t) = trajectory_tolerance(dtype, max_{s <= t} e(s))
+                 = TRAJECTORY_SAFETY * (u / u32) * max_{s <= t} e(s) + TRAJECTORY_FLOOR * u,
+which grows with the steps as the error does, and is the same formula for parameters and for the
+loss (each with its own e).
 """
 from __future__ import annotations
 
@@ -30,42 +24,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..data import load_mnist
 from ..errors import ScratchGradError
-from . import losses as losses_module
-from .modules import MLP, ELU, GELU, Identity, LeakyReLU, Linear, ReLU, Sigmoid, Softplus, Tanh
-from .optim import SGD, Adam, AdamW
+from ..nn import losses as losses_module
+from ..nn.modules import MLP, ELU, GELU, Identity, LeakyReLU, Linear, ReLU, Sigmoid, Softplus, Tanh
+from ..nn.optim import SGD, Adam, AdamW
+from ..testing.tolerance import normwise_relative_error, trajectory_tolerance
 
-__all__ = ["TrainingParityReport", "Divergence", "training_parity", "tolerance", "relative_error",
-           "FLOAT64_TOLERANCE"]
-
-FLOAT64_TOLERANCE = 1e-10
-FLOAT32_EPS = float(np.finfo(np.float32).eps)
-FLOAT32_FACTOR = 4.0       # float32: tolerance = FACTOR * (running max of torch f32 vs f64) + FLOOR * eps
-FLOAT32_FLOOR = 16.0
+__all__ = ["TrainingParityReport", "Divergence", "training_parity"]
 
 DEFAULT_LR = {"sgd": 5.0, "adam": 1e-3, "adamw": 1e-3}
-
-
-def tolerance(dtype, reference_error=0.0):
-    """The largest normwise relative error accepted: constant in float64; in float32 from the running
-    max of torch float32's own distance to the float64 trajectory (see the module docstring)."""
-    if np.dtype(dtype) == np.float64:
-        return FLOAT64_TOLERANCE
-    if np.dtype(dtype) == np.float32:
-        return FLOAT32_FACTOR * reference_error + FLOAT32_FLOOR * FLOAT32_EPS
-    raise ScratchGradError(f"training parity: no error model for dtype {np.dtype(dtype)}; use float64 or float32")
-
-
-def relative_error(ours, reference):
-    """max |ours - reference| / max |reference| (inf for a shape mismatch)."""
-    ours, reference = np.asarray(ours, dtype=np.float64), np.asarray(reference, dtype=np.float64)
-    if ours.shape != reference.shape:
-        return math.inf
-    scale = np.max(np.abs(reference)) if reference.size else 0.0
-    diff = np.max(np.abs(ours - reference)) if reference.size else 0.0
-    if scale == 0:
-        return float(diff)
-    return float(diff / scale)
 
 
 @dataclass
@@ -98,7 +66,7 @@ class TrainingParityReport:
     losses: list = field(default_factory=list)               # per step: (scratch_grad, torch)
     tolerances: list = field(default_factory=list)           # per step: parameter tolerance
     loss_tolerances: list = field(default_factory=list)      # per step: loss tolerance
-    reference_errors: list = field(default_factory=list)     # float32: torch f32 vs torch f64 per step
+    reference_errors: list = field(default_factory=list)     # per step: running max of torch f32 vs torch f64
     first_divergence: Divergence | None = None
 
     @property
@@ -251,9 +219,10 @@ def _training_parity(torch, steps, optimizer, dtype, sizes, activation, output_a
     dtype = np.dtype(dtype)
     if steps < 1:
         raise ValueError(f"training parity: steps must be >= 1, got {steps}")
+    if dtype not in (np.float32, np.float64):
+        raise ScratchGradError(f"training parity: no error model for dtype {dtype}; use float64 or float32")
     lr = DEFAULT_LR.get(optimizer.lower(), 0.01) if lr is None else float(lr)
     if data is None:
-        from ..data import load_mnist
         splits = load_mnist(dtype=dtype)
         x_all, labels_all = splits.x_train, splits.y_train
     else:
@@ -272,13 +241,13 @@ def _training_parity(torch, steps, optimizer, dtype, sizes, activation, output_a
                                        weight_decay)
     if make_optimizer is not None:
         ours_opt = make_optimizer(sg_params)
-    # float32: a float64 torch shadow from the same weights measures float32's own error (the error model)
-    shadow = shadow_opt = None
-    if dtype == np.float32:
-        shadow = _torch_model(model, torch).double()
-        shadow_named = dict(shadow.named_parameters())
-        shadow_params = [shadow_named[name] for name in names]
-        _, shadow_opt = _optimizers(optimizer, sg_params, shadow_params, lr, torch, momentum, nesterov, weight_decay)
+    # the error model's calibration: torch in the other precision, from the same weights (a float64 twin of a
+    # float32 run starts exactly there; a float32 twin of a float64 run from the weights rounded to float32)
+    shadow_dtype = torch.float64 if dtype == np.float32 else torch.float32
+    shadow = _torch_model(model, torch).to(shadow_dtype)
+    shadow_named = dict(shadow.named_parameters())
+    shadow_params = [shadow_named[name] for name in names]
+    _, shadow_opt = _optimizers(optimizer, sg_params, shadow_params, lr, torch, momentum, nesterov, weight_decay)
     sg_loss = losses_module.loss(loss)
     torch_loss = _torch_loss(loss, torch)
     eye = np.eye(sizes[-1], dtype=dtype)
@@ -302,23 +271,27 @@ def _training_parity(torch, steps, optimizer, dtype, sizes, activation, output_a
         t_target = torch.from_numpy(labels) if loss == "cross_entropy" else torch.from_numpy(target)
         t_value = _torch_step(reference, theirs_opt, torch_loss, torch.from_numpy(xb), t_target)
         ours_loss, theirs_loss = value.item(), t_value
-        if shadow is not None:
-            s_target = t_target if loss == "cross_entropy" else t_target.double()
-            shadow_loss = _torch_step(shadow, shadow_opt, torch_loss, torch.from_numpy(xb).double(), s_target)
-            reference_loss_error = max(reference_loss_error, relative_error(theirs_loss, shadow_loss))
-            reference_error = max(reference_error, *(relative_error(t.detach().numpy(), u.detach().numpy())
-                                                     for t, u in zip(torch_params, shadow_params)))
-            report.reference_errors.append(reference_error)
-        tol = tolerance(dtype, reference_error)
-        loss_tol = tolerance(dtype, reference_loss_error)
-        loss_error = relative_error(ours_loss, theirs_loss)
+        s_target = t_target if loss == "cross_entropy" else t_target.to(shadow_dtype)
+        shadow_loss = _torch_step(shadow, shadow_opt, torch_loss, torch.from_numpy(xb).to(shadow_dtype), s_target)
+        # e(s): torch float32 against torch float64, relative to the float64 side
+        pairs = [(t.detach().numpy(), u.detach().numpy()) for t, u in zip(torch_params, shadow_params)]
+        losses_32_64 = (theirs_loss, shadow_loss)
+        if dtype == np.float64:
+            pairs = [(u, t) for t, u in pairs]
+            losses_32_64 = (shadow_loss, theirs_loss)
+        reference_loss_error = max(reference_loss_error, normwise_relative_error(*losses_32_64))
+        reference_error = max(reference_error, *(normwise_relative_error(low, high) for low, high in pairs))
+        report.reference_errors.append(reference_error)
+        tol = trajectory_tolerance(dtype, reference_error)
+        loss_tol = trajectory_tolerance(dtype, reference_loss_error)
+        loss_error = normwise_relative_error(ours_loss, theirs_loss)
         errors = {}
         divergence = None
         if loss_error > loss_tol:
             divergence = Divergence(step, "loss", loss_error, loss_tol, (), ours_loss, theirs_loss)
         for name, p, t in zip(names, sg_params, torch_params):
             theirs = t.detach().numpy()
-            errors[name] = relative_error(p.data, theirs)
+            errors[name] = normwise_relative_error(p.data, theirs)
             if divergence is None and errors[name] > tol:
                 if p.shape != tuple(theirs.shape):
                     divergence = Divergence(step, name, math.inf, tol, (), math.nan, math.nan)

@@ -1,15 +1,28 @@
-"""Training: parity with torch step by step, the training loop on real MNIST, the plain NumPy network,
-and the three founding experiments (the hand-derivation checks of the regression among them)."""
+"""scratch_grad.experiments: the founding runs on real MNIST (classic and modern recipes), the plain NumPy
+network's trajectory beside scratch_grad's, the random classifier, and the notebook regression's
+hand-derivation checks. Training parity with torch: tests/test_training_parity.py."""
 import numpy as np
 import pytest
 
-from scratch_grad import nn
 from scratch_grad.data import load_mnist
-from scratch_grad.errors import GraphError
-from scratch_grad.nn import experiments, regression
-from scratch_grad.nn.parity import FLOAT64_TOLERANCE, training_parity
+from scratch_grad.experiments import regression
+from scratch_grad.experiments import runs as experiments
 
 torch = pytest.importorskip("torch")
+
+
+def test_every_module_of_the_package_is_reachable_by_its_name():
+    """No name means two things: an exported function named like a module (training_parity once) would hide
+    it, and `import scratch_grad.experiments.X as m` would return the function."""
+    import importlib
+    import pkgutil
+
+    import scratch_grad.experiments as package
+    names = [info.name for info in pkgutil.iter_modules(package.__path__)]
+    assert {"runs", "regression", "numpy_net", "lockstep"} <= set(names)
+    for name in names:
+        module = importlib.import_module(f"scratch_grad.experiments.{name}")
+        assert getattr(package, name) is module, name
 
 
 @pytest.fixture(scope="module")
@@ -17,71 +30,7 @@ def mnist():
     return load_mnist()
 
 
-# ---- training parity with torch ---------------------------------------------------------------------
-
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_mnist_net_trains_in_parity_with_torch_for_100_steps_float64(optimizer):
-    """784-40-10 sigmoid net, quadratic cost, batch 20 (SGD lr 5, Adam lr 1e-3), same weights, same batches:
-    every parameter and the loss agree with torch to 1e-10 relative after each of 100 steps."""
-    report = training_parity(steps=100, optimizer=optimizer, dtype=np.float64)
-    assert report.passed, report.summary()
-    assert len(report.parameter_errors) == 100
-    assert report.parameter_names == ["0.weight", "0.bias", "2.weight", "2.bias"]
-    assert report.max_parameter_error() < FLOAT64_TOLERANCE
-    # the run trained: the loss moved, so agreement is not two frozen copies agreeing
-    assert report.losses[-1][0] < 0.8 * report.losses[0][0]
-
-
-def test_parity_with_momentum_nesterov_weight_decay_and_cross_entropy():
-    report = training_parity(steps=30, optimizer="sgd", lr=0.5, momentum=0.9, nesterov=True, weight_decay=1e-3,
-                             sizes=(784, 16, 10), activation="relu", output_activation=None, loss="cross_entropy")
-    assert report.passed, report.summary()
-    report = training_parity(steps=30, optimizer="adamw", weight_decay=1e-2, sizes=(784, 16, 10),
-                             activation="tanh", output_activation=None, loss="cross_entropy")
-    assert report.passed, report.summary()
-
-
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_float32_parity_holds_within_the_error_model(optimizer):
-    report = training_parity(steps=25, optimizer=optimizer, dtype=np.float32, stop_at_divergence=False)
-    assert report.passed, report.summary()
-    # the error model is measured (torch f32 vs a torch f64 shadow), nonzero, and never shrinks
-    assert len(report.reference_errors) == 25 and report.reference_errors[0] > 0
-    assert all(b >= a for a, b in zip(report.tolerances, report.tolerances[1:]))
-    # float32 really is compared at float32 precision: errors are above float64 rounding
-    assert report.max_parameter_error() > 1e-12
-
-
-def test_a_slightly_wrong_learning_rate_diverges_at_step_one():
-    report = training_parity(steps=10, optimizer="sgd", make_optimizer=lambda p: nn.SGD(p, lr=5.0 * (1 + 1e-6)))
-    assert not report.passed
-    divergence = report.first_divergence
-    assert divergence.step == 1 and divergence.parameter in report.parameter_names
-    assert divergence.error > FLOAT64_TOLERANCE and divergence.ours != divergence.theirs
-    assert "DIVERGED at step 1" in report.summary()
-
-
-def test_adam_with_another_eps_diverges_at_step_one():
-    report = training_parity(steps=5, optimizer="adam", make_optimizer=lambda p: nn.Adam(p, lr=1e-3, eps=1e-7))
-    assert not report.passed and report.first_divergence.step == 1
-
-
-def test_the_first_divergent_step_and_parameter_are_reported():
-    """A bug that only starts at step 38 and only touches the output bias is reported there and not before."""
-    class LateBug(nn.SGD):
-        def _update(self, p, g, state):
-            if self.step_count >= 38 and p.shape == (10,):
-                g = g * 1.001
-            super()._update(p, g, state)
-
-    report = training_parity(steps=60, optimizer="sgd", make_optimizer=lambda p: LateBug(p, lr=5.0))
-    assert report.first_divergence.step == 38
-    assert report.first_divergence.parameter == "2.bias"
-    assert len(report.parameter_errors) == 38          # stops at the divergence by default
-    assert max(report.parameter_errors[36].values()) < FLOAT64_TOLERANCE
-
-
-# ---- the training loop, the plain NumPy network ---------------------------------------------------------
+# ---- the MNIST runs, the plain NumPy network ---------------------------------------------------------
 
 def test_classic_mnist_net_learns_on_a_subset(mnist):
     # 200 steps of the classic recipe (lr 5 needs a while to leave the sigmoid plateau): 81% here
@@ -115,51 +64,6 @@ def test_same_seed_same_run_other_seed_other_run(mnist):
             for seed in (5, 5, 6)]
     assert runs[0].history.losses == runs[1].history.losses
     assert runs[0].history.losses != runs[2].history.losses
-
-
-def test_fit_reports_each_epoch_and_evaluate_leaves_no_graph():
-    x = np.random.default_rng(0).normal(size=(64, 4))
-    labels = (x[:, 0] > 0).astype(np.int64)
-    model = nn.MLP([4, 8, 2], rng=np.random.default_rng(1))
-    seen = []
-    history = nn.fit(model, nn.cross_entropy, nn.Adam(model.parameters(), lr=0.05), x, labels, 5, 16,
-                     np.random.default_rng(2), labels=labels, x_test=x, y_test=labels, on_epoch=seen.append)
-    assert [s.epoch for s in seen] == [1, 2, 3, 4, 5] and history.epochs == seen
-    assert history.losses[-1] < history.losses[0]
-    assert history.test_accuracies[-1] > 0.9
-    outputs = nn.predict(model, x)
-    assert isinstance(outputs, np.ndarray) and outputs.shape == (64, 2) and model.training
-
-
-@pytest.mark.parametrize("loss_fn, dtype", [("quadratic", np.float64), ("cross_entropy", np.float32)])
-def test_compiled_training_equals_eager_training_bit_for_bit(loss_fn, dtype):
-    """fit(compile=True): the same losses, accuracies and weights to the last bit, over epochs whose
-    last batch is shorter (a second trace) and with Adam's in-place updates between replays."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(70, 6)).astype(dtype)
-    labels = rng.integers(0, 3, 70)
-    targets = nn.one_hot(labels, 3, dtype) if loss_fn == "quadratic" else labels
-    loss = nn.quadratic_cost if loss_fn == "quadratic" else nn.cross_entropy
-    runs = []
-    for compile in (False, True):
-        model = nn.MLP([6, 5, 3], activation="sigmoid", output_activation="sigmoid" if loss_fn == "quadratic"
-                       else None, dtype=dtype, rng=np.random.default_rng(1))
-        history = nn.fit(model, loss, nn.Adam(model.parameters(), lr=0.01), x, targets, 3, 16,
-                         np.random.default_rng(2), labels=labels, compile=compile)
-        runs.append((history, [p.data.copy() for p in model.parameters()]))
-    (eager, eager_weights), (compiled, compiled_weights) = runs
-    assert compiled.losses == eager.losses and compiled.accuracies == eager.accuracies
-    for a, b in zip(eager_weights, compiled_weights):
-        assert a.dtype == b.dtype and np.array_equal(a, b)
-
-
-def test_compiled_training_refuses_dropout_in_training_mode():
-    x = np.random.default_rng(0).normal(size=(8, 4))
-    labels = np.zeros(8, dtype=np.int64)
-    model = nn.MLP([4, 8, 2], dropout=0.5, rng=np.random.default_rng(1))
-    with pytest.raises(GraphError, match="Dropout in training mode"):
-        nn.fit(model, nn.cross_entropy, nn.SGD(model.parameters(), lr=0.1), x, labels, 1, 4,
-               np.random.default_rng(2), labels=labels, compile=True)
 
 
 def _subset(splits, n_train, n_test):

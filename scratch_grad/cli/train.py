@@ -19,31 +19,19 @@ import sys
 
 import numpy as np
 
+from ..data import load_mnist
 from ..errors import ScratchGradError
+from ..experiments.regression import run_regression
+from ..experiments.runs import MNIST_RECIPES, run_mnist, run_random_classifier
+from ..experiments.lockstep import training_parity
+from ..progress import bar
+from ..nn.modules import ACTIVATIONS
+from . import options
 
 TASK_DEFAULTS = {
     "random": dict(epochs=20, lr=0.01, batch_size=1),
     "regression": dict(epochs=100, lr=0.1, batch_size=None),   # full batch
 }
-
-
-def _checked(parse, accept, expected, out_of_range=None):
-    """An argparse type: parse the text, then require accept(value), with a message naming what was expected."""
-    def convert(text):
-        try:
-            value = parse(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not accept(value):
-            raise argparse.ArgumentTypeError(f"expected {out_of_range or expected}, got {text}")
-        return value
-    return convert
-
-
-_positive_int = _checked(int, lambda value: value >= 1, "a positive integer")
-_non_negative_int = _checked(int, lambda value: value >= 0, "a non-negative integer")
-_positive_float = _checked(float, lambda value: math.isfinite(value) and value > 0, "a positive number",
-                           "a positive finite number")
 
 
 def build_parser():
@@ -56,17 +44,16 @@ def build_parser():
     parser.add_argument("--data-dir", metavar="DIR",
                         help="mnist: a directory with the four MNIST IDX files, raw or .gz (default: the "
                              "embedded t10k split, 8000 train / 2000 held-out)")
-    parser.add_argument("--epochs", type=_positive_int, metavar="N")
-    parser.add_argument("--lr", type=_positive_float, metavar="X", help="learning rate")
-    parser.add_argument("--batch-size", type=_positive_int, metavar="B")
-    parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
-                        help="seeds the initial weights and the batch order (default 0)")
+    parser.add_argument("--epochs", type=options.positive_int, metavar="N")
+    parser.add_argument("--lr", type=options.positive_float, metavar="X", help="learning rate")
+    parser.add_argument("--batch-size", type=options.positive_int, metavar="B")
+    options.add_seed(parser, "seeds the initial weights and the batch order (default 0)")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG of the loss/accuracy curves (needs matplotlib)")
-    parser.add_argument("--json", metavar="PATH", help="write per-epoch loss and accuracy and final_accuracy as JSON")
+    options.add_json(parser, "write per-epoch loss and accuracy and final_accuracy as JSON")
     parser.add_argument("--recipe", choices=("classic", "modern"), default=None,
                         help="mnist: classic = sigmoid, quadratic cost, SGD lr 5 (default); "
                              "modern = 784-128-10 ReLU with dropout 0.2, cross-entropy, Adam lr 1e-3, batch 32")
-    parser.add_argument("--hidden", type=_positive_int, nargs="+", metavar="N",
+    parser.add_argument("--hidden", type=options.positive_int, nargs="+", metavar="N",
                         help="hidden layer sizes (mnist default 40; random default 10 10)")
     parser.add_argument("--activation", default=None,
                         help="random: hidden activation (default relu): sigmoid, tanh, relu, gelu, ...")
@@ -74,12 +61,12 @@ def build_parser():
     parser.add_argument("--compare-numpy", action="store_true",
                         help="mnist classic: also train the plain NumPy network from the same weights on the "
                              "same batches and report seconds per epoch for both")
-    parser.add_argument("--parity", type=_positive_int, metavar="STEPS",
+    parser.add_argument("--parity", type=options.positive_int, metavar="STEPS",
                         help="mnist: instead of training, train in scratch_grad and torch side by side for "
                              "STEPS steps and compare loss and every parameter after each step")
     parser.add_argument("--optimizer", choices=("sgd", "adam", "adamw"),
                         help="--parity: the optimizer (default: the recipe's)")
-    parser.add_argument("--threads", type=_positive_int, metavar="N",
+    parser.add_argument("--threads", type=options.positive_int, metavar="N",
                         help="NumPy BLAS threads for the run (needs threadpoolctl). The 784-40-10 net's matrices "
                              "are tiny: 1 thread is fastest, and on a busy machine idle BLAS threads can make "
                              "each step 10-100x slower (default: 1 when threadpoolctl is installed, else NumPy's "
@@ -109,7 +96,6 @@ def _validate(parser, args):
     if args.activation is not None and args.task != "random":
         parser.error("--activation applies to --task random only (mnist: choose a --recipe)")
     if args.activation is not None:
-        from .modules import ACTIVATIONS
         if args.activation not in ACTIVATIONS:
             parser.error(f"--activation: unknown activation {args.activation!r}; choose from {sorted(ACTIVATIONS)}")
     if args.hidden and args.task == "regression":
@@ -124,11 +110,7 @@ def _validate(parser, args):
     if args.data_dir is not None and not os.path.isdir(os.path.expanduser(args.data_dir)):
         parser.error(f"--data-dir {args.data_dir}: no such directory (it must hold train-images-idx3-ubyte, "
                      "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, raw or .gz)")
-    for flag, path in (("--plot", args.plot), ("--json", args.json)):
-        if path is not None:
-            directory = os.path.dirname(os.path.abspath(os.path.expanduser(path)))
-            if not os.path.isdir(directory):
-                parser.error(f"{flag} {path}: directory {directory} does not exist")
+    options.validate(parser, args, needs=("torch",) if args.parity else ())
     if args.plot is not None:
         try:
             import matplotlib  # noqa: F401
@@ -156,7 +138,6 @@ class EpochProgress:
 
     def on_batch(self, done, total, loss, accuracy=None):
         if self.bar is None:
-            from ..progress import bar
             self.bar = bar(total=total, desc=f"epoch {self.epoch}/{self.epochs}", unit="batch",
                            stream=self.stream, enabled=self.enabled, **self.bar_options)
         if self.bar.disable:
@@ -253,14 +234,11 @@ def _write_json(path, payload):
 
 
 def _run_parity(args):
-    from .experiments import MNIST_RECIPES
-    from .parity import training_parity
     recipe = MNIST_RECIPES[args.recipe or "classic"]
     optimizer = args.optimizer or recipe["optimizer"]
     lr = args.lr if args.lr is not None else (recipe["lr"] if optimizer == recipe["optimizer"] else None)
     data = None
     if args.data_dir is not None:
-        from ..data import load_mnist
         splits = load_mnist(os.path.expanduser(args.data_dir), dtype=args.dtype)
         data = (splits.x_train, splits.y_train)
     hidden = tuple(args.hidden) if args.hidden else recipe["hidden"]
@@ -298,9 +276,6 @@ def main(argv=None):
 
 
 def _train(args):
-    from .experiments import MNIST_RECIPES, run_mnist, run_random_classifier
-    from .regression import run_regression
-
     defaults = MNIST_RECIPES[args.recipe or "classic"] if args.task == "mnist" else TASK_DEFAULTS[args.task]
     epochs = args.epochs or defaults["epochs"]
     progress = EpochProgress(epochs, enabled=False if args.no_progress else None)

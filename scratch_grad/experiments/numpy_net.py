@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from ..errors import ShapeError
-from .training import EpochStats, History, batches
+from ..nn.training import EpochStats, History, batches
 
 __all__ = ["NumpySigmoidNet"]
 

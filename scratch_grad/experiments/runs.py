@@ -1,12 +1,14 @@
-"""The three founding experiments, reproduced on scratch_grad (each is one `scratch-grad train --task`):
+"""Two of the three founding experiments, reproduced on scratch_grad (each is one `scratch-grad train --task`),
+and the RunResult every experiment returns:
 
 1. random     : a 10-10-10-5 classifier (two hidden layers) on the seeded random set, 20 epochs of
                 per-sample SGD at lr 0.01, printing each sample's softmax output next to its label.
 2. regression : the two-layer linear regression whose gradients were derived by hand in a notebook,
                 hand-derived NumPy gradients side by side with scratch_grad, torch and finite
-                differences, and the notebook's two bugs caught (see scratch_grad/nn/regression.py).
+                differences, and the notebook's two bugs caught: scratch_grad/experiments/regression.py.
 3. mnist      : the 784-40-10 sigmoid network, minibatch 20, lr 5.0, quadratic cost ("classic"), or
-                ReLU + cross-entropy + Adam ("modern"); optionally timed against plain NumPy.
+                ReLU + cross-entropy + Adam ("modern"); optionally timed against plain NumPy
+                (experiments/numpy_net.py).
 
 Each run_* function returns a RunResult and writes its text through `emit` (print by default).
 """
@@ -18,11 +20,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..data import load_mnist, random_classification
-from .losses import cross_entropy, quadratic_cost
-from .modules import MLP
+from ..nn.losses import cross_entropy, quadratic_cost
+from ..nn.modules import MLP
+from ..nn.optim import SGD, Adam
+from ..nn.training import History, evaluate, fit, one_hot, predict
 from .numpy_net import NumpySigmoidNet
-from .optim import SGD, Adam
-from .training import History, evaluate, fit, one_hot, predict
 
 __all__ = ["RunResult", "MNIST_RECIPES", "run_mnist", "run_random_classifier", "seeded_rngs"]
 
