@@ -1,6 +1,6 @@
 """Compiled vs eager: a program run through `sg.compile` must give what the eager engine gives, bit for bit.
 
-The compiler's claim (scratch_grad/compiler.py) is that its generated code calls the same forwards and
+The compiler's claim (scratch_grad/compiler/) is that its generated code calls the same forwards and
 VJPs in the same order as eager mode, so values and gradients are equal, not merely close. This checks
 it on any Program (one op, a random graph): the program becomes a function of its leaves returning
 L = sum_k <output_k, cotangent_k>, which is called eagerly and compiled,
