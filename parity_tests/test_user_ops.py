@@ -131,3 +131,35 @@ def test_the_pytest_plugin_fails_the_planted_op_and_passes_the_correct_one(proje
     assert "2 failed, 2 passed" in done.stdout.splitlines()[-1]
     assert "gradient check failed: op 'softsign_planted', dtype float64" in done.stdout     # the oracle's message
     assert "standalone reproducer: reproducers/" in done.stdout
+
+
+def readme_snippet():
+    """The README's "check your own op" module, exactly as printed there."""
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"<!-- own-op -->\n```python\n(.*?)```", text, re.DOTALL)
+    assert block, "README.md lost its <!-- own-op --> example"
+    return block.group(1)
+
+
+def test_the_readme_example_op_passes_and_its_documented_bug_fails_as_shown(tmp_path, project):
+    """The README's my_ops.py, run with the README's command from a fresh directory: the correct op passes;
+    the bug the README describes (the square dropped) fails with the README's first lines."""
+    snippet = readme_snippet()
+    assert "return g / (1 + abs(x)) ** 2" in snippet
+    launcher = project[1]
+    for name, source, code in (("good", snippet, 0),
+                               ("bad", snippet.replace("return g / (1 + abs(x)) ** 2", "return g / (1 + abs(x))"), 1)):
+        directory = tmp_path / name
+        directory.mkdir()
+        (directory / "my_ops.py").write_text(source)
+        done = subprocess.run([sys.executable, str(launcher), "parity", "--import", "my_ops", "--op", "softsign",
+                               "--samples", "8", "--graphs", "6", "--workers", "1"],
+                              cwd=directory, env=environment(), capture_output=True, text=True, timeout=300)
+        assert done.returncode == code, done.stdout[-3000:] + done.stderr[-3000:]
+        if code:
+            assert failure_blocks(done.stdout)[0] == "op 'softsign', dtype float64"
+            assert ("VJP vs torch: input 0, shape (), dtype float64: engine bug (scratch_grad disagrees with torch "
+                    "and finite differences)") in done.stdout
+            assert "standalone reproducer: reproducers/softsign-float64-" in done.stdout
+        else:
+            assert "ALL PASS" in done.stdout.splitlines()[-1]

@@ -5,18 +5,23 @@
     loss = sg.tanh(x @ x.T).sum()
     loss.backward()          # x.grad is an ndarray of x's shape and dtype
 """
-from .engine import Variable, apply, enable_grad, grad, is_grad_enabled, no_grad
-from .compiler import CompiledFunction, compile  # noqa: A004  (sg.compile, like torch.compile)
+from .engine import OPS as _OPS, Variable, apply, enable_grad, grad, is_grad_enabled, no_grad
 from .errors import ArgumentError, AxisError, DomainError, DTypeError, GraphError, ScratchGradError, ShapeError
-from .ops import *  # noqa: F401,F403  (every op's public function)
-from .ops import REGISTRY, Domain, OpSpec, register
+from . import ops
+from .ops import KINDS, REGISTRY, Domain, OpSpec, register, unregister
+from .compiler import CompiledFunction, compile  # noqa: A004  (sg.compile, like torch.compile)
 from .functional import hessian, jacobian, jvp
+from . import nn
 
 __version__ = "0.1.0"
 
-# `from .ops import *` above also brought in the name `nn` (the submodule scratch_grad.ops.nn, bound on the ops
-# package), and `from . import nn` would return that attribute without importing anything: import the nn
-# package explicitly so `from scratch_grad import nn` and `sg.nn.Linear` mean modules and optimizers
-import importlib as _importlib  # noqa: E402
+# every op's public function, sg.<name>: the package's own ops bound here once (plain attribute lookups on
+# the hot path), and an op registered later, from a user's module, found in the op table by __getattr__
+globals().update({name: fn for name, fn in ops.public_functions().items() if name not in globals()})
 
-nn = _importlib.import_module(f"{__name__}.nn")
+
+def __getattr__(name):
+    try:
+        return getattr(_OPS, name)
+    except AttributeError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None

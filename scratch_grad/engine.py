@@ -11,16 +11,19 @@ from __future__ import annotations
 import heapq
 import itertools
 import operator
+import types
 import weakref
 
 import numpy as np
 
-from .errors import DTypeError, GraphError, ScratchGradError, ShapeError, describe
+from .errors import AxisError, DTypeError, GraphError, ScratchGradError, ShapeError, describe
 
 __all__ = ["Variable", "grad", "no_grad", "enable_grad", "is_grad_enabled", "apply", "sum_to",
+           # the op table the ops fill (ops/registry.py), and Variable's operators read:
+           "OPS", "define_op", "undefine_op", "VARIABLE_OPERATORS",
            # the recording API the layers above build on (ops' registry, sg.compile):
-           "mode", "raw", "record", "new_variable", "saved_copy", "next_seq", "fit_array", "fit_variable",
-           "sum_to_array", "forward_error"]
+           "mode", "raw", "record", "new_variable", "constant_input", "saved_copy", "next_seq", "fit_array",
+           "fit_variable", "sum_to_array", "forward_error"]
 
 
 class _Mode:
@@ -35,18 +38,18 @@ class _Mode:
         self.tracing = None       # the active sg.compile tracer (compiler.py), or None
 
 
-_GradMode = _Mode()
+mode = _Mode()
 
 
 class no_grad:
     """Context manager (and decorator) that records no graph: results do not require grad."""
 
     def __enter__(self):
-        self._previous = _GradMode.enabled
-        _GradMode.enabled = False
+        self._previous = mode.enabled
+        mode.enabled = False
 
     def __exit__(self, *exc):
-        _GradMode.enabled = self._previous
+        mode.enabled = self._previous
 
     def __call__(self, fn):
         def wrapper(*args, **kwargs):
@@ -60,18 +63,73 @@ class enable_grad(no_grad):
     """Re-enables graph recording inside a no_grad block."""
 
     def __enter__(self):
-        self._previous = _GradMode.enabled
-        _GradMode.enabled = True
+        self._previous = mode.enabled
+        mode.enabled = True
 
 
 def is_grad_enabled():
-    return _GradMode.enabled
+    return mode.enabled
 
 
-_next_seq = itertools.count(1).__next__
+next_seq = itertools.count(1).__next__
 # the seq drawn by the latest in-place change of any Variable's data: a node with a larger seq was
 # recorded after it, so its inputs still hold the versions it saved and backward skips its check
 _last_change = [0]
+
+
+def _writable(var):
+    """The writable array behind `var.data` (made once: a copy for an op's output, which may share
+    memory with its inputs). In-place methods write into it and then call `_changed`."""
+    if var._base is None:
+        var._base = var._data.copy()
+        var._data = _read_only_view(var._base)
+    return var._base
+
+
+def _changed(var):
+    """Bump var's version so graphs that saved the old data fail at backward (also the versions of the
+    Variables that share its counter: see `detach`)."""
+    var._version += 1
+    family = getattr(var, "_family", None)    # unset on most Variables: not written on the hot path
+    if family is not None:
+        _bump_family(var, family)
+    _last_change[0] = next_seq()
+    return var
+
+
+def _in_place(ufunc, name):
+    """An in-place method (`x.add_(y)`): ufunc writes into x's own array, then x's version is bumped."""
+    def method(self, other):
+        if mode.tracing is not None:
+            _traced_write(self, name)
+        base = self._base
+        if base is None:
+            base = _writable(self)
+        value = other._data if isinstance(other, Variable) else other
+        try:
+            ufunc(base, value, base)              # out positionally: 75 ns less
+        except (TypeError, ValueError) as exc:   # numpy's message, with the Variable's shape and dtype
+            error = DTypeError if isinstance(exc, TypeError) else ShapeError
+            raise error(f"{name}: cannot update {describe(self)} in place with {describe(value)}: {exc}") from None
+        self._version += 1                        # _changed(), inlined: the update step's hot path
+        family = getattr(self, "_family", None)
+        if family is not None:
+            _bump_family(self, family)
+        _last_change[0] = next_seq()
+        return self
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+def _comparison(compare, symbol):
+    """A comparison operator. It gives a plain boolean array: no gradient (and, while sg.compile traces,
+    a mask computed from values would be frozen into the trace: refused like any value read)."""
+    def method(self, other):
+        if mode.tracing is not None:
+            _traced_read(self, f"a comparison ({symbol})")
+        return compare(self._data, getattr(other, "_data", other))
+    method.__name__ = method.__qualname__ = f"__{compare.__name__}__"
+    return method
 
 
 class Variable:
@@ -93,6 +151,9 @@ class Variable:
     pass `_g` is the in-flowing gradient summed so far, `_g_owned` says whether that buffer may
     be accumulated into in place (it is neither a view of nor identical to another gradient),
     and `_visit` marks the pass that last reached the node (`_g` is stale otherwise).
+
+    The arithmetic operators, indexing and the op methods (`x + y`, `x[i]`, `x.sum()`, `x.T`) are
+    the registered ops' functions, bound as the ops register: see `VARIABLE_OPERATORS` below.
     """
 
     __slots__ = ("_data", "_base", "grad", "requires_grad", "_version", "_spec", "_vjps", "_inputs", "_datas",
@@ -101,7 +162,7 @@ class Variable:
 
     def __init__(self, data, requires_grad=False, dtype=None):
         if isinstance(data, Variable):
-            if _GradMode.tracing is not None:
+            if mode.tracing is not None:
                 _traced_read(data, "Variable(x)")
             data = data._data
         try:
@@ -125,81 +186,34 @@ class Variable:
     # ---- data access ------------------------------------------------------------------------
     @property
     def data(self):
-        if _GradMode.tracing is not None:
+        if mode.tracing is not None:
             _traced_read(self, ".data")
         return _hand_out(self)
 
     @data.setter
     def data(self, value):
-        if _GradMode.tracing is not None:
+        if mode.tracing is not None:
             _traced_write(self, "x.data = ...")
         array = np.array(value._data if isinstance(value, Variable) else value, copy=True)
         if self.requires_grad and array.dtype.kind != "f":
             raise DTypeError(f"Variable.data: a Variable that requires grad needs float data, got {array.dtype}")
         self._base = array
         self._data = _read_only_view(array)
-        self._changed()
-
-    def _writable(self):
-        """The writable array behind `data` (made once: a copy for an op's output, which may share
-        memory with its inputs). In-place methods write into it and then call `_changed`."""
-        if self._base is None:
-            self._base = self._data.copy()
-            self._data = _read_only_view(self._base)
-        return self._base
-
-    def _changed(self):
-        """Bump the version so graphs that saved the old data fail at backward (also the versions of the
-        Variables that share this one's counter: see `detach`)."""
-        self._version += 1
-        family = getattr(self, "_family", None)    # unset on most Variables: not written on the hot path
-        if family is not None:
-            _bump_family(self, family)
-        _last_change[0] = _next_seq()
-        return self
-
-    def _in_place(self, ufunc, other, name):
-        if _GradMode.tracing is not None:
-            _traced_write(self, name)
-        base = self._base
-        if base is None:
-            base = self._writable()
-        try:
-            ufunc(base, other._data if isinstance(other, Variable) else other, base)   # out positionally: 75 ns less
-        except (TypeError, ValueError) as exc:   # numpy's message, with the Variable's shape and dtype
-            error = DTypeError if isinstance(exc, TypeError) else ShapeError
-            value = other._data if isinstance(other, Variable) else other
-            raise error(f"{name}: cannot update {describe(self)} in place with {describe(value)}: {exc}") from None
-        self._version += 1                        # _changed(), inlined: the update step's hot path
-        family = getattr(self, "_family", None)
-        if family is not None:
-            _bump_family(self, family)
-        _last_change[0] = _next_seq()
-        return self
-
-    def add_(self, other):
-        return self._in_place(np.add, other, "add_")
-
-    def sub_(self, other):
-        return self._in_place(np.subtract, other, "sub_")
-
-    def mul_(self, other):
-        return self._in_place(np.multiply, other, "mul_")
+        _changed(self)
 
     def zero_(self):
-        if _GradMode.tracing is not None:
+        if mode.tracing is not None:
             _traced_write(self, "zero_")
-        self._writable().fill(0)
-        return self._changed()
+        _writable(self).fill(0)
+        return _changed(self)
 
     def __setitem__(self, index, value):
-        if _GradMode.tracing is not None:
+        if mode.tracing is not None:
             _traced_write(self, "x[...] = value")
         value = value._data if isinstance(value, Variable) else value
         index = index._data if isinstance(index, Variable) else index
-
-        self._writable()[index] = value
-        return self._changed()
+        _writable(self)[index] = value
+        return _changed(self)
 
     @property
     def shape(self):
@@ -222,22 +236,22 @@ class Variable:
         return self._spec is None
 
     def numpy(self):
-        if _GradMode.tracing is not None:
+        if mode.tracing is not None:
             _traced_read(self, "numpy()")
         return _hand_out(self)
 
     def item(self):
-        if _GradMode.tracing is not None:
+        if mode.tracing is not None:
             _traced_read(self, "item()")
         return self._data.item()
 
     def tolist(self):
-        if _GradMode.tracing is not None:
+        if mode.tracing is not None:
             _traced_read(self, "tolist()")
         return self._data.tolist()
 
     def __array__(self, dtype=None, copy=None):
-        if _GradMode.tracing is not None:
+        if mode.tracing is not None:
             _traced_read(self, "a NumPy conversion (np.asarray, a NumPy function)")
         return _hand_out(self) if dtype is None else self._data.astype(dtype)
 
@@ -249,41 +263,22 @@ class Variable:
             yield self[i]
 
     def __float__(self):
-        if _GradMode.tracing is not None:
+        if mode.tracing is not None:
             _traced_read(self, "float()")
         return float(self._data)
 
     def __bool__(self):
-        if _GradMode.tracing is not None:
+        if mode.tracing is not None:
             _traced_read(self, "bool() (an if, and, or, not)")
         return bool(self._data)
 
     __hash__ = object.__hash__
+    __eq__, __ne__ = _comparison(operator.eq, "=="), _comparison(operator.ne, "!=")
+    __lt__, __le__ = _comparison(operator.lt, "<"), _comparison(operator.le, "<=")
+    __gt__, __ge__ = _comparison(operator.gt, ">"), _comparison(operator.ge, ">=")
 
-    # comparisons give plain boolean arrays: they have no gradient (and, while sg.compile traces,
-    # a mask computed from values would be frozen into the trace: refused like any value read)
-    def _compare(self, other, compare, symbol):
-        if _GradMode.tracing is not None:
-            _traced_read(self, f"a comparison ({symbol})")
-        return compare(self._data, getattr(other, "_data", other))
-
-    def __eq__(self, other):
-        return self._compare(other, operator.eq, "==")
-
-    def __ne__(self, other):
-        return self._compare(other, operator.ne, "!=")
-
-    def __lt__(self, other):
-        return self._compare(other, operator.lt, "<")
-
-    def __le__(self, other):
-        return self._compare(other, operator.le, "<=")
-
-    def __gt__(self, other):
-        return self._compare(other, operator.gt, ">")
-
-    def __ge__(self, other):
-        return self._compare(other, operator.ge, ">=")
+    def __pos__(self):
+        return self
 
     def __repr__(self):
         body = np.array2string(self._data, prefix="Variable(")
@@ -296,8 +291,8 @@ class Variable:
         """The same data with no history and no grad, and, as in torch, the same version counter: an
         in-place change of either after the other was used in a graph makes that graph's backward raise
         (the data is shared: in-place updates of the detached Variable write into a leaf's array)."""
-        if _GradMode.tracing is not None:
-            return _GradMode.tracing.detach(self)
+        if mode.tracing is not None:
+            return mode.tracing.detach(self)
         return _sharing_counter(self)
 
     def requires_grad_(self, flag=True):
@@ -323,13 +318,122 @@ class Variable:
                 g = g.copy()                 # never hand out a buffer that aliases another gradient
             leaf.grad = g if leaf.grad is None else leaf.grad + g
 
+    add_ = _in_place(np.add, "add_")
+    sub_ = _in_place(np.subtract, "sub_")
+    mul_ = _in_place(np.multiply, "mul_")
+
+
+# ---- the op table: how the engine and Variable's operators reach the ops without importing them --------
+
+OPS = types.SimpleNamespace()
+"""The public function of every op, by name (`OPS.add`, `OPS.sum_to`): what `sg.<name>` is. ops/registry.py
+fills it (`define_op`) as each op registers; the engine looks ops up here when it runs, never imports them."""
+
+
+def _reflected(fn):
+    def method(self, other):
+        return fn(other, self)
+    return method
+
+
+def _power_operator(power):
+    def __pow__(self, y, *rest):
+        """x ** y. A Python exponent of 2 records `square`, as NumPy's own ** computes x ** 2 with np.square
+        (same values and dtypes; 2.0 only for float data, as a float exponent promotes integers): the same
+        gradients, without pow's NaN domain check (only a fractional power of a negative base is NaN, never
+        a square) or its exponent bookkeeping."""
+        if (type(y) is int or type(y) is float and self._data.dtype.kind == "f") and y == 2 and not rest:
+            return OPS.square(self)
+        return power(self, y, *rest)
+    return __pow__
+
+
+def _reshape_method(reshape):
+    def method(self, *shape):
+        return reshape(self, shape=shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+    return method
+
+
+def _transpose_method(transpose):
+    def method(self, *axes):
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = axes[0]
+        return transpose(self, axes=tuple(axes) if axes else None)
+    return method
+
+
+def _transpose_property(transpose):
+    def T(self):
+        return transpose(self)
+    return property(T)
+
+
+def _reduction_method(fn):
+    def method(self, axis=None, keepdims=False, **params):
+        if axis is None and not keepdims and not params:
+            return fn(self)                   # the defaults: no params to record or unpack
+        return fn(self, axis=axis, keepdims=keepdims, **params)
+    method.__name__ = fn.__name__
+    return method
+
+
+# Variable's operators and the methods whose call differs from their op's: (attribute, op, how the method
+# is made from the op's public function; None: it is the function itself). Bound when the op is defined,
+# so `x * y` is one call of mul, as fast as the function. Methods that are the op's function, called the
+# same way (x.exp()), are asked for by the op's own entry (`OpSpec.method`).
+VARIABLE_OPERATORS = (
+    ("__add__", "add", None), ("__radd__", "add", _reflected),
+    ("__sub__", "sub", None), ("__rsub__", "sub", _reflected),
+    ("__mul__", "mul", None), ("__rmul__", "mul", _reflected),
+    ("__truediv__", "div", None), ("__rtruediv__", "div", _reflected),
+    ("__pow__", "pow", _power_operator), ("__rpow__", "pow", _reflected),
+    ("__matmul__", "matmul", None), ("__rmatmul__", "matmul", _reflected),
+    ("__neg__", "neg", None), ("__abs__", "abs", None),
+    ("__getitem__", "take", None),
+    ("reshape", "reshape", _reshape_method),
+    ("transpose", "transpose", _transpose_method), ("permute", "transpose", _transpose_method),
+    ("T", "transpose", _transpose_property),
+    *[(name, name, _reduction_method) for name in ("sum", "mean", "var", "std", "max", "min", "prod",
+                                                   "logsumexp", "norm")],
+)
+_OPERATORS_OF = {}
+for _attribute, _op, _make in VARIABLE_OPERATORS:
+    _OPERATORS_OF.setdefault(_op, []).append((_attribute, _make))
+_BOUND = {}     # op name: the Variable attributes defined from it (to refuse a clash, and to undo)
+
+
+def define_op(name, fn, method=None):
+    """Make fn the public function `name` (OPS.<name>, what sg.<name> is) and bind the Variable attributes
+    made from it: its operators and methods in VARIABLE_OPERATORS, and `method`, an attribute name under
+    which fn itself becomes a method, when the op's entry asks for one."""
+    attributes = [(attribute, fn if make is None else make(fn)) for attribute, make in _OPERATORS_OF.get(name, ())]
+    if method:
+        owner = next((op for op, bound in _BOUND.items() if method in bound), None)
+        if owner is None and hasattr(Variable, method) or owner not in (None, name):
+            raise ValueError(f"op '{name}': Variable already has an attribute '{method}'"
+                             + (f" (the method of op '{owner}')" if owner else "") + "; choose another method name")
+        attributes.append((method, fn))
+    undefine_op(name)
+    setattr(OPS, name, fn)
+    for attribute, value in attributes:
+        setattr(Variable, attribute, value)
+    _BOUND[name] = [attribute for attribute, _ in attributes]
+
+
+def undefine_op(name):
+    """Remove what define_op(name, ...) made: the public function and the Variable attributes."""
+    if hasattr(OPS, name):
+        delattr(OPS, name)
+    for attribute in _BOUND.pop(name, ()):
+        delattr(Variable, attribute)
+
 
 # ---- shared version counters: detach() and arrays handed out by .data / .numpy() / np.asarray ----------
 
 def _sharing_counter(var):
     """A Variable with var's data, no history and no grad, in one family with var: an in-place change of
     any member bumps every member's version (torch's detach shares the version counter the same way)."""
-    out = _new_variable(var._data)
+    out = new_variable(var._data)
     out._base = var._base                 # a leaf's writable array: in-place writes through out reach var
     family = getattr(var, "_family", None)
     if family is None:
@@ -363,25 +467,25 @@ def _hand_out(var):
     return data
 
 
-def _constant_input(array):
+def constant_input(array):
     """(what the node records as the input, the array it saves, the version it saves) for a raw ndarray
     given to an op beside Variables. A writable array could be changed by its owner before backward: a
     copy is saved. An array handed out by a Variable (x.data) stands for a Variable sharing x's counter.
     Any other read-only view of writable memory is copied too; a truly read-only array is saved as is."""
     if array.flags.writeable:
-        return array, _saved_copy(array), None
+        return array, saved_copy(array), None
     owner = _handed_out.get(id(array))
     if owner is not None and (array is owner._data or array.base is owner._data):
         member = _sharing_counter(owner)
         return member, array, member._version
     base = array.base
     if isinstance(base, np.ndarray) and base.flags.writeable:
-        return array, _saved_copy(array), None
+        return array, saved_copy(array), None
     return array, array, None
 
 
 def _seed_gradient(output, gradient, create_graph, where):
-    if _GradMode.tracing is not None:
+    if mode.tracing is not None:
         raise GraphError(f"sg.compile: {where}() called inside a compiled function while it was traced; compile the "
                          "function that computes the loss and call backward() on its result, outside it")
     if not isinstance(output, Variable):
@@ -406,7 +510,7 @@ def _seed_gradient(output, gradient, create_graph, where):
         if seed.dtype != data.dtype:
             seed = seed.astype(data.dtype)
     if create_graph:
-        return gradient if isinstance(gradient, Variable) else _new_variable(seed)
+        return gradient if isinstance(gradient, Variable) else new_variable(seed)
     return seed
 
 
@@ -457,9 +561,9 @@ def _backprop(roots, seeds, retain_graph, create_graph, targets):
         heapq.heapify(heap)
         top = heapq.heappop(heap)[1]
 
-    previous_checking, previous_enabled = _GradMode.checking, _GradMode.enabled
-    _GradMode.checking = False
-    _GradMode.enabled = create_graph     # VJPs record a graph only for create_graph
+    previous_checking, previous_enabled = mode.checking, mode.enabled
+    mode.checking = False
+    mode.enabled = create_graph     # VJPs record a graph only for create_graph
     try:
         ndarray = np.ndarray
         pop, push = heapq.heappop, heapq.heappush
@@ -515,7 +619,7 @@ def _backprop(roots, seeds, retain_graph, create_graph, targets):
             leaf._g = None                       # a leaf outlives the pass: do not keep its gradient alive
         raise
     finally:
-        _GradMode.checking, _GradMode.enabled = previous_checking, previous_enabled
+        mode.checking, mode.enabled = previous_checking, previous_enabled
     return leaves, results
 
 
@@ -545,14 +649,14 @@ def _fit_gradient(gi, inp, node, i, create_graph):
     """Reduce a broadcast gradient to the input's shape and cast it to the input's dtype, once,
     for every op (the one place broadcasting is undone)."""
     target = inp._data
-    fit = _fit_variable if create_graph else _fit_array
+    fit = fit_variable if create_graph else fit_array
     return fit(gi, target.shape, target.dtype, node._spec.name, i)
 
 
-def _fit_variable(gi, shape, dtype, op_name, i):
+def fit_variable(gi, shape, dtype, op_name, i):
     """`_fit_gradient` under create_graph: with ops, so the reduction and the cast are differentiable."""
     if not isinstance(gi, Variable):
-        gi = _new_variable(np.asarray(gi))
+        gi = new_variable(np.asarray(gi))
     if gi._data.shape != shape:
         try:
             gi = sum_to(gi, shape)
@@ -563,13 +667,13 @@ def _fit_variable(gi, shape, dtype, op_name, i):
     return gi
 
 
-def _fit_array(gi, shape, dtype, op_name, i):
+def fit_array(gi, shape, dtype, op_name, i):
     """`_fit_gradient` on raw arrays: what a plain backward, and a compiled one, apply to a VJP's result."""
     if type(gi) is not np.ndarray:
         gi = np.asarray(gi)
     if gi.shape != shape:
         try:
-            gi = _sum_to_array(gi, shape)
+            gi = sum_to_array(gi, shape)
         except ShapeError:
             raise _unfit_error(op_name, i, gi.shape, shape) from None
     if gi.dtype != dtype:
@@ -587,12 +691,11 @@ def sum_to(x, shape):
 
     Works on raw arrays and, through the registered `sum_to` op, on Variables (create_graph)."""
     if isinstance(x, Variable):
-        from .ops import sum_to as sum_to_op
-        return sum_to_op(x, shape=tuple(shape))
-    return _sum_to_array(x, tuple(shape))
+        return OPS.sum_to(x, shape=tuple(shape))
+    return sum_to_array(x, tuple(shape))
 
 
-def _sum_to_array(x, shape):
+def sum_to_array(x, shape):
     if x.shape == shape:
         return x
     lead = x.ndim - len(shape)
@@ -606,8 +709,7 @@ def _sum_to_array(x, shape):
 
 def _cast(x, dtype):
     if isinstance(x, Variable):
-        from .ops import astype
-        return astype(x, dtype=np.dtype(dtype))
+        return OPS.astype(x, dtype=np.dtype(dtype))
     return x.astype(dtype)
 
 
@@ -636,30 +738,30 @@ def apply(spec, args, params):
     except ScratchGradError:
         raise
     except Exception as exc:  # numpy's message, wrapped with the op, shapes and dtypes
-        raise _forward_error(spec, args, params, exc) from None
+        raise forward_error(spec, args, params, exc) from None
     if type(out) is not np.ndarray:
         out = np.asarray(out)
-    if spec.may_produce_nan and _GradMode.checking:
+    if spec.may_produce_nan and mode.checking:
         spec.check_domain(datas, out)
     if not has_variable:
         return out
-    if edges and _GradMode.enabled:
+    if edges and mode.enabled:
         if has_raw_array:
             args = list(args)
             for k, d in enumerate(datas):
-                # a raw ndarray the caller could change before backward: see _constant_input
+                # a raw ndarray the caller could change before backward: see constant_input
                 if type(args[k]) is np.ndarray:
-                    args[k], datas[k], versions[k] = _constant_input(d)
+                    args[k], datas[k], versions[k] = constant_input(d)
             args = tuple(args)
         if spec.variadic:
             vjps = spec.vjps_for(len(args))
-        return _record(out, spec, vjps, args, tuple(datas), params, tuple(edges), tuple(versions))
-    if _GradMode.tracing is not None:
-        return _GradMode.tracing.constant_node(out, spec, args, datas, params)
-    return _new_variable(out)
+        return record(out, spec, vjps, args, tuple(datas), params, tuple(edges), tuple(versions))
+    if mode.tracing is not None:
+        return mode.tracing.constant_node(out, spec, args, datas, params)
+    return new_variable(out)
 
 
-def _new_variable(array):
+def new_variable(array):
     """A Variable with no history (a result that needs no gradient)."""
     out = _object_new(Variable)
     out._data = array
@@ -672,7 +774,7 @@ def _new_variable(array):
     return out
 
 
-def _record(array, spec, vjps, inputs, datas, params, edges, versions):
+def record(array, spec, vjps, inputs, datas, params, edges, versions):
     """The result of an op that needs a gradient: a Variable that is also the op's graph node."""
     out = _object_new(Variable)
     out._data = array
@@ -687,12 +789,18 @@ def _record(array, spec, vjps, inputs, datas, params, edges, versions):
     out._params = params
     out._edges = edges
     out._versions = versions
-    out._seq = _next_seq()
+    out._seq = next_seq()
     out._visit = 0
     return out
 
 
 _object_new = object.__new__
+
+
+def raw(x):
+    """The ndarray behind a Variable, or x itself (masks and signs computed from it are constants in a
+    create_graph graph: right for piecewise-constant functions, whose derivative is 0 a.e.)."""
+    return x._data if isinstance(x, Variable) else x
 
 
 def _read_only_view(array):
@@ -701,7 +809,7 @@ def _read_only_view(array):
     return view
 
 
-def _saved_copy(array):
+def saved_copy(array):
     """A copy of a raw array an op saves for backward (its owner may change it later), in the same
     memory layout: the same axis order and stride signs, so BLAS and NumPy's loops sum in the same
     order over it as over the original (on a C-order copy of a reversed view a dot product can
@@ -727,8 +835,7 @@ def _traced_write(var, what):
         "a replay does not repeat in-place changes. Update parameters outside the compiled function")
 
 
-def _forward_error(spec, args, params, exc):
-    from .errors import AxisError
+def forward_error(spec, args, params, exc):
     described = "; ".join(f"input {i}: {describe(a)}" for i, a in enumerate(args))
     extra = f"; params {params}" if params else ""
     message = f"op '{spec.name}' failed on ({described}{extra}): {exc}"
@@ -774,22 +881,3 @@ def grad(outputs, inputs, grad_outputs=None, create_graph=False, retain_graph=No
             g = entry[1]
             grads.append(g if create_graph or entry[2] else g.copy())
     return tuple(grads)
-
-
-# ---- the recording API (what ops/registry.py and the compiler use; the names above stay private) ------------
-
-mode = _GradMode              # the global switches: mode.enabled, mode.checking, mode.tracing
-record = _record              # record(out, spec, vjps, inputs, datas, params, edges, versions) -> Variable node
-new_variable = _new_variable  # a Variable with no history
-saved_copy = _saved_copy      # a copy of a raw array an op saves, in the same memory layout
-next_seq = _next_seq          # the next creation number (nodes are ordered by it)
-fit_array = _fit_array        # a VJP result reduced and cast to its input's shape and dtype (raw arrays)
-fit_variable = _fit_variable  # the same with ops, under create_graph
-sum_to_array = _sum_to_array  # x summed over broadcast axes down to `shape`
-forward_error = _forward_error
-
-
-def raw(x):
-    """The ndarray behind a Variable, or x itself (masks and signs computed from it are constants in a
-    create_graph graph: right for piecewise-constant functions, whose derivative is 0 a.e.)."""
-    return x._data if isinstance(x, Variable) else x

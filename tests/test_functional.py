@@ -11,7 +11,7 @@ import torch
 
 import scratch_grad as sg
 from scratch_grad.engine import apply
-from scratch_grad.ops.elementwise import _raw
+from scratch_grad.engine import raw as _raw
 from scratch_grad.ops.registry import REAL, OpSpec
 from scratch_grad.ops.sampling import sample_inputs
 from scratch_grad.testing.finite_diff import differentiate

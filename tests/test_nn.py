@@ -27,7 +27,7 @@ def as_torch(array, requires_grad=False):
 # ---- Parameter, Module ------------------------------------------------------------------------------
 
 def test_from_scratch_grad_import_nn_is_the_nn_package():
-    # `from .ops import *` binds the name nn to scratch_grad.ops.nn; the package must win
+    # the neural-network ops once lived in scratch_grad.ops.nn, whose name shadowed this package
     from scratch_grad import nn as imported
     assert imported is nn and hasattr(sg.nn, "Linear") and hasattr(sg.nn, "SGD")
 
@@ -67,7 +67,7 @@ def test_the_nn_library_imports_no_experiment_no_checker_and_no_cli():
 
 
 def test_every_module_of_the_package_is_reachable_by_its_name():
-    """No exported name hides a module of the package (as ops.nn once hid this package: see above)."""
+    """No exported name hides a module of the package (as the old ops.nn once hid this package: see above)."""
     import importlib
     import pkgutil
     names = [info.name for info in pkgutil.iter_modules(nn.__path__)]

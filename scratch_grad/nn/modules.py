@@ -16,7 +16,7 @@ import numpy as np
 from .. import ops
 from ..engine import Variable
 from ..errors import DTypeError, ScratchGradError, ShapeError
-from ..ops.nn import refuse_random_mask_in_trace
+from ..ops.neural import refuse_random_mask_in_trace
 
 __all__ = ["Parameter", "Module", "Linear", "Sequential", "MLP", "Identity", "Sigmoid", "Tanh", "ReLU", "GELU",
            "LeakyReLU", "ELU", "Softplus", "Dropout", "ACTIVATIONS", "activation", "manual_seed", "default_rng",

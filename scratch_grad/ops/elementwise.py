@@ -1,6 +1,6 @@
 """Elementwise ops: unary functions and broadcasting binary ops.
 
-`_raw(x)` gives the ndarray behind a Variable: masks and signs computed from it are constants in
+`raw(x)` (engine.raw) gives the ndarray behind a Variable: masks and signs computed from it are constants in
 a create_graph graph, which is right because they are piecewise constant (zero derivative a.e.).
 """
 import math
@@ -10,13 +10,9 @@ import scipy.special
 from .lazy_torch import mpmath, torch
 
 from .registry import (ABOVE_MINUS_ONE, EXP_FAMILY, FINITE, KINK_AT_ZERO, NONZERO, NOT_DIFFERENTIABLE, POSITIVE, REAL,
-                       Domain, OpSpec, make_function, register)
+                       Domain, OpSpec, export, make_function, register)
 from .sampling import Choice, Real, draw_params
-from ..engine import Variable
-
-
-def _raw(x):
-    return x._data if isinstance(x, Variable) else x
+from ..engine import Variable, raw
 
 
 def _unary(name, forward, vjp, reference, domain=REAL, **flags):
@@ -84,22 +80,23 @@ _normal_cdf = make_function(OpSpec("normal_cdf", scipy.special.ndtr, (lambda g, 
 
 # ---- unary ---------------------------------------------------------------------------------------
 neg = _unary("neg", np.negative, lambda g, out, x: -g, torch.neg, mp=lambda x: -x)
-exp = _unary("exp", np.exp, lambda g, out, x: g * out, torch.exp, EXP_FAMILY, mp=lambda x: mpmath.exp(x))
-log = _unary("log", np.log, lambda g, out, x: g / x, torch.log, POSITIVE, mp=lambda x: mpmath.log(x))
+exp = _unary("exp", np.exp, lambda g, out, x: g * out, torch.exp, EXP_FAMILY, mp=lambda x: mpmath.exp(x), method=True)
+log = _unary("log", np.log, lambda g, out, x: g / x, torch.log, POSITIVE, mp=lambda x: mpmath.log(x), method=True)
 log1p = _unary("log1p", np.log1p, lambda g, out, x: g / (1 + x), torch.log1p, ABOVE_MINUS_ONE,
-               mp=lambda x: mpmath.log1p(x))
+               mp=lambda x: mpmath.log1p(x), method=True)
 # d/dx (e^x - 1) = e^x, from x: out + 1 cancels to 0 once e^x is below out's rounding (x < -37 in float64)
 expm1 = _unary("expm1", np.expm1, lambda g, out, x: g * exp(x), torch.expm1, EXP_FAMILY,
                mp=lambda x: mpmath.expm1(x),
                examples=(
                    ((np.array([-745.0, -100.0, -40.0, -20.0, -9.01, 1e-8, 80.0]),), {}),   # derivative tails
-               ))
-sqrt = _unary("sqrt", np.sqrt, lambda g, out, x: g / (2 * out), torch.sqrt, POSITIVE, mp=lambda x: mpmath.sqrt(x))
+               ), method=True)
+sqrt = _unary("sqrt", np.sqrt, lambda g, out, x: g / (2 * out), torch.sqrt, POSITIVE, mp=lambda x: mpmath.sqrt(x),
+              method=True)
 
 
 def _abs_vjp(g, out, x):
     # g * sign(x) with torch's sign, which is 0 at 0 and at NaN (np.sign(NaN) is NaN): (x > 0) - (x < 0)
-    data = _raw(x)
+    data = raw(x)
     return g * np.subtract(data > 0, data < 0, dtype=data.dtype)
 
 
@@ -108,13 +105,13 @@ abs = _unary("abs", np.abs, _abs_vjp, torch.abs, KINK_AT_ZERO,
              mp=lambda x: abs(x),
              examples=(
                  ((np.array([np.nan, 0.0, -0.0, -np.inf, np.inf, -2.0]),), {}),
-             ))
-sin = _unary("sin", np.sin, lambda g, out, x: g * cos(x), torch.sin, FINITE, mp=lambda x: mpmath.sin(x))
-cos = _unary("cos", np.cos, lambda g, out, x: -g * sin(x), torch.cos, FINITE, mp=lambda x: mpmath.cos(x))
+             ), method=True)
+sin = _unary("sin", np.sin, lambda g, out, x: g * cos(x), torch.sin, FINITE, mp=lambda x: mpmath.sin(x), method=True)
+cos = _unary("cos", np.cos, lambda g, out, x: -g * sin(x), torch.cos, FINITE, mp=lambda x: mpmath.cos(x), method=True)
 # tan: its poles at pi/2 + k*pi are kept out of the sampled interval
 tan = _unary("tan", np.tan, lambda g, out, x: g * (1 + out * out), torch.tan,
             Domain(-1.4, 1.4, closed=(-1.4, 1.4), nan=True, description="|x| <= 1.4"),
-            mp=lambda x: mpmath.tan(x))
+            mp=lambda x: mpmath.tan(x), method=True)
 # tanh' = sech^2(x) from x (1 - out^2 is 0 from |x| = 19 in float64, and 2e3 ulps off at 5)
 def _tanh_vjp(g, out, x):
     # a plain backward calls the NumPy formula directly (tanh is on the per-op benchmark's path)
@@ -126,13 +123,13 @@ tanh = _unary("tanh", np.tanh, _tanh_vjp, torch.tanh, EXP_FAMILY, mp=lambda x: m
                   ((np.array([-1000.0, -80.0, -20.0, -9.01, -5.0, 1e-8, 5.0, 20.0, 40.0, 1000.0]),), {}),
                   ((np.array([np.inf, -np.inf, np.nan]),), {}),
                   ((np.array(-20.0),), {}),                       # 0-d
-              ))
+              ), method=True)
 erf = _unary("erf", scipy.special.erf, lambda g, out, x: g * (2 / math.sqrt(math.pi)) * exp(-x * x), torch.erf,
              mp=lambda x: mpmath.erf(x))
 square = _unary("square", np.square, lambda g, out, x: (x + x) * g, torch.square,  # x + x: no scalar 2 to convert
-                mp=lambda x: x * x)
+                mp=lambda x: x * x, method=True)
 reciprocal = _unary("reciprocal", np.reciprocal, lambda g, out, x: -g * out * out, torch.reciprocal, NONZERO,
-                    mp=lambda x: 1 / x)
+                    mp=lambda x: 1 / x, method=True)
 
 
 def _sigmoid_forward(x):
@@ -163,7 +160,7 @@ sigmoid = _unary("sigmoid", _sigmoid_forward, _sigmoid_vjp, torch.sigmoid, EXP_F
                      ((np.linspace(-60.0, 60.0, 1200),), {}),        # >= 1024 entries: the exp-based forward
                      ((np.array([np.inf, -np.inf, np.nan]),), {}),
                      ((np.array(40.0),), {}),                     # 0-d
-                 ))
+                 ), method=True)
 
 
 def _relu_vjp(g, out, x):
@@ -174,7 +171,7 @@ def _relu_vjp(g, out, x):
     # a 1/0 upstream) stays out of the zeroed entries, where g * mask would give NaN * 0 = NaN. The
     # multiply is that select whenever g is finite, which one BLAS pass over g (vdot) confirms; np.where
     # costs 7x the multiply on large arrays, so it runs only when g is not finite
-    mask = _raw(out) != 0
+    mask = raw(out) != 0
     if type(g) is not np.ndarray:
         return where(mask, g, 0.0)             # create_graph: the select as an op
     if math.isfinite(np.vdot(g, g)):
@@ -186,11 +183,11 @@ relu = _unary("relu", lambda x: np.maximum(x, 0), _relu_vjp, torch.relu, KINK_AT
               smooth=False, kink_rule="relu'(0) = 0, as torch", mp=lambda x: x if x > 0 else 0 * x,
               examples=(
                   ((np.array([np.nan, 0.0, -0.0, 1.5, -2.0, np.inf, -np.inf]),), {}),
-              ))
+              ), method=True)
 
 
 def _leaky_relu_vjp(g, out, x, negative_slope=0.01):
-    return g * np.where(_raw(x) > 0, 1.0, negative_slope).astype(_raw(x).dtype)
+    return g * np.where(raw(x) > 0, 1.0, negative_slope).astype(raw(x).dtype)
 
 
 leaky_relu = _unary("leaky_relu", lambda x, negative_slope=0.01: np.where(x > 0, x, x * negative_slope),
@@ -207,7 +204,7 @@ def _elu_vjp(g, out, x, alpha=1.0):
     # make the second order 0 * inf = NaN at x = +inf. At x == 0 torch takes the left derivative
     # alpha for the gradient but a zero second derivative (its double backward masks x < 0
     # strictly), so there the constant alpha is used. x > 0 and NaN pass g (torch masks x <= 0)
-    data = _raw(x)
+    data = raw(x)
     negative = data < 0
     left = where(negative, g * (alpha * exp(where(negative, x, 0.0))), g * alpha)
     return where(data <= 0, left, g)
@@ -329,7 +326,7 @@ def _clip_vjp(g, out, x, min=None, max=None):
     # min > max, where the result is max). Array bounds may broadcast x to a larger shape: the mask is
     # built by broadcasting, not in place into x's shape, and the engine sums g back to x's shape
     # torch selects (where(inside, g, 0)), so a NaN or inf in g does not reach the clipped entries
-    data = _raw(x)
+    data = raw(x)
     inside = True
     if min is not None:
         inside = data >= _bound(min, data)
@@ -350,17 +347,26 @@ def _clip_forward(x, min=None, max=None):
     return np.clip(x, _bound(min, x), _bound(max, x))
 
 
+def _clip_conventions(x, min=None, max=None):
+    """x exactly on a bound that equals the other: clip is flat on both sides, yet the gradient is g
+    (torch.clamp's [min, max] inclusive, kept here)."""
+    if min is None or max is None:
+        return False
+    with np.errstate(invalid="ignore"):
+        return bool(np.any((np.asarray(x) == min) & (np.asarray(min) == max)))
+
+
 clip = _unary("clip", _clip_forward, _clip_vjp,
               _torch_clamp, _CLIP_BOUNDS, smooth=False,
               kink_rule="gradient 1 on [min, max] inclusive, as torch.clamp",
-              mp=_clip_mp, sample=_clip_sample,
+              mp=_clip_mp, sample=_clip_sample, conventions=_clip_conventions,
               examples=(
                   # array bounds that broadcast x to a larger shape; min > max in some entries
                   ((np.array([-1.0, 0.0, 0.25, 1.0]),), {"min": np.array([[-0.5], [0.5]]), "max": np.array([[0.5], [0.0]])}),
                   ((np.linspace(-1.0, 1.0, 6).reshape(2, 3),), {"min": np.array([-0.5, 0.0, 0.5]), "max": 0.7}),
                   ((np.array([-1.0, 0.0, 1.0]),), {"min": np.full((2, 3), -0.5)}),
                   ((np.array([-1.0, 0.2, 1.0]),), {"min": 0.5, "max": -0.5}),
-              ))
+              ), method=True)
 
 
 # ---- binary (broadcasting; the engine reduces each gradient to its input's shape) ---------------------
@@ -393,7 +399,7 @@ def _pow_vjp_exponent(g, out, x, y):
         log_x = log(x) if isinstance(x, Variable) else np.log(x)
     if isinstance(log_x, np.generic):
         log_x = float(log_x)      # a Python base: a NumPy float64 scalar would make a float32 y's gradient float64
-    return g * where((_raw(x) == 0) & (_raw(y) >= 0), 0.0, out * log_x)
+    return g * where((raw(x) == 0) & (raw(y) >= 0), 0.0, out * log_x)
 
 
 def _pow_vjp_base(g, out, x, y):
@@ -408,15 +414,15 @@ def _pow_vjp_base(g, out, x, y):
         if y == 2:
             return (x + x) * g                    # the square: skip x ** 1 (and x * 2's scalar conversion)
         if y == 0:
-            data = _raw(x)
+            data = raw(x)
             return np.zeros(data.shape, dtype=data.dtype)
         return g * (y * x ** (y - 1))
     # the mask selects on g and on the factor separately (the same values as where(mask, 0, g * c)): a
     # NaN or inf in g stays out of masked entries, and the forward mode derived from this VJP (its
     # transpose in g) does not multiply a masked 0 by the factor's 0 * inf = NaN (torch's is 0 there)
-    data = _raw(x)
+    data = raw(x)
     # y == 0 where x is 0, +-inf or NaN: x^0 = 1 there too, but y x^(y-1) is 0 * inf or NaN
-    mask = (_raw(y) == 0) & ~(np.isfinite(data) & (data != 0))
+    mask = (raw(y) == 0) & ~(np.isfinite(data) & (data != 0))
     with np.errstate(divide="ignore", invalid="ignore"):
         return where(mask, 0.0, g) * where(mask, 1.0, y * x ** (y - 1))
 
@@ -463,7 +469,8 @@ power = _binary("pow", _pow_forward, _pow_vjp_base, _pow_vjp_exponent, torch.pow
                     ((np.array([np.nan, np.inf, -np.inf, np.nan]), np.array([0.0, 0.0, -0.0, 1.0])), {}),
                     ((0.0, np.array([0.0, 1.0, 2.0, -1.0, 0.5])), {}),     # Python bases
                     ((2.0, np.array([0.0, 1.0, -1.0, 0.5])), {}),
-                ))
+                ), method=True)
+export(power, "power")       # NumPy's name beside torch's (and the registry's) pow
 
 
 def _max_min_vjp(g, first, second, loses):
@@ -471,7 +478,7 @@ def _max_min_vjp(g, first, second, loses):
     .masked_fill_(lost, 0), lost being first < second for maximum, first > second for minimum. A NaN
     on either side loses nothing, so both inputs get the whole gradient there; the fill is a select,
     so a NaN or inf in g does not reach the input that lost (g * 0 would be NaN)."""
-    a, b = _raw(first), _raw(second)
+    a, b = raw(first), raw(second)
     lost = a < b if loses == "<" else a > b
     return where(lost, 0.0, where(a == b, g * 0.5, g))
 

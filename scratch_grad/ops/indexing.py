@@ -2,19 +2,15 @@
 import numpy as np
 from .lazy_torch import torch
 
-from .registry import NOT_DIFFERENTIABLE, REAL, OpSpec, register
-from ..engine import Variable
-
-
-def _raw(x):
-    return x._data if isinstance(x, Variable) else x
+from .registry import NOT_DIFFERENTIABLE, REAL, OpSpec, export, register
+from ..engine import Variable, raw
 
 
 def normalize_index(index):
     """Variables and lists inside an index become arrays; the result is always a tuple."""
     if not isinstance(index, tuple):
         index = (index,)
-    return tuple(_raw(i) if isinstance(i, Variable) else np.asarray(i) if isinstance(i, list) else i for i in index)
+    return tuple(raw(i) if isinstance(i, Variable) else np.asarray(i) if isinstance(i, list) else i for i in index)
 
 
 def _is_basic(index):
@@ -98,7 +94,7 @@ def _scatter_sample(gen):
 
 getitem = register(OpSpec(
     "getitem", lambda x, index: x[index],
-    (lambda g, out, x, index: scatter_add(g, index=index, shape=_raw(x).shape),),
+    (lambda g, out, x, index: scatter_add(g, index=index, shape=raw(x).shape),),
     _torch_getitem, (REAL,), "indexing", sample=_index_sample))
 
 scatter_add = register(OpSpec(
@@ -106,9 +102,8 @@ scatter_add = register(OpSpec(
     _torch_scatter_add, (REAL,), "indexing", sample=_scatter_sample))
 
 
+@export
 def take(x, index):
     """x[index] with the index normalized (what Variable.__getitem__ calls)."""
     return getitem(x, index=normalize_index(index))
 
-
-__all__ = ["getitem", "scatter_add", "take", "normalize_index", "NOT_DIFFERENTIABLE"]

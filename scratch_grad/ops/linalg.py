@@ -6,33 +6,29 @@ import string
 import numpy as np
 
 from .lazy_torch import torch
-from .registry import FINITE, OpSpec, refuse_keywords, register
+from .registry import FINITE, OpSpec, export, refuse_keywords, register
 from .shape import reshape, transpose
-from ..engine import Variable
+from ..engine import Variable, raw
 from ..errors import ShapeError
 
 
-def _raw(x):
-    return x._data if isinstance(x, Variable) else x
-
-
 def _swap_last(x):
-    ndim = _raw(x).ndim
+    ndim = raw(x).ndim
     return transpose(x, axes=tuple(range(ndim - 2)) + (ndim - 1, ndim - 2))
 
 
 def _as_matrices(g, x, y):
     """Promote 1-D operands as matmul does ((k,) -> (1, k) on the left, (k, 1) on the right) and give
     g the matching (..., n, m) shape."""
-    x_vec, y_vec = _raw(x).ndim == 1, _raw(y).ndim == 1
-    x2 = reshape(x, (1,) + _raw(x).shape) if x_vec else x
-    y2 = reshape(y, _raw(y).shape + (1,)) if y_vec else y
-    g_shape = _raw(g).shape
+    x_vec, y_vec = raw(x).ndim == 1, raw(y).ndim == 1
+    x2 = reshape(x, (1,) + raw(x).shape) if x_vec else x
+    y2 = reshape(y, raw(y).shape + (1,)) if y_vec else y
+    g_shape = raw(g).shape
     if x_vec:
         g_shape = g_shape[:-1] + (1,) + g_shape[-1:] if not y_vec else (1, 1)
     if y_vec:
         g_shape = g_shape + (1,) if not x_vec else (1, 1)
-    return (reshape(g, g_shape) if g_shape != _raw(g).shape else g), x2, y2
+    return (reshape(g, g_shape) if g_shape != raw(g).shape else g), x2, y2
 
 
 def _matmul_vjp_x(g, out, x, y):
@@ -40,8 +36,8 @@ def _matmul_vjp_x(g, out, x, y):
         return g @ y.T                            # the common case; .ndim and .T work on arrays and Variables
     g2, x2, y2 = _as_matrices(g, x, y)
     gx = g2 @ _swap_last(y2)                      # (..., n, k); the engine sums broadcast batch dims
-    if _raw(x).ndim == 1:
-        gx = reshape(gx, _raw(gx).shape[:-2] + _raw(gx).shape[-1:])
+    if raw(x).ndim == 1:
+        gx = reshape(gx, raw(gx).shape[:-2] + raw(gx).shape[-1:])
     return gx
 
 
@@ -50,8 +46,8 @@ def _matmul_vjp_y(g, out, x, y):
         return x.T @ g
     g2, x2, y2 = _as_matrices(g, x, y)
     gy = _swap_last(x2) @ g2                      # (..., k, m)
-    if _raw(y).ndim == 1:
-        gy = reshape(gy, _raw(gy).shape[:-1])
+    if raw(y).ndim == 1:
+        gy = reshape(gy, raw(gy).shape[:-1])
     return gy
 
 
@@ -76,7 +72,7 @@ def _matmul_sample(gen):
 
 # FINITE: an infinite entry times a zero is NaN, so a product's gradient is NaN for reasons unrelated to the VJP
 matmul = register(OpSpec("matmul", _matmul_forward, (_matmul_vjp_x, _matmul_vjp_y), torch.matmul, (FINITE, FINITE),
-                         "matmul", sample=_matmul_sample))
+                         "matmul", sample=_matmul_sample, method=True))
 
 
 # ---- einsum ----------------------------------------------------------------------------------------
@@ -169,13 +165,13 @@ def _einsum_vjp(g, out, *xs, index, subscripts):
       einsum('i,j->ij', g, ones).
     The constants are raw arrays, so with create_graph the gradient stays an einsum of g and the other
     operands: differentiable again."""
-    shapes = tuple(np.shape(_raw(x)) for x in xs)
+    shapes = tuple(np.shape(raw(x)) for x in xs)
     terms, output, _ = _einsum_plan(subscripts, shapes)
     target, target_shape = terms[index], shapes[index]
-    dtype = _raw(g).dtype
+    dtype = raw(g).dtype
     operands = [g] + [x for k, x in enumerate(xs) if k != index]
     subs = [output] + [t for k, t in enumerate(terms) if k != index]
-    operand_shapes = [np.shape(_raw(g))] + [s for k, s in enumerate(shapes) if k != index]
+    operand_shapes = [np.shape(raw(g))] + [s for k, s in enumerate(shapes) if k != index]
 
     spare = iter(c for c in _LETTERS if c not in "".join(terms) + output)
     result = ""
@@ -191,8 +187,10 @@ def _einsum_vjp(g, out, *xs, index, subscripts):
     for axis, c in enumerate(target):
         if c in target[:axis]:
             continue
+        # -1 where no factor carries c: a ones vector must then name it, also at size 0 ('j->' on an
+        # empty operand: the gradient is einsum(',j->j', g, ones(0)))
         supplied = max((shape[sub.index(c)] for sub, shape in zip(subs, operand_shapes) if c in sub),
-                                default=0)
+                       default=-1)
         if supplied < target_shape[axis]:
             operands.append(np.ones(target_shape[axis], dtype=dtype))
             subs.append(c)
@@ -250,9 +248,14 @@ def _einsum_sample(gen):
 # variadic: the registry call is einsum(*operands, subscripts=...); `einsum` below is NumPy's order
 _einsum = register(OpSpec(
     "einsum", _einsum_forward, (_einsum_vjp,), lambda *xs, subscripts: torch.einsum(subscripts, *xs), (FINITE,),
-    "matmul", sample=_einsum_sample, variadic=True))
+    "matmul", sample=_einsum_sample, variadic=True,
+    examples=(
+        ((np.ones(0),), {"subscripts": "j->"}),                     # an index summed away at size 0
+        ((np.ones((2, 0)), np.ones((0, 3))), {"subscripts": "ij,jk->ik"}),   # an empty contraction
+    )))
 
 
+@export
 def einsum(subscripts, *operands, **unknown):
     """np.einsum / torch.einsum: 'ij,jk->ik', implicit output ('ij,jk'), repeated indices
     (diagonals, traces: 'ii->i', 'ii'), and '...' with broadcasting."""
@@ -276,8 +279,8 @@ def _linear_forward(x, weight, bias=None):
 def _linear_vjp_weight(g, out, x, weight, bias=None):
     # sum over every batch position of the outer product g x^T; the batch size is explicit, as -1
     # cannot be inferred when a feature count is 0
-    n_out, n_in = _raw(weight).shape
-    batch = math.prod(_raw(x).shape[:-1])
+    n_out, n_in = raw(weight).shape
+    batch = math.prod(raw(x).shape[:-1])
     return transpose(reshape(g, (batch, n_out))) @ reshape(x, (batch, n_in))
 
 

@@ -5,10 +5,11 @@ import math
 import numpy as np
 from .lazy_torch import mpmath, torch
 
-from .elementwise import _raw, exp, sqrt, where
+from .elementwise import exp, sqrt, where
 from .registry import FINITE, LOGITS, REAL, OpSpec, register
 from .sampling import reduction_inputs
 from .shape import _broadcast_forward, broadcast_to, flip, pad, reshape, transpose
+from ..engine import raw
 
 
 def _axes(ndim, axis):
@@ -60,13 +61,13 @@ def _expand(g, x, axis):
     if type(g) is np.ndarray:                     # a plain backward (x is raw too): skip the ops' dispatch
         shape = x.shape
         return _broadcast_forward(g if axis is None else g.reshape(_kept_shape(shape, axis)), shape)
-    shape = _raw(x).shape
+    shape = raw(x).shape
     return broadcast_to(reshape(g, _kept_shape(shape, axis)), shape)
 
 
 def _keep(value, x, axis):
     """A reduction's result with the reduced axes kept as size 1, ready to broadcast against x."""
-    return reshape(value, _kept_shape(_raw(x).shape, axis))
+    return reshape(value, _kept_shape(raw(x).shape, axis))
 
 
 def _torch_dims(x, axis):
@@ -98,7 +99,7 @@ sum = _reduction("sum", _sum_forward,
 def _mean_vjp(g, out, x, axis=None, keepdims=False):
     # g / n, then broadcast: scaling the smaller g is cheaper, and over an empty axis (n = 0) the
     # forward mode derived from this VJP (its transpose: sum(t) / n) is 0/0 = NaN, as torch's
-    return _expand(g * _ratio(1.0, _count(_raw(x).shape, axis)), x, axis)
+    return _expand(g * _ratio(1.0, _count(raw(x).shape, axis)), x, axis)
 
 
 mean = _reduction("mean", lambda x, axis=None, keepdims=False: np.mean(x, axis=_numpy_axis(x, axis), keepdims=keepdims),
@@ -122,7 +123,7 @@ def _centered(x, axis):
     values that are nearly equal (1e8 + 0.3, or float32 rows that agree to an ulp) lose no digits to
     a mean of large magnitude. Deviations are rounded at the scale of the row, as NumPy's two-pass
     x - mean(x) is."""
-    ndim = _raw(x).ndim
+    ndim = raw(x).ndim
     axes = _axes(ndim, axis)
     if not axes:
         return x - x                          # nothing reduced: every deviation is 0
@@ -130,7 +131,7 @@ def _centered(x, axis):
     shift = x[first]
     # an infinite first entry would make every deviation inf - inf = NaN; torch's x - mean(x) gives
     # NaN only at the infinite entries and +-inf elsewhere: such rows are not shifted
-    d = x - where(np.isfinite(_raw(shift)), shift, 0.0)
+    d = x - where(np.isfinite(raw(shift)), shift, 0.0)
     return d - mean(d, axis=axes, keepdims=True)
 
 
@@ -168,7 +169,7 @@ def _ddof_sample(gen):
 def _var_vjp(g, out, x, axis=None, keepdims=False, ddof=0):
     # 2 (x - mean) / (n - ddof). torch's backward divides by n - ddof as it is (inf at n == ddof, negative
     # beyond), while its forward, as NumPy's, divides by max(n - ddof, 0): the same here
-    data = _raw(x)
+    data = raw(x)
     dof = _count(data.shape, axis) - ddof
     if data.ndim == 0 and dof <= 0:
         # torch's backward has a branch of its own here: grad * where(x == mean, NaN, inf), constants
@@ -205,10 +206,10 @@ def _std_vjp(g, out, x, axis=None, keepdims=False, ddof=0):
     # `where` picks a constant 0 that does not depend on x
     centered = _centered(x, axis)
     std_kept = _keep(out, x, axis)
-    flat = _raw(std_kept) == 0
-    scale = _ratio(1.0, _count(_raw(x).shape, axis) - ddof)
+    flat = raw(std_kept) == 0
+    scale = _ratio(1.0, _count(raw(x).shape, axis) - ddof)
     # g / ((n - ddof) std) in the output's shape first, then broadcast, as mean
-    safe_out = where(_raw(out) == 0, 1.0, out)
+    safe_out = where(raw(out) == 0, 1.0, out)
     return where(flat, 0.0, _expand(g * scale / safe_out, x, axis) * centered)
 
 
@@ -244,7 +245,7 @@ std = _reduction("std", _std_forward,
 
 def _extremum_vjp(g, out, x, axis=None, keepdims=False):
     # ties share the gradient evenly among the maximal entries, as torch.amax/amin
-    hits = (_raw(x) == _raw(_keep(out, x, axis))).astype(_raw(x).dtype)
+    hits = (raw(x) == raw(_keep(out, x, axis))).astype(raw(x).dtype)
     return _expand(g, x, axis) * (hits / hits.sum(axis=_axes(hits.ndim, axis), keepdims=True))
 
 
@@ -271,8 +272,8 @@ def _exclusive_cumprod(v):
     Variables): a Hillis-Steele scan, log2(n) steps of a shifted product (pad with ones, multiply).
     Only products of the entries, never a division, so it is exact where entries are 0, and under
     create_graph it is itself differentiable (prod's second order at zeros)."""
-    n = _raw(v).shape[-1]
-    lead = ((0, 0),) * (_raw(v).ndim - 1)
+    n = raw(v).shape[-1]
+    lead = ((0, 0),) * (raw(v).ndim - 1)
     prefix = pad(v[..., :n - 1], pad_width=lead + ((1, 0),), constant_values=1.0)
     shift = 1
     while shift < n:
@@ -285,20 +286,20 @@ def _product_of_others(x, axes):
     """prod over axes of x with each entry left out in turn: the exclusive prefix product times the
     exclusive suffix product of each reduced row (x's reduced axes moved last and flattened), so no
     division by an entry that may be 0 (torch's prod_safe_zeros_backward does the same with cumprod)."""
-    shape = _raw(x).shape
+    shape = raw(x).shape
     rest = tuple(a for a in range(len(shape)) if a not in axes)
     moved = transpose(x, axes=rest + axes)
     rows = reshape(moved, tuple(shape[a] for a in rest) + (_count(shape, axes),))
     others = _exclusive_cumprod(rows) * flip(_exclusive_cumprod(flip(rows, axis=-1)), axis=-1)
-    return transpose(reshape(others, _raw(moved).shape), axes=tuple(int(k) for k in np.argsort(rest + axes)))
+    return transpose(reshape(others, raw(moved).shape), axes=tuple(int(k) for k in np.argsort(rest + axes)))
 
 
 def _prod_vjp(g, out, x, axis=None, keepdims=False):
-    data = _raw(x)
+    data = raw(x)
     axes = _axes(data.ndim, axis)
     if not axes:                           # nothing reduced: prod is the identity
         return _expand(g, x, axes) * 1.0
-    product = np.abs(_raw(out))
+    product = np.abs(raw(out))
     if data.all() and (not np.isfinite(data).all() or
                        (np.isfinite(product).all() and product.min(initial=np.inf) >= np.finfo(product.dtype).tiny)):
         # no zero: d prod / d x_i = prod / x_i, as torch (also with inf or NaN entries, for torch's NaNs)
@@ -356,11 +357,11 @@ def _logsumexp_vjp(g, out, x, axis=None, keepdims=False):
     # arithmetic, loses it where lse rounds to m: lse([1e200, 1e200]) = 1e200 + log 2 = 1e200, and
     # exp(0) = 1 where the gradient is 1/2 (torch shares that error). m is a constant shift (the
     # ratio does not depend on it), so under create_graph the ratio is differentiated as it is
-    axes = _axes(_raw(x).ndim, axis)
-    if _count(_raw(x).shape, axes) == 0:
+    axes = _axes(raw(x).ndim, axis)
+    if _count(raw(x).shape, axes) == 0:
         # an empty axis: the gradient is empty; the forward mode derived from this VJP is NaN, as torch's
         return _expand(g * math.nan, x, axes)
-    e = exp(x - _row_max(_raw(x), axes))
+    e = exp(x - _row_max(raw(x), axes))
     return _expand(g, x, axes) * (e / sum(e, axis=axes, keepdims=True))
 
 
@@ -382,7 +383,7 @@ def _norm_vjp(g, out, x, axis=None, keepdims=False):
     # order there too: NaN (0 times the 0/0 of x / ||x|| when it is differentiated), which is honest,
     # as the Hessian of ||x|| grows like 1/||x|| near 0 and has no value at 0
     norm_kept = _keep(out, x, axis)
-    zero = _raw(norm_kept) == 0
+    zero = raw(norm_kept) == 0
     if not zero.any():
         return _expand(g, x, axis) * (x / norm_kept)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -20,7 +20,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..engine import Variable, _constant_input, _forward_error, _GradMode, _new_variable, _record, apply
+from ..engine import (OPS, Variable, apply, constant_input, define_op, forward_error, mode, new_variable, record,
+                      undefine_op)
 from ..errors import ArgumentError, DomainError, ScratchGradError
 
 KINDS = ("elementwise", "binary", "reduction", "matmul", "shape", "indexing", "nn")
@@ -96,6 +97,16 @@ class OpSpec:
     # reductions: whether reducing over an empty axis is defined (sum 0, mean NaN, logsumexp -inf);
     # max and min have no identity, so NumPy and torch refuse it
     reduces_empty: bool = True
+    # conventions(*inputs, **params) -> bool: whether these raw inputs hold a point where the convention the
+    # op keeps with torch is not the derivative (clip at x == min == max: torch.clamp passes g, the
+    # function is flat). There finite differences and the high-precision reference do not outvote torch;
+    # torch still judges. None: every agreement of scratch_grad and torch against a clean finite
+    # difference is a shared error
+    conventions: Optional[Callable] = None
+    # the Variable method register() makes from the op's function: True for a method of the op's own name
+    # (x.exp()), a string for another name; None: none. Operators and methods whose call differs from the
+    # function's (x + y, x.sum(axis), x.T) are defined in one place, engine.VARIABLE_OPERATORS
+    method: bool | str | None = None
     may_produce_nan: bool = field(init=False, default=False)
 
     def __post_init__(self):
@@ -144,14 +155,38 @@ REGISTRY: dict[str, OpSpec] = {}
 
 
 def register(spec: OpSpec):
-    """Add spec to the registry and return the public function that applies it.
+    """Add spec to the registry, make its public function `sg.<name>` (also `scratch_grad.ops.<name>`) and,
+    when the entry asks for one (`spec.method`), its Variable method; return the function.
 
     The function runs NumPy directly when no argument is a Variable (the fast path VJPs use),
     and records a graph node otherwise."""
     if spec.name in REGISTRY:
         raise ValueError(f"op '{spec.name}' is registered twice")
+    holder = getattr(OPS, spec.name, None)
+    if holder is not None and getattr(getattr(holder, "spec", None), "name", None) != spec.name:
+        raise ValueError(f"op '{spec.name}': the name is taken by the public function {holder.__module__}."
+                         f"{holder.__name__}; choose another name")
+    fn = make_function(spec)
+    export(fn, spec.name, spec.method)
     REGISTRY[spec.name] = spec
-    return make_function(spec)
+    return fn
+
+
+def export(fn, name=None, method=None):
+    """Make fn the public function `sg.<name>` (default: its own name) in place of what register() made:
+    for a wrapper that adapts the call of a registered op (conv2d's optional bias, einsum's subscripts
+    first), an alias (power for pow) or an op kept out of the registry (astype). method: as OpSpec.method.
+    Returns fn, so it decorates a wrapper's definition."""
+    name = name or fn.__name__
+    define_op(name, fn, name if method is True else method)
+    return fn
+
+
+def unregister(name):
+    """Remove op `name` from the registry with its public function and Variable methods (an op a test or
+    a user's session registered for a while)."""
+    REGISTRY.pop(name, None)
+    undefine_op(name)
 
 
 _FIRST, _SECOND, _BOTH = (0,), (1,), (0, 1)   # the edges of a one- or two-input node
@@ -223,10 +258,10 @@ def make_function(spec):
         except ScratchGradError:
             raise
         except Exception as exc:
-            raise _forward_error(spec, args, params, exc) from None
+            raise forward_error(spec, args, params, exc) from None
         # a user's call on raw arrays is checked like one on Variables (sg.log(np.array([-1.0]))); VJPs
         # run with checking off, so a backward pass never pays for it
-        if spec.may_produce_nan and _GradMode.checking:
+        if spec.may_produce_nan and mode.checking:
             spec.check_domain(args, out)
         return out
 
@@ -249,8 +284,8 @@ def make_function(spec):
             except ScratchGradError:
                 raise
             except Exception as exc:
-                raise _forward_error(spec, (x,), params, exc) from None
-            if spec.may_produce_nan and _GradMode.checking:
+                raise forward_error(spec, (x,), params, exc) from None
+            if spec.may_produce_nan and mode.checking:
                 spec.check_domain((x,), out)
             return out
         data = x._data
@@ -259,19 +294,19 @@ def make_function(spec):
         except ScratchGradError:
             raise
         except Exception as exc:
-            raise _forward_error(spec, (x,), params, exc) from None
+            raise forward_error(spec, (x,), params, exc) from None
         if type(out) is not ndarray:
             out = np.asarray(out)
-        if spec.may_produce_nan and _GradMode.checking:
+        if spec.may_produce_nan and mode.checking:
             spec.check_domain((data,), out)
-        if x.requires_grad and _GradMode.enabled:
+        if x.requires_grad and mode.enabled:
             vjps = spec.vjps
             if vjps[0] is not None:
-                return _record(out, spec, vjps, (x,), (data,), params or _NO_PARAMS, _FIRST,
+                return record(out, spec, vjps, (x,), (data,), params or _NO_PARAMS, _FIRST,
                                (x._version,) if x._version else _VERSION_ZERO)
-        if _GradMode.tracing is not None:
-            return _GradMode.tracing.constant_node(out, spec, (x,), (data,), params)
-        return _new_variable(out)
+        if mode.tracing is not None:
+            return mode.tracing.constant_node(out, spec, (x,), (data,), params)
+        return new_variable(out)
 
     def binary_op(x, y, *rest, **params):
         if rest:
@@ -288,12 +323,12 @@ def make_function(spec):
         except ScratchGradError:
             raise
         except Exception as exc:
-            raise _forward_error(spec, (x, y), params, exc) from None
+            raise forward_error(spec, (x, y), params, exc) from None
         if type(out) is not ndarray:
             out = np.asarray(out)
-        if spec.may_produce_nan and _GradMode.checking:
+        if spec.may_produce_nan and mode.checking:
             spec.check_domain((x_data, y_data), out)
-        if _GradMode.enabled:
+        if mode.enabled:
             vjps = spec.vjps
             x_edge = x_var and x.requires_grad and vjps[0] is not None
             y_edge = y_var and y.requires_grad and vjps[1] is not None
@@ -305,19 +340,19 @@ def make_function(spec):
                     if x_var:
                         versions = (x._version, None) if x._version else _VERSIONS_ZERO_CONSTANT
                         if type(y) is ndarray:       # one the caller could change before backward
-                            y, y_data, version = _constant_input(y)
+                            y, y_data, version = constant_input(y)
                             if version is not None:
                                 versions = (x._version, version)
                     else:
                         versions = (None, y._version) if y._version else _VERSIONS_CONSTANT_ZERO
                         if type(x) is ndarray:
-                            x, x_data, version = _constant_input(x)
+                            x, x_data, version = constant_input(x)
                             if version is not None:
                                 versions = (version, y._version)
-                return _record(out, spec, vjps, (x, y), (x_data, y_data), params or _NO_PARAMS, edges, versions)
-        if _GradMode.tracing is not None:
-            return _GradMode.tracing.constant_node(out, spec, (x, y), (x_data, y_data), params)
-        return _new_variable(out)
+                return record(out, spec, vjps, (x, y), (x_data, y_data), params or _NO_PARAMS, edges, versions)
+        if mode.tracing is not None:
+            return mode.tracing.constant_node(out, spec, (x, y), (x_data, y_data), params)
+        return new_variable(out)
 
     chosen = {1: unary_op, 2: binary_op}.get(spec.arity, op)
     chosen.__name__ = chosen.__qualname__ = spec.name

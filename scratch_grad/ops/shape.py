@@ -4,13 +4,9 @@ import math
 import numpy as np
 from .lazy_torch import torch
 
-from .registry import REAL, OpSpec, make_function, refuse_keywords, register
+from .registry import REAL, OpSpec, export, make_function, refuse_keywords, register
 from .sampling import Real, draw_params, with_negative_axes
-from ..engine import Variable, _sum_to_array
-
-
-def _raw(x):
-    return x._data if isinstance(x, Variable) else x
+from ..engine import raw, sum_to_array
 
 
 def _shape_op(name, forward, vjp, reference, sample, **flags):
@@ -29,7 +25,7 @@ def _reshape_sample(gen):
 
 
 reshape = _shape_op("reshape", lambda x, shape: np.reshape(x, shape),
-                    lambda g, out, x, shape: reshape(g, _raw(x).shape),
+                    lambda g, out, x, shape: reshape(g, raw(x).shape),
                     lambda x, shape: torch.reshape(x, (shape,) if isinstance(shape, int) else shape), _reshape_sample)
 
 
@@ -93,8 +89,8 @@ def _broadcast_forward(x, shape):
 
 
 broadcast_to = _shape_op("broadcast_to", _broadcast_forward,
-                         lambda g, out, x, shape: sum_to(g, _raw(x).shape),
-                         lambda x, shape: torch.broadcast_to(x, shape), _broadcast_sample)
+                         lambda g, out, x, shape: sum_to(g, raw(x).shape),
+                         lambda x, shape: torch.broadcast_to(x, shape), _broadcast_sample, method=True)
 
 
 def _sum_to_sample(gen):
@@ -111,8 +107,8 @@ def _torch_sum_to(x, shape):
 
 
 # the adjoint of broadcast_to; the engine uses it to undo broadcasting in create_graph mode
-sum_to = _shape_op("sum_to", lambda x, shape: _sum_to_array(x, tuple(shape)),
-                   lambda g, out, x, shape: broadcast_to(g, _raw(x).shape), _torch_sum_to, _sum_to_sample)
+sum_to = _shape_op("sum_to", lambda x, shape: sum_to_array(x, tuple(shape)),
+                   lambda g, out, x, shape: broadcast_to(g, raw(x).shape), _torch_sum_to, _sum_to_sample)
 
 
 def _squeeze_sample(gen):
@@ -129,8 +125,9 @@ def _squeeze_sample(gen):
 
 
 squeeze = _shape_op("squeeze", lambda x, axis=None: np.squeeze(x, axis=axis),
-                    lambda g, out, x, axis=None: reshape(g, _raw(x).shape),
-                    lambda x, axis=None: torch.squeeze(x) if axis is None else torch.squeeze(x, axis), _squeeze_sample)
+                    lambda g, out, x, axis=None: reshape(g, raw(x).shape),
+                    lambda x, axis=None: torch.squeeze(x) if axis is None else torch.squeeze(x, axis), _squeeze_sample,
+                    method=True)
 
 
 def _unsqueeze_sample(gen):
@@ -152,9 +149,9 @@ def _torch_unsqueeze(x, axis):
 
 
 unsqueeze = _shape_op("unsqueeze", lambda x, axis: np.expand_dims(x, axis),
-                      lambda g, out, x, axis: reshape(g, _raw(x).shape),
-                      _torch_unsqueeze, _unsqueeze_sample)
-expand_dims = unsqueeze
+                      lambda g, out, x, axis: reshape(g, raw(x).shape),
+                      _torch_unsqueeze, _unsqueeze_sample, method=True)
+expand_dims = export(unsqueeze, "expand_dims")   # NumPy's name beside torch's
 
 
 def _flip_sample(gen):
@@ -183,7 +180,7 @@ flip = _shape_op("flip", _flip_forward,
                  examples=(
                      ((np.array(1.5),), {"axis": 0}),          # a 0-d input takes axis 0 or -1, as in torch
                      ((np.array(1.5),), {"axis": (-1,)}),
-                 ))
+                 ), method=True)
 
 
 def _pad_sample(gen):
@@ -199,8 +196,8 @@ def _pad_forward(x, pad_width, constant_values=0.0):
 
 
 def _unpad(g, out, x, pad_width, constant_values=0.0):
-    widths = _pad_widths(pad_width, _raw(x).ndim)
-    return g[tuple(slice(before, before + n) for (before, _), n in zip(widths, _raw(x).shape))]
+    widths = _pad_widths(pad_width, raw(x).ndim)
+    return g[tuple(slice(before, before + n) for (before, _), n in zip(widths, raw(x).shape))]
 
 
 def _pad_widths(pad_width, ndim):
@@ -239,9 +236,9 @@ def _same_shapes_sample(gen, concatenating):
 
 
 def _concatenate_vjp(g, out, *xs, index, axis=0):
-    start = int(np.sum([_raw(x).shape[axis] for x in xs[:index]], dtype=int))
-    piece = [slice(None)] * _raw(g).ndim
-    piece[axis] = slice(start, start + _raw(xs[index]).shape[axis])
+    start = int(np.sum([raw(x).shape[axis] for x in xs[:index]], dtype=int))
+    piece = [slice(None)] * raw(g).ndim
+    piece[axis] = slice(start, start + raw(xs[index]).shape[axis])
     return g[tuple(piece)]
 
 
@@ -253,7 +250,7 @@ _concatenate = register(OpSpec(
 
 
 def _stack_vjp(g, out, *xs, index, axis=0):
-    piece = [slice(None)] * _raw(g).ndim
+    piece = [slice(None)] * raw(g).ndim
     piece[axis] = index
     return g[tuple(piece)]
 
@@ -264,6 +261,7 @@ _stack = register(OpSpec(
     sample=lambda gen: _same_shapes_sample(gen, False), variadic=True))
 
 
+@export
 def concatenate(arrays, *more, axis=0, **unknown):
     """concatenate([a, b], axis) like NumPy, or concatenate(a, b, axis=axis)."""
     if unknown:
@@ -272,6 +270,7 @@ def concatenate(arrays, *more, axis=0, **unknown):
     return _concatenate(*xs, axis=axis)
 
 
+@export
 def stack(arrays, *more, axis=0, **unknown):
     if unknown:
         raise refuse_keywords("stack", unknown, ("axis",))
@@ -302,9 +301,9 @@ def _split_piece_forward(x, sections, index, axis=0):
 
 def _split_piece_vjp(g, out, x, sections, index, axis=0):
     # the piece's gradient padded with zeros back to the whole axis
-    length = _raw(x).shape[axis]
+    length = raw(x).shape[axis]
     start, stop = _split_bounds(length, sections)[index]
-    widths = [(0, 0)] * _raw(x).ndim
+    widths = [(0, 0)] * raw(x).ndim
     widths[axis] = (start, length - stop)
     return pad(g, pad_width=tuple(widths))
 
@@ -338,16 +337,17 @@ _split_piece = register(OpSpec(
     )))
 
 
+@export
 def split(x, sections, axis=0, **unknown):
     """np.split: `sections` equal pieces, or pieces cut at the given indices."""
     if unknown:
         raise refuse_keywords("split", unknown, ("axis",))
     n = sections if isinstance(sections, (int, np.integer)) else len(sections) + 1
-    _split_bounds(np.shape(_raw(x))[axis], sections)  # validate before making pieces
+    _split_bounds(np.shape(raw(x))[axis], sections)  # validate before making pieces
     return [_split_piece(x, sections=sections, index=k, axis=axis) for k in range(n)]
 
 
 # not in the registry: casting is how the engine returns a float32 gradient to a float32 input
-astype = make_function(OpSpec(
-    "astype", lambda x, dtype: x.astype(dtype), (lambda g, out, x, dtype: astype(g, dtype=_raw(x).dtype),),
-    lambda x, dtype: x.to(getattr(torch, np.dtype(dtype).name)), (REAL,), "shape"))
+astype = export(make_function(OpSpec(
+    "astype", lambda x, dtype: x.astype(dtype), (lambda g, out, x, dtype: astype(g, dtype=raw(x).dtype),),
+    lambda x, dtype: x.to(getattr(torch, np.dtype(dtype).name)), (REAL,), "shape")), method=True)

@@ -10,9 +10,14 @@ JAX, a user's own). Both give, for a Program and L = sum_k <output_k, cotangent_
     gradients_at(program)      dL/dx of the same program on other leaf values (finite differences of
                                the first gradient check the second order against the engine itself)
 """
+from dataclasses import replace
+
 import numpy as np
 
+from .gen import with_layout
 from .program import program_function
+from ..engine import Variable, grad
+from ..ops import mul, sum as total
 
 
 class ScratchAnalytic:
@@ -29,11 +34,9 @@ class ScratchAnalytic:
         return [getattr(o, "_data", o) for o in outputs], grads
 
     def second(self, directions):
-        from .oracle import _scratch_second_order
-        return _scratch_second_order(self.program, directions)
+        return scratch_second_order(self.program, directions)
 
     def jvp(self, tangents):
-        from ..engine import Variable
         from ..functional import jvp
         program = self.program
         wanted = program.differentiable_leaves()
@@ -98,3 +101,21 @@ def analytic_for(program, engine=None):
     if engine is None or getattr(engine, "name", None) == "scratch_grad":
         return ScratchAnalytic(program)
     return EngineAnalytic(program, engine)
+
+
+def scratch_second_order(program, directions):
+    """Gradient of S = sum_i <dL/dx_i, w_i> with respect to every leaf (grad of grad). The cotangent
+    and the directions are handed over as non-contiguous views (gradgradcheck does the same): a VJP
+    that assumes contiguous buffers under create_graph shows here."""
+    strided = replace(program, cotangents=[with_layout(np.asarray(c), "strided") for c in program.cotangents])
+    _, first, variables = strided.scratch_gradients(create_graph=True)
+    wanted = [variables[k] for k in program.differentiable_leaves()]
+    s = None
+    for g, w in zip(first, directions):
+        if isinstance(g, Variable) and g.requires_grad:
+            term = total(mul(g, with_layout(np.asarray(w, dtype=g.dtype), "strided")))
+            s = term if s is None else s + term
+    if s is None:   # every first gradient is a constant: the second derivative is zero
+        return [np.zeros(v.shape, dtype=v.dtype) for v in wanted]
+    result = grad(s, wanted, allow_unused=True)
+    return [np.zeros(v.shape, dtype=v.dtype) if r is None else r for r, v in zip(result, wanted)]

@@ -31,6 +31,11 @@ import numpy as np
 PREC = 64                  # bits the reference is accurate to (float64 results carry 53)
 WORKING = 2 * PREC + 24    # bits the definition is evaluated at: differences of nearby values stay exact
 STEP_BITS = PREC + 8       # difference step: 2^-STEP_BITS times the input's magnitude
+# at an input of exactly 0 the step is 2^-ZERO_STEP_BITS: a step of 2^-STEP_BITS there leaves a truncation
+# error of h^2 f''' = 2^-144 (x^3 at 0 came out 4.5e-44, not 0), and counted curvature as a kink (cos at 0)
+ZERO_STEP_BITS = 2 * STEP_BITS + 128
+RESOLVE_ZERO_BITS = 1100    # a derivative computed as 0 is resolved down to 2^-1100 before it is believed
+MAX_BITS = 8192            # the most bits a derivative is ever evaluated at
 KINK_BITS = 40             # one-sided derivatives further apart than 2^-40 (relative): no derivative here
 MAX_ENTRIES = 256          # inputs or outputs larger than this are not referenced
 MAX_CHECKED = 8            # entries referenced per output and per gradient (chosen deterministically)
@@ -74,6 +79,12 @@ def worth_it(program):
             continue
         magnitude = np.abs(value)
         if np.any(~np.isfinite(magnitude) | (magnitude > 3.0) | (magnitude < 1e-3)):
+            return True
+        # near ties: distinct entries a few ulps apart, where a reduction's derivative exists but float
+        # arithmetic may lose it (std of [a, a + ulp]: torch rounds the spread away and says 0)
+        flat = np.sort(value.ravel())
+        gaps = np.diff(flat)
+        if np.any((gaps > 0) & (gaps <= 8 * np.spacing(np.abs(flat[1:])))):
             return True
     return False
 
@@ -131,13 +142,17 @@ class _Point:
             return None, False
         result = self._difference(mpmath, k, self.value)
         derivative = result[0]
-        if derivative:
-            # the difference of two values of size |f| resolves only 2^-WORKING |f|: where the derivative
-            # is tiny next to f / x (tanh'(20) = 1.7e-17 beside tanh(20) = 1) more bits are needed
+        if derivative is not None and self.value != 0:
+            # the difference of two values of size |f| resolves only 2^-WORKING |f|, so a derivative only
+            # down to 2^(STEP_BITS - WORKING) |f| / |x|. Where the derivative is tiny next to f / x
+            # (tanh'(20) = 1.7e-17 beside tanh(20) = 1; exp'(1e-308) = 1 beside exp(1e-308) / 1e-308 =
+            # 1e308) more bits are needed. A derivative that came out 0 is believed only once it is resolved
+            # below float64's smallest subnormal (2^-1074).
             scale = abs(self.args[k]) if self.args[k] != 0 else mpmath.mpf(1)
-            missing = int(mpmath.log(abs(self.value) / (abs(derivative) * scale) + 1, 2)) + PREC + STEP_BITS + 8
-            if missing > WORKING:
-                with mpmath.workprec(missing):
+            wanted = abs(derivative) * mpmath.ldexp(1, -PREC) if derivative else mpmath.ldexp(1, -RESOLVE_ZERO_BITS)
+            bits = int(mpmath.log(abs(self.value) / (scale * wanted), 2)) + _step_bits(self.args[k]) + 8
+            if bits > WORKING:
+                with mpmath.workprec(min(bits, MAX_BITS)):
                     result = self._difference(mpmath, k, _call(self.f, self.args))
         return result
 
@@ -145,7 +160,10 @@ class _Point:
         if value is None or not mpmath.isfinite(value):
             return None, False
         base = self.args[k]
-        step = mpmath.ldexp(abs(base) if base != 0 else mpmath.mpf(1), -STEP_BITS)
+        if base == 0 and mpmath.mp.prec < ZERO_STEP_BITS + PREC + 24:
+            with mpmath.workprec(ZERO_STEP_BITS + PREC + 24):   # f(h) - f(0) resolved at the tiny step
+                return self._difference(mpmath, k, _call(self.f, self.args))
+        step = mpmath.ldexp(abs(base) if base != 0 else mpmath.mpf(1), -_step_bits(base))
         moved = []
         for sign in (1, -1):
             args = list(self.args)
@@ -158,7 +176,14 @@ class _Point:
         left = (value - moved[1]) / step
         if abs(left - right) > mpmath.ldexp(abs(left) + abs(right), -KINK_BITS) + mpmath.ldexp(1, -WORKING):
             return None, False                      # a kink or a tie: the derivative does not exist here
-        return (left + right) / 2, True
+        derivative = (left + right) / 2
+        if base == 0 and abs(derivative) < mpmath.ldexp(step, 8):
+            derivative = mpmath.mpf(0)   # x^3 at 0 gives h^2: within the truncation error of a step h
+        return derivative, True
+
+
+def _step_bits(base):
+    return STEP_BITS if base != 0 else ZERO_STEP_BITS
 
 
 def _condition(mpmath, point, k, partial, floats):
@@ -198,7 +223,10 @@ def _call(f, args):
         value = f(*args)
     except (ZeroDivisionError, ValueError, TypeError, ArithmeticError):
         return None
-    return value
+    # a complex value (a negative base to a fractional power, where a difference step crossed 0) is
+    # outside the op's real domain: no reference there
+    import mpmath  # a test dependency, imported only where the reference runs
+    return None if isinstance(value, mpmath.mpc) else value
 
 
 def _choose(size, rng):

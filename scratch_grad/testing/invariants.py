@@ -162,7 +162,7 @@ def _read_only(value):
 def _vjp_contract(program):
     """Each VJP of the program's single op on raw arrays: its result's dtype is its input's, and its
     shape reduces to the input's (the engine would hide both by casting and summing)."""
-    from ..engine import _sum_to_array
+    from ..engine import sum_to_array
     step = program.steps[0]
     spec = step.spec
     args = [_read_only(program.leaves[r.index] if r.kind == "leaf" else program.constants[r.index])
@@ -200,7 +200,7 @@ def _vjp_contract(program):
                                        "input", f"the VJP for input {i} computes in {result.dtype}; the engine "
                                        "casts it back, hiding the wrong precision"))
         try:
-            _sum_to_array(result, x.shape)
+            sum_to_array(result, x.shape)
         except Exception:  # noqa: BLE001
             findings.append(_violation(r.index, x.shape, dtype, f"VJP result shape {result.shape} does not reduce "
                                        f"to the input's {x.shape}", f"the VJP for input {i}"))

@@ -77,8 +77,9 @@ COMPILER_CLASSES = ("compiled_inplace_fan_out", "compiled_shared_gradient")
 CLASSES = VJP_CLASSES + ENGINE_OP_CLASSES + ENGINE_CLASSES + CONDITIONAL_CLASSES + COMPILER_CLASSES
 
 
-def _raw(x):
-    return x._data if isinstance(x, engine.Variable) else np.asarray(x)
+def _array(x):
+    """The ndarray behind a Variable, or x as an array (Python numbers among a VJP's arguments)."""
+    return np.asarray(engine.raw(x))
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,6 @@ class Mutant:
 
     def plant(self):
         return plant(self.klass, self.op, self.input, self.detail)
-
-    def reproducer_context(self):
-        setup = "from scratch_grad.testing.mutate import plant"
-        return setup, f"plant({self.klass!r}, {self.op!r}, {self.input}, {self.detail!r})"
 
     @property
     def trigger(self):
@@ -133,7 +130,7 @@ def _negated(original):
 
 def _ignoring_g(original):
     def vjp(g, out, *args, **params):
-        return original(np.ones_like(_raw(g)), out, *args, **params)
+        return original(np.ones_like(_array(g)), out, *args, **params)
     return vjp
 
 
@@ -155,10 +152,10 @@ def _next_index(original):
 def _transposed(original):
     def vjp(*args, **params):
         result = original(*args, **params)
-        if _raw(result).ndim < 2:
+        if _array(result).ndim < 2:
             return result
         from ..ops import transpose
-        ndim = _raw(result).ndim
+        ndim = _array(result).ndim
         return transpose(result, axes=tuple(range(ndim - 2)) + (ndim - 1, ndim - 2))
     return vjp
 
@@ -168,7 +165,7 @@ def _kink_side(spec, original, position, direction):
     so that ties break and kinks take one side), applied only where the gradient jumps."""
     def vjp(g, out, *args, **params):
         base = original(g, out, *args, **params)
-        raw_args = [_raw(a) for a in args]
+        raw_args = [_array(a) for a in args]
         x = raw_args[position]
         if x.dtype.kind != "f" or x.size == 0:
             return base
@@ -179,10 +176,10 @@ def _kink_side(spec, original, position, direction):
         try:
             with np.errstate(all="ignore"):
                 moved_out = spec.forward(*moved_args, **params)
-                moved = np.asarray(original(_raw(g), moved_out, *moved_args, **params))
+                moved = np.asarray(original(_array(g), moved_out, *moved_args, **params))
         except Exception:  # noqa: BLE001 - a nudge the op rejects leaves the VJP unchanged
             return base
-        base_raw = _raw(base)
+        base_raw = _array(base)
         if moved.shape != base_raw.shape:
             return base
         scale = max(float(np.max(np.abs(base_raw))) if base_raw.size else 0.0, 1e-30)
@@ -238,7 +235,7 @@ def _broadcast_axes(shape, target):
 
 def _reduce_dropped(gi, target):
     """One slice instead of a sum over every broadcast axis (a forgotten reduction)."""
-    shape = _raw(gi).shape
+    shape = _array(gi).shape
     lead, stretched = _broadcast_axes(shape, target)
     index = tuple(0 if k < lead else slice(0, 1) if k in stretched else slice(None) for k in range(len(shape)))
     from ..ops import getitem
@@ -247,14 +244,14 @@ def _reduce_dropped(gi, target):
 
 def _reduce_wrong_axis(gi, target):
     """Broadcast axes matched from the left instead of the right (a classic alignment bug)."""
-    shape = _raw(gi).shape
+    shape = _array(gi).shape
     padded = tuple(target) + (1,) * (len(shape) - len(target))
     axes = tuple(k for k, (s, t) in enumerate(zip(shape, padded)) if t == 1 and s != 1)
     if any(t != 1 and t != s for s, t in zip(shape, padded)):
         raise ShapeError(f"cannot reduce {shape} to {tuple(target)} (left-aligned)")
     from ..ops import reshape, sum as total
     reduced = total(gi, axis=axes, keepdims=True) if axes else gi
-    return reshape(reduced, tuple(target)) if isinstance(gi, engine.Variable) else _raw(reduced).reshape(target)
+    return reshape(reduced, tuple(target)) if isinstance(gi, engine.Variable) else _array(reduced).reshape(target)
 
 
 @contextlib.contextmanager
@@ -272,7 +269,7 @@ def _fit_gradient_mutant(op, reduce):
 
     def fit(gi, inp, node, i, create_graph):
         target = inp._data.shape
-        if node._spec.name == op and np.shape(_raw(gi)) != target:
+        if node._spec.name == op and np.shape(_array(gi)) != target:
             gi = reduce(gi, target)
         return original(gi, inp, node, i, create_graph)
     return fit
@@ -468,7 +465,7 @@ def _differ(a, b, ulps=0):
 def _run_program(program):
     """The gradients (first order, and second order when every op is twice differentiable), or the
     exception the code under check raised, as 'Type: message'."""
-    from .oracle import _scratch_second_order
+    from .analytic import scratch_second_order
     wanted = program.differentiable_leaves()
     try:
         _, grads, _ = program.scratch_gradients()
@@ -476,7 +473,7 @@ def _run_program(program):
         if program.twice_differentiable() and wanted:
             rng = np.random.default_rng(0)
             directions = [rng.uniform(-1, 1, size=np.shape(program.leaves[k])) for k in wanted]
-            result += [np.array(_raw(s)) for s in _scratch_second_order(program, directions)]
+            result += [np.array(_array(s)) for s in scratch_second_order(program, directions)]
         return result
     except Exception as exc:  # noqa: BLE001 - a mutant that makes backward raise changes behaviour
         if raised_by_checker(exc):
@@ -489,7 +486,7 @@ def _observation(g, args, result, arrays, before):
     the result's dtype and shape, and which of g and the inputs changed during the call. Returning g
     itself or a view of it is allowed (the engine never accumulates into a buffer it does not own), so
     it is not a change: only writing into one is."""
-    value = _raw(result)
+    value = _array(result)
     return (str(np.asarray(value).dtype), np.shape(value), tuple(not _same(a, b) for a, b in zip(arrays, before)))
 
 

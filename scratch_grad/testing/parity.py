@@ -98,7 +98,25 @@ class OpRow:
 
     def messages(self):
         """The evidence to print, simplest first: the op's own failures, then a few minimal graphs."""
-        return self.failures[:MAX_FAILURES] + [message for _, message in self.graph_failures[:MAX_GRAPH_FAILURES]]
+        return [message for _, message, _ in self.failures] + [message for _, message in self.graph_failures]
+
+    def keeps(self, size, key=None):
+        """Whether an own failure of this size (reproducer.size) would be printed: among the MAX_FAILURES
+        smallest, and the smallest of its kind (`key`: its signature)."""
+        same = [s for s, _, k in self.failures if key is not None and k == key]
+        if same:
+            return size < same[0]
+        return len(self.failures) < MAX_FAILURES or size < self.failures[-1][0]
+
+    def add_failure(self, message, size=(0, 0), key=None):
+        """Keep the MAX_FAILURES smallest of the op's own distinct failures (one per key), smallest first (a
+        broken entry counts as smallest: it is printed whatever the samples)."""
+        if not self.keeps(size, key):
+            return
+        self.failures = [entry for entry in self.failures if key is None or entry[2] != key]
+        self.failures.append((size, message, key))
+        self.failures.sort(key=lambda entry: entry[0])
+        del self.failures[MAX_FAILURES:]
 
     def cell(self, column):
         return self.cells.setdefault(column, Cell())
@@ -183,8 +201,8 @@ def _record_compiled(rows, names, problems, where, dtype):
         row = rows.setdefault(name, OpRow())
         evidence = Evidence(np.inf if problems else 0.0, not problems, where, classification, message=message)
         row.add("compiled", dtype, evidence.ratio, evidence.passed, classification, evidence)
-        if problems and len(row.failures) < MAX_FAILURES:
-            row.failures.append(message)
+        if problems:    # after the op's own checks' failures: those are the simpler evidence
+            row.add_failure(message, (math.inf, 0), key=message)
 
 
 def _short_note(note):
@@ -196,12 +214,17 @@ def _short_note(note):
 
 def _signature(report, culprits=()):
     """What makes two failures the same failure: the op (or, for a graph, the ops blamed), the dtype,
-    and each failing check with its classification. One reproducer is written per signature, so a run
-    that fails the same way on forty samples writes one script, not forty."""
+    and the first failing kind of check (forward, VJP, 2nd order, JVP, invariants), with whether it
+    raised. One reproducer is written per signature (the smallest program seen), so a VJP bug that fails
+    forty samples, with or without its second order and forward mode, writes one script, not forty."""
     import hashlib
-    failing = sorted({(f.check, f.classification.split(" (")[0]) for f in report.failures()})
+    from .findings import CHECKS
+    order = {check: k for k, check in enumerate(CHECKS)}
+    failures = sorted(report.failures(), key=lambda f: order.get(f.check, len(order)))
+    first = failures[0] if failures else None
+    kind = "" if first is None else first.check.split("_")[0] + (" raised" if "raised" in first.classification else "")
     who = ",".join(culprits) if culprits else ",".join(report.program.op_names())
-    text = f"{report.label}|{who}|{report.program.dtype}|{failing}"
+    text = f"{report.label}|{who}|{report.program.dtype}|{kind}"
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
@@ -277,7 +300,7 @@ def _draws(spec, dtype, samples, seed):
 def _entry_failure(row, name, dtype, where, what, exc):
     message = f"op '{name}' ({dtype}), {where}: {what}: {type(exc).__name__}: {exc}"
     row.add("forward", dtype, np.inf, False, what, Evidence(np.inf, False, where, what, message=message))
-    row.failures.append(message)
+    row.add_failure(message)
 
 
 def _op_task(name, dtype, samples, seed, reproducer_dir, engine=None):
@@ -286,6 +309,7 @@ def _op_task(name, dtype, samples, seed, reproducer_dir, engine=None):
     from .compiled import compare_compiled
     from .faults import raised_by_checker
     from .oracle import check_sample
+    from . import reproducer
     from .program import single_op_program
     spec = REGISTRY[name]
     row = OpRow()
@@ -309,11 +333,12 @@ def _op_task(name, dtype, samples, seed, reproducer_dir, engine=None):
             continue
         checks += 1
         adopted = _record(row, report, dtype, where)
-        if not report.passed and (len(row.failures) < MAX_FAILURES or adopted):
+        size = reproducer.size(report.program)
+        key = _signature(report) if not report.passed else None
+        if not report.passed and (row.keeps(size, key) or adopted):
             report.reproducer = _reproducer(report, reproducer_dir)
+            row.add_failure(report.message(), size, key)
             message = report.message()
-            if len(row.failures) < MAX_FAILURES:
-                row.failures.append(message)
             _attach(adopted, report, message, reproducer_dir)
         if k % COMPILED_EVERY == 0 and adapter is None:
             program = single_op_program(spec, inputs, params, rng=np.random.default_rng(k))
@@ -527,7 +552,8 @@ def _merge(row, partial):
     for key, cell in partial.matrix.items():
         row.matrix.setdefault(key, Cell()).merge(cell)
     row.notes.update(partial.notes)
-    row.failures.extend(partial.failures[:max(0, MAX_FAILURES - len(row.failures))])
+    for size, message, key in partial.failures:
+        row.add_failure(message, size, key)
 
 
 # ---- output -----------------------------------------------------------------------------------------------

@@ -58,10 +58,6 @@ AXIS_PARAMS = ("axis", "axes", "dim")     # the params that hold axes (the regis
 BROADCAST = "broadcast"                   # the trigger of mutate's engine rewrites of broadcast reductions
 
 
-def _raw(value):
-    return value._data if isinstance(value, engine.Variable) else value
-
-
 def _is_python_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_, np.ndarray))
 
@@ -80,7 +76,7 @@ class Call:
     def x(self):
         """The input the gradient is for, as an ndarray."""
         if self._x is None:
-            self._x = np.asarray(_raw(self.args[self.position]))
+            self._x = np.asarray(engine.raw(self.args[self.position]))
         return self._x
 
     @property
@@ -109,7 +105,7 @@ def _tie_mask(call):
     _, inverse, counts = np.unique(x.ravel(), return_inverse=True, return_counts=True)
     masks = [(counts[inverse] > 1).reshape(x.shape)]
     for k, other in enumerate(call.args):
-        other = _raw(other)
+        other = engine.raw(other)
         if k == call.position or not isinstance(other, np.ndarray) or other.dtype.kind != "f":
             continue
         try:
@@ -133,7 +129,7 @@ def _has_tie(call):
     if bool((ordered[1:] == ordered[:-1]).any()):
         return True
     for k, other in enumerate(call.args):
-        other = _raw(other)
+        other = engine.raw(other)
         if k != call.position and isinstance(other, np.ndarray) and other.dtype.kind == "f":
             try:
                 if bool(np.asarray(x == other).any()):
@@ -188,7 +184,7 @@ RESULT_CONDITIONS = {
     "alias_returns_g": _fits_g,
     "dtype_float64": lambda call, result: type(result) is np.ndarray and result.dtype == np.float32,
     # a result of the broadcast shape, which the engine reduces (mutate's broadcast_* classes patch that)
-    BROADCAST: lambda call, result: np.shape(_raw(result)) != call.x.shape,
+    BROADCAST: lambda call, result: np.shape(engine.raw(result)) != call.x.shape,
 }
 
 
@@ -222,14 +218,14 @@ def _in_shape(mask, shape):
 
 def _times_where(result, mask, factor):
     """result * (factor where mask, 1 elsewhere): on arrays and, under create_graph, on Variables."""
-    shape = np.shape(_raw(result))
-    dtype = np.asarray(_raw(result)).dtype
+    shape = np.shape(engine.raw(result))
+    dtype = np.asarray(engine.raw(result)).dtype
     weights = np.where(_in_shape(mask, shape), factor, 1.0).astype(dtype)
     return result * weights
 
 
 def _raw_args(call):
-    return [_raw(a) for a in call.args]
+    return [engine.raw(a) for a in call.args]
 
 
 def _shift_axes(value):
@@ -279,9 +275,9 @@ def conditional(spec, klass, position, original, detail=""):
             args = [a + 1 if k != call.position and _is_python_number(a) else a for k, a in enumerate(args)]
             return original(g, out, *args, **params)
         if klass == "double_backward_raw":
-            return np.asarray(original(_raw(g), _raw(out), *_raw_args(call), **params))
+            return np.asarray(original(engine.raw(g), engine.raw(out), *_raw_args(call), **params))
         if klass == "double_backward_frozen":
-            return original(g, _raw(out), *_raw_args(call), **params)
+            return original(g, engine.raw(out), *_raw_args(call), **params)
         if klass == "alias_mutates_g":
             result = original(g, out, *args, **params)
             g *= 2                                # in place, after the result was computed

@@ -58,6 +58,20 @@ class Program(Trace):
         """Every step's value, computed with each spec's forward on raw arrays."""
         return self.evaluate(_forward_raw, leaves)
 
+    def at_convention(self):
+        """The ops of the program that meet a point of their declared convention (OpSpec.conventions) on
+        its own leaves: there a clean finite difference does not outvote scratch_grad and torch agreeing."""
+        if not any(step.spec.conventions for step in self.steps):
+            return []
+        values, met = [], []
+        for step in self.steps:
+            args = [self._resolve(ref, self.leaves, values) for ref in step.args]
+            if step.spec.conventions is not None and step.spec.conventions(*args, **step.params):
+                met.append(step.spec.name)
+            out = step.spec.forward(*args, **step.params) if step.params else step.spec.forward(*args)
+            values.append(np.asarray(out))
+        return met
+
     def scalar_raw(self, leaves):
         """(L, |L|_abs) on raw arrays: the objective and the magnitude of the terms summed into it."""
         values = self.evaluate_raw(leaves)

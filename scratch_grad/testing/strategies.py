@@ -155,16 +155,17 @@ class HypothesisGen:
         low = max(min_side, 1)
         shape = self.data.draw(hnp.array_shapes(min_dims=min_dims, max_dims=max(max_dims, min_dims),
                                                 min_side=low, max_side=max(max_side, low)))
-        if self.edges and min_dims == 0 and shape and self._sometimes("0-d"):
+        # an edge sample's shape is 0-d, has an empty dimension, or is ordinary, about a third each
+        if self.edges and min_dims == 0 and shape and self._sometimes("0-d", 3):
             return ()
-        if self.edges and min_side == 0 and shape and self._sometimes("size-0 dimension"):
+        if self.edges and min_side == 0 and shape and self._sometimes("size-0 dimension", 2):
             empty = self.data.draw(st.integers(0, len(shape) - 1), label="size-0 dimension")
             shape = shape[:empty] + (0,) + shape[empty + 1:]
         return shape
 
-    def _sometimes(self, label):
-        """True about one time in four; shrinks to False."""
-        return self.data.draw(st.sampled_from([False, False, False, True]), label=label)
+    def _sometimes(self, label, odds=4):
+        """True about one time in `odds`; shrinks to False."""
+        return self.data.draw(st.sampled_from([False] * (odds - 1) + [True]), label=label)
 
     def broadcastable_shapes(self, n, min_dims=0, max_dims=3, min_side=1):
         if n == 0:
@@ -174,7 +175,7 @@ class HypothesisGen:
                                                                  max_side=self.max_side))
         shapes = tuple(drawn.input_shapes)
         ndim = max(len(s) for s in shapes)
-        if self.edges and min_side == 0 and ndim and self._sometimes("size-0 dimension"):
+        if self.edges and min_side == 0 and ndim and self._sometimes("size-0 dimension", 3):
             # one dimension of the broadcast result empty: each shape's copy of it is 0 or 1
             empty = self.data.draw(st.integers(0, ndim - 1), label="size-0 dimension")
             shapes = tuple(tuple(0 if k == empty - (ndim - len(s)) and d != 1 else d for k, d in enumerate(s))
@@ -214,8 +215,10 @@ class HypothesisGen:
         floats = element_strategy(domain, self.dtype)
         ints = [n for n in (2, 3, -1, 0, 1, -2) if domain.low < n < domain.high and n not in domain.avoid]
         options = ([st.sampled_from(ints)] if ints else []) + [floats]
-        if self.edges:
-            options.append(st.sampled_from(edge_points(domain, self.dtype)))
+        if self.edges and self.data.draw(st.booleans(), label="an edge point"):
+            # half of an edge sample's numbers are edge points (inf among them), drawn on their own so
+            # that hypothesis walks through them rather than through one branch of a one_of
+            return self.data.draw(st.sampled_from(edge_points(domain, self.dtype)))
         return self.data.draw(st.one_of(*options))
 
     def integers(self, shape, lo, hi):
@@ -274,6 +277,28 @@ def check_op_example(data, spec, dtype, context=None, on_report=None, directory=
     if not report.passed:
         fail_with_reproducer(report, context, directory, write)
     return report
+
+
+EDGE_SWEEP = 4      # scheduled edge samples per op and dtype in the pytest suite (check_edge_sweep)
+
+
+def check_edge_sweep(spec, dtype, count=EDGE_SWEEP, seed=0, directory=None, engine=None):
+    """The op's edge samples on a schedule, not at random: `count` draws of RandomGen in edge mode (every
+    other one also exactly at kinks for a non-smooth op), each checked like a hypothesis example. The
+    properties draw an edge sample one time in four and an empty input one time in twelve, so a bug that
+    shows on one rare input can go unseen in a short run; this sweep reaches 0-d, empty and non-finite
+    inputs every time. Raises CheckFailure (with a reproducer) at the first failing sample."""
+    from ..ops.sampling import sample_inputs
+    from . import reproducer
+    from .gen import RandomGen
+    from .oracle import CheckFailure, check_sample
+    for k in range(count):
+        gen = RandomGen(seed=(seed, 7, k), dtype=dtype, edges=True, kinks=not spec.smooth and k % 2 == 1)
+        inputs, params = sample_inputs(spec, gen)
+        report = check_sample(spec, inputs, params, cotangent_gen=gen, seed=k, engine=engine)
+        if not report.passed:
+            report.reproducer = reproducer.write(report.program, report, directory=directory)
+            raise CheckFailure(report)
 
 
 def check_graph_example(data, dtype, require_op=None, max_ops=None, context=None, on_report=None, directory=None,

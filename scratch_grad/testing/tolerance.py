@@ -78,7 +78,13 @@ def rounding_tolerance(reference, dtype, depth, floor=0.0):
     magnitude = np.abs(np.asarray(reference, dtype=np.float64))
     magnitude = np.where(np.isfinite(magnitude), magnitude, 0.0)
     largest = float(magnitude.max()) if magnitude.size else 0.0
-    tolerance = ROUNDING_SAFETY * unit_roundoff(dtype) * max(depth, 1) * (magnitude + largest + floor)
+    # the factor (< 1) multiplies each term before they are added: magnitudes near float64's largest
+    # (a second derivative 1/y^3) would overflow the sum to inf and make every entry pass
+    # a floor that overflowed (the terms of a second derivative near 1e308) stands for the largest float:
+    # an infinite tolerance would be dropped by error_ratio and fail every entry
+    floor = np.nan_to_num(np.asarray(floor, dtype=np.float64), nan=0.0, posinf=np.finfo(np.float64).max)
+    factor = ROUNDING_SAFETY * unit_roundoff(dtype) * max(depth, 1)
+    tolerance = factor * magnitude + factor * largest + factor * floor
     # results that are exactly zero everywhere must still allow the smallest normal number
     return np.maximum(tolerance, np.finfo(np.dtype(dtype)).tiny)
 

@@ -10,19 +10,16 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .elementwise import _raw, exp, sigmoid
+from .elementwise import exp, sigmoid
 from .indexing import scatter_add
 from .lazy_torch import torch
 from .linalg import _swap_last
 from .reductions import _axes, sum as reduce_sum
-from .registry import FINITE, LOGITS, NOT_DIFFERENTIABLE, Domain, OpSpec, refuse_keywords, register
+from .registry import FINITE, LOGITS, NOT_DIFFERENTIABLE, Domain, OpSpec, export, refuse_keywords, register
 from .sampling import Choice, Real, draw_params
 from .shape import reshape, transpose
-from ..engine import Variable, _GradMode
+from ..engine import Variable, mode, raw
 from ..errors import DomainError, DTypeError, GraphError, ShapeError, describe
-
-__all__ = ["softmax", "log_softmax", "cross_entropy", "mse_loss", "binary_cross_entropy_with_logits", "conv2d",
-           "im2col", "col2im", "max_pool2d", "dropout"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -175,11 +172,11 @@ def _pick(values, targets):
 
 def _cross_entropy_vjp(g, out, logits, targets, reduction="mean"):
     # d/dlogits of -log_softmax(logits)[t] = softmax(logits) - onehot(t)
-    classes = _raw(targets)
-    logits_data = _raw(logits)
+    classes = raw(targets)
+    logits_data = raw(logits)
     weight = _loss_weight(g, classes.size, reduction)
     if reduction == "none":
-        weight = reshape(weight, _raw(weight).shape + (1,))
+        weight = reshape(weight, raw(weight).shape + (1,))
     if not isinstance(g, Variable) and not isinstance(logits, Variable):   # plain backward: one buffer, in place
         probs = _softmax_forward(logits_data, axis=-1)
         if probs.ndim == 1:
@@ -223,11 +220,11 @@ def _mse_loss_forward(pred, target, reduction="mean"):
 
 
 def _mse_loss_vjp_pred(g, out, pred, target, reduction="mean"):
-    return _loss_weight(g, np.size(_raw(pred)), reduction) * 2.0 * (pred - target)
+    return _loss_weight(g, np.size(raw(pred)), reduction) * 2.0 * (pred - target)
 
 
 def _mse_loss_vjp_target(g, out, pred, target, reduction="mean"):
-    return _loss_weight(g, np.size(_raw(pred)), reduction) * 2.0 * (target - pred)
+    return _loss_weight(g, np.size(raw(pred)), reduction) * 2.0 * (target - pred)
 
 
 def _mse_loss_sample(gen):
@@ -263,12 +260,12 @@ def _bce_with_logits_forward(logits, targets, reduction="mean"):
 
 
 def _bce_with_logits_vjp_logits(g, out, logits, targets, reduction="mean"):
-    return _loss_weight(g, np.size(_raw(logits)), reduction) * (sigmoid(logits) - targets)
+    return _loss_weight(g, np.size(raw(logits)), reduction) * (sigmoid(logits) - targets)
 
 
 def _bce_with_logits_vjp_targets(g, out, logits, targets, reduction="mean"):
     # the loss is linear in t with slope -x (torch gives the same gradient for targets)
-    return _loss_weight(g, np.size(_raw(logits)), reduction) * -logits
+    return _loss_weight(g, np.size(raw(logits)), reduction) * -logits
 
 
 def _bce_sample(gen):
@@ -394,7 +391,7 @@ def _col2im_sample(gen):
 
 
 def _im2col_vjp(g, out, x, kernel_size, stride=1, padding=0):
-    return col2im(g, output_size=_raw(x).shape[2:], kernel_size=kernel_size, stride=stride, padding=padding)
+    return col2im(g, output_size=raw(x).shape[2:], kernel_size=kernel_size, stride=stride, padding=padding)
 
 
 def _col2im_vjp(g, out, cols, output_size, kernel_size, stride=1, padding=0):
@@ -441,7 +438,7 @@ def _flat_positions(g):
     """g (N, C, out_h, out_w) as (N, C, out_h*out_w) for the matmuls. A raw g is made contiguous
     first: the gradient of a sum or mean arrives as a zero-stride broadcast, which matmul does not
     hand to BLAS (10x slower)."""
-    n, c, out_h, out_w = _raw(g).shape
+    n, c, out_h, out_w = raw(g).shape
     if not isinstance(g, Variable):
         g = np.ascontiguousarray(g)
     return reshape(g, (n, c, out_h * out_w))
@@ -449,17 +446,17 @@ def _flat_positions(g):
 
 def _conv2d_vjp_x(g, out, x, w, b=None, stride=1, padding=0):
     # the transposed convolution: w^T times g's columns, folded back onto x (col2im, im2col's adjoint)
-    c_out = _raw(w).shape[0]
+    c_out = raw(w).shape[0]
     cols_grad = transpose(reshape(w, (c_out, -1))) @ _flat_positions(g)          # (N, C_in*kH*kW, L)
-    return col2im(cols_grad, output_size=_raw(x).shape[2:], kernel_size=_raw(w).shape[2:], stride=stride,
+    return col2im(cols_grad, output_size=raw(x).shape[2:], kernel_size=raw(w).shape[2:], stride=stride,
                   padding=padding)
 
 
 def _conv2d_vjp_w(g, out, x, w, b=None, stride=1, padding=0):
     # sum over samples and positions of g times the input window each output read
-    cols = im2col(x, kernel_size=_raw(w).shape[2:], stride=stride, padding=padding)   # (N, C_in*kH*kW, L)
+    cols = im2col(x, kernel_size=raw(w).shape[2:], stride=stride, padding=padding)   # (N, C_in*kH*kW, L)
     per_sample = _flat_positions(g) @ _swap_last(cols)                                # (N, C_out, C_in*kH*kW)
-    return reshape(reduce_sum(per_sample, axis=0), _raw(w).shape)
+    return reshape(reduce_sum(per_sample, axis=0), raw(w).shape)
 
 
 def _conv2d_vjp_b(g, out, x, w, b=None, stride=1, padding=0):
@@ -484,6 +481,7 @@ _conv2d = register(OpSpec(
     (FINITE, FINITE, FINITE), "nn", sample=_conv2d_sample))
 
 
+@export
 def conv2d(x, w, b=None, stride=1, padding=0, **unknown):
     """2-D cross-correlation, NCHW (like torch.nn.functional.conv2d): x (N, C_in, H, W),
     w (C_out, C_in, kH, kW), optional bias b (C_out,); stride and padding an int or (h, w) pair."""
@@ -507,14 +505,14 @@ def _pool_geometry(x, kernel_size, stride, padding):
     return kernel, stride, padding
 
 
-def _window_offsets(x, kernel, stride, padding):
+def _window_offsets(x, kernel, stride, padding, fill=-np.inf):
     """For each kernel position (p, q) in row-major order, the (N, C, out_h, out_w) strided view of
     the -inf-padded x whose [n, c, i, j] is the element at (p, q) in window (i, j). Pooling is then
     kH*kW elementwise passes over whole arrays, much faster than reducing a 6-D strided view.
     Padding is -inf, which never wins a max (torch pads the same way)."""
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     if ph or pw:
-        x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
+        x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
     out_h, out_w = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
     for p in range(kh):
         for q in range(kw):
@@ -538,8 +536,17 @@ def _max_positions(x, kernel_size, stride, padding):
     views = _window_offsets(x, kernel, stride, padding)
     best = next(views).copy()
     offset = np.zeros(best.shape, dtype=np.int64)        # p*kW + q of the current winner
+    # torch scans only the window's elements inside x: a window of -inf (or all padding and -inf) sends
+    # its gradient to its first element inside x, never to the padding, which ties with -inf
+    pads = _window_offsets(np.zeros((1, 1) + x.shape[2:], dtype=bool), kernel, stride, padding, fill=True) \
+        if any(padding) else None
+    on_pad = np.broadcast_to(next(pads), best.shape).copy() if pads is not None else None
     for k, view in enumerate(views, start=1):
         better = (view > best) | np.isnan(view)
+        if pads is not None:
+            inside = ~next(pads)
+            better |= on_pad & inside
+            on_pad &= ~better
         np.maximum(best, view, out=best)                  # keeps a NaN once seen, as torch
         # k exceeds every earlier offset, so max() sets exactly the winners (faster than a masked write)
         np.maximum(offset, better * k, out=offset)
@@ -553,7 +560,7 @@ def _max_positions(x, kernel_size, stride, padding):
 def _max_pool2d_vjp(g, out, x, kernel_size, stride=None, padding=0):
     # g routed to one element per window (the first maximum); overlapping windows that pick the same
     # element add up. Linear in g with constant positions: the second derivative in x is 0.
-    data = _raw(x)
+    data = raw(x)
     positions = _max_positions(data, kernel_size, stride, padding).reshape(-1)
     routed = scatter_add(reshape(g, (-1,)), index=(positions,), shape=(data.size,))
     return reshape(routed, data.shape)
@@ -576,9 +583,15 @@ _max_pool2d = register(OpSpec(
     lambda x, kernel_size, stride=None, padding=0: torch.nn.functional.max_pool2d(x, kernel_size, stride, padding),
     (_POOLED,), "nn", smooth=False,
     kink_rule="ties: the whole gradient goes to the first maximum of the window in row-major order, as torch",
-    sample=_max_pool2d_sample))
+    sample=_max_pool2d_sample,
+    examples=(
+        # a window of -inf beside the -inf padding: its gradient goes to its first element inside x
+        ((np.array([[[[-np.inf, 1.0], [-np.inf, 2.0], [0.5, -np.inf]]]]),), {"kernel_size": (3, 1), "stride": 1,
+                                                                           "padding": (1, 0)}),
+    )))
 
 
+@export
 def max_pool2d(x, kernel_size, stride=None, padding=0, **unknown):
     """Max over kH x kW windows of x (N, C, H, W), like torch.nn.functional.max_pool2d: stride defaults
     to the kernel, padding (at most half the kernel) never wins. The gradient of each window goes to
@@ -604,7 +617,7 @@ def _keep_mask(shape, p, seed=None, mask=None):
 
 def refuse_random_mask_in_trace(where):
     """A mask drawn while sg.compile traces would be replayed, the same, at every call: refused."""
-    if _GradMode.tracing is not None:
+    if mode.tracing is not None:
         raise GraphError(f"sg.compile: {where} in training mode draws a new random mask at every call, and a "
                          "compiled function would replay the traced mask at every call. Compile the model in "
                          "eval mode, or call it without sg.compile")
@@ -628,7 +641,7 @@ def _dropout_forward(x, p=0.5, seed=None, mask=None, training=True):
 def _dropout_vjp(g, out, x, p=0.5, seed=None, mask=None, training=True):
     if not training:
         return g
-    keep = _keep_mask(_raw(x).shape, p, seed, mask).astype(_raw(g).dtype)
+    keep = _keep_mask(raw(x).shape, p, seed, mask).astype(raw(g).dtype)
     return g * keep if p == 1 else g * keep / (1 - p)
 
 
@@ -659,6 +672,7 @@ _dropout = register(OpSpec(
     params={"p": Real(0.0, 1.0, edges=(0.5, 0.0, 1.0)), "training": Choice(True, True, True, False)}))
 
 
+@export
 def dropout(x, p=0.5, seed=None, mask=None, training=True, **unknown):
     """Inverted dropout: each element is zeroed with probability p and survivors are scaled by
     1/(1 - p); training=False is the identity. The mask is `mask` when given, else drawn from
@@ -669,6 +683,6 @@ def dropout(x, p=0.5, seed=None, mask=None, training=True, **unknown):
     if training and mask is None:
         refuse_random_mask_in_trace("dropout")
         _check_p(p)
-        mask = _keep_mask(np.shape(_raw(x)), p, seed)
+        mask = _keep_mask(np.shape(raw(x)), p, seed)
         seed = None
     return _dropout(x, p=p, seed=seed, mask=mask, training=training)
