@@ -30,8 +30,8 @@ def test_parity_prints_the_table_and_summary_and_writes_json(tmp_path, capsys):
 
 def test_parity_fails_when_compiled_code_differs_from_eager_mode(tmp_path, capsys, monkeypatch):
     """A compiler bug planted in this process (workers=1): fan-out gradients overwritten, not added."""
-    import scratch_grad.compiler as compiler
-    monkeypatch.setattr(compiler, "_ACCUMULATE", "{name} = t")
+    from scratch_grad.compiler import codegen
+    monkeypatch.setattr(codegen, "_ACCUMULATE", "{name} = t")
     code = cli(["parity", "--op", "mul", "--samples", "2", "--graphs", "30", "--workers", "1",
                 "--reproducers", str(tmp_path), "--quiet"])
     output = capsys.readouterr().out
