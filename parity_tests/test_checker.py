@@ -17,7 +17,7 @@ from scratch_grad.testing.gen import RandomGen
 from scratch_grad.testing.mutate import (CLASSES, COMPILER_CLASSES, Mutant, all_mutants, budget_for, plant, run_mutant,
                                          run_mutation)
 from scratch_grad.testing.program import single_op_program
-from scratch_grad.testing.strategies import NO_SHRINK, budget, check_graph_example, check_op_example
+from scratch_grad.testing.strategies import NO_SHRINK, budget, check_edge_sweep, check_graph_example, check_op_example
 
 
 # ---- planted bugs are caught ----------------------------------------------------------------------------
@@ -75,6 +75,8 @@ def test_the_hypothesis_properties_fail_on_planted_bugs_of_every_class(mutation_
                         check_op_example(data, sg.REGISTRY[mutant.op], dtype, directory=str(tmp_path))
                 try:
                     prop()
+                    if mutant.op != "(engine)" and not in_graphs:
+                        check_edge_sweep(sg.REGISTRY[mutant.op], dtype, directory=str(tmp_path))
                 except CheckFailure:
                     caught.append(mutant.label)
                     break

@@ -2,20 +2,23 @@
 equal bit for bit at the trace and at a replay on new values, double backward to a tight tolerance
 (scratch_grad/testing/compiled.py), also with compiled calls inside eager graphs. The comparisons must
 catch compiler bugs (planted below) and report an op's exceptions instead of raising them."""
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import scratch_grad as sg
-import scratch_grad.compiler as compiler
+from scratch_grad.compiler import analysis, codegen
 from scratch_grad.testing.compiled import candidate_segments, compare_compiled, compare_mixed, with_boundary_uses
 from scratch_grad.testing.faults import CheckerError
 from scratch_grad.testing.gen import RandomGen
 from scratch_grad.testing.graphs import build_graph
 from scratch_grad.testing.mutate import plant
-from scratch_grad.testing.program import Program, Ref, Step
+from scratch_grad.testing.program import Program
 from scratch_grad.testing.strategies import HypothesisGen, budget
+from scratch_grad.trace import Ref, Step
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -49,7 +52,7 @@ def test_fan_out_program_compiles_equal():
 
 def test_planted_overwrite_on_fan_out_is_caught(monkeypatch):
     """A compiler that overwrote a fan-out gradient instead of adding it must be caught."""
-    monkeypatch.setattr(compiler, "_ACCUMULATE", "{name} = t")
+    monkeypatch.setattr(codegen, "_ACCUMULATE", "{name} = t")
     problems = compare_compiled(_fan_out_program(), second_order=False)
     assert any("gradient of leaf 0 differs" in p for p in problems), problems
 
@@ -73,12 +76,13 @@ def test_broadcast_inside_program_compiles_equal():
 
 def test_planted_missing_reduction_is_caught(monkeypatch):
     """A compiler that forgot to undo broadcasting inside the trace must be caught."""
-    original = compiler._Plan._observe
+    original = analysis.observe
 
-    def observe_without_reductions(self):
-        wraps, fits = original(self)
-        return wraps, {key: how for key, how in (fits or {}).items() if how not in ("lead", "fit")}
-    monkeypatch.setattr(compiler._Plan, "_observe", observe_without_reductions)
+    def observe_without_reductions(trace, edges_in_order):
+        observed = original(trace, edges_in_order)
+        fits = {key: how for key, how in (observed.fits or {}).items() if how not in ("lead", "fit")}
+        return dataclasses.replace(observed, fits=fits)
+    monkeypatch.setattr(analysis, "observe", observe_without_reductions)
     problems = compare_compiled(_broadcast_inside_program(), second_order=False)
     assert problems, "a gradient of the broadcast shape went unnoticed"
 

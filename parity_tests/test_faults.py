@@ -6,7 +6,8 @@ import scratch_grad as sg
 from scratch_grad.testing.compiled import program_function
 from scratch_grad.testing.faults import CheckerError, checker_error, describe, fault_op, origin, raised_by_checker
 from scratch_grad.testing.mutate import plant
-from scratch_grad.testing.program import Program, Ref, Step
+from scratch_grad.testing.program import Program
+from scratch_grad.trace import Ref, Step
 
 
 def _raised(fn):

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import scratch_grad as sg
-import scratch_grad.compiler as compiler
 from scratch_grad import engine
+from scratch_grad.compiler import codegen
 from scratch_grad.ops.registry import REAL, OpSpec
 from scratch_grad.testing import mutate
 from scratch_grad.testing.mutate import (COMPILER_CLASSES, CONDITIONAL_CLASSES, Mutant, budget_for, mutants_for, plant,
@@ -16,7 +16,7 @@ from scratch_grad.testing.program import single_op_program
 
 def _snapshot():
     return ({name: spec.vjps for name, spec in sg.REGISTRY.items()},
-            (engine._send, engine._accumulate, engine._fit_gradient, compiler._ACCUMULATE, compiler._DEALIAS))
+            (engine._send, engine._accumulate, engine._fit_gradient, codegen._ACCUMULATE, codegen._DEALIAS))
 
 
 def _some_mutant(klass):

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from scratch_grad.ops import REGISTRY
 from scratch_grad.testing import op_names
-from scratch_grad.testing.strategies import budget, check_op_example
+from scratch_grad.testing.strategies import budget, check_edge_sweep, check_op_example
 
 DTYPES = ("float64", "float32")
 
@@ -24,3 +24,11 @@ DTYPES = ("float64", "float32")
 @given(data=st.data())
 def test_op_parity(name, dtype, data):
     check_op_example(data, REGISTRY[name], dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", op_names())
+def test_op_edge_sweep(name, dtype):
+    """The op's edge samples on a schedule (0-d, empty, non-finite, ulp neighbours...): what the random
+    draws above reach only sometimes."""
+    check_edge_sweep(REGISTRY[name], dtype)

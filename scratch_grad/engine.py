@@ -35,7 +35,7 @@ class _Mode:
     def __init__(self):
         self.enabled = True       # record graphs (False inside no_grad)
         self.checking = True      # domain checks on user calls (off while VJPs run)
-        self.tracing = None       # the active sg.compile tracer (compiler.py), or None
+        self.tracing = None       # the active sg.compile tracer (compiler/tracing.py), or None
 
 
 mode = _Mode()

@@ -41,11 +41,7 @@ LAYERS = (
 LEVEL = {f"{PACKAGE}.{name}" if name else PACKAGE: level for level, names in enumerate(LAYERS) for name in names}
 # upward imports that are being removed elsewhere, each with where (delete the entry when it is gone: the
 # test below fails on an entry that no longer matches, so none outlives its reason)
-KNOWN_UPWARD = {
-    # issue 14 item 2: the compiler's torch reference reuses the checker's conversion of constants; the
-    # compiler rewrite (branch `compiler`) moves it into scratch_grad/trace.py
-    ("scratch_grad.compiler", "scratch_grad.testing.program"),
-}
+KNOWN_UPWARD = set()
 
 
 def package_modules(root=ROOT, package=PACKAGE):

@@ -319,7 +319,7 @@ def test_a_compiled_function_keeps_only_what_its_backward_reads():
 def test_reads_finds_the_parameters_a_vjp_reads_and_assumes_all_when_unsure():
     from functools import partial
 
-    from scratch_grad.compiler import _reads
+    from scratch_grad.compiler.analysis import reads as _reads
     assert _reads(lambda g, out, x: g * out, 3) == (True, True, False)
     assert _reads(lambda g, out, x, y: g, 4) == (True, False, False, False)
 

@@ -16,8 +16,9 @@ from scratch_grad.ops.registry import REAL, OpSpec
 from scratch_grad.ops.sampling import sample_inputs
 from scratch_grad.testing.finite_diff import differentiate
 from scratch_grad.testing.gen import RandomGen
-from scratch_grad.testing.program import _torch_constant, single_op_program
+from scratch_grad.testing.program import single_op_program
 from scratch_grad.testing.tolerance import error_ratio, result_tolerance
+from scratch_grad.trace import torch_constant
 
 TWICE_DIFFERENTIABLE = sorted(name for name, spec in sg.REGISTRY.items() if spec.twice_differentiable)
 SAMPLES = 2
@@ -50,7 +51,7 @@ class OpCase:
         return sg.sum(self.scratch(*leaves) * self.cotangent)
 
     def torch_functions(self, torch_dtype):
-        constants = [_torch_constant(c, torch_dtype) for c in self.program.constants]
+        constants = [torch_constant(c, torch_dtype) for c in self.program.constants]
         cotangent = torch.tensor(np.array(self.cotangent), dtype=torch_dtype)
 
         def function(*leaves):

@@ -505,14 +505,14 @@ def _pool_geometry(x, kernel_size, stride, padding):
     return kernel, stride, padding
 
 
-def _window_offsets(x, kernel, stride, padding):
+def _window_offsets(x, kernel, stride, padding, fill=-np.inf):
     """For each kernel position (p, q) in row-major order, the (N, C, out_h, out_w) strided view of
     the -inf-padded x whose [n, c, i, j] is the element at (p, q) in window (i, j). Pooling is then
     kH*kW elementwise passes over whole arrays, much faster than reducing a 6-D strided view.
     Padding is -inf, which never wins a max (torch pads the same way)."""
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     if ph or pw:
-        x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
+        x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
     out_h, out_w = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
     for p in range(kh):
         for q in range(kw):
@@ -536,8 +536,17 @@ def _max_positions(x, kernel_size, stride, padding):
     views = _window_offsets(x, kernel, stride, padding)
     best = next(views).copy()
     offset = np.zeros(best.shape, dtype=np.int64)        # p*kW + q of the current winner
+    # torch scans only the window's elements inside x: a window of -inf (or all padding and -inf) sends
+    # its gradient to its first element inside x, never to the padding, which ties with -inf
+    pads = _window_offsets(np.zeros((1, 1) + x.shape[2:], dtype=bool), kernel, stride, padding, fill=True) \
+        if any(padding) else None
+    on_pad = np.broadcast_to(next(pads), best.shape).copy() if pads is not None else None
     for k, view in enumerate(views, start=1):
         better = (view > best) | np.isnan(view)
+        if pads is not None:
+            inside = ~next(pads)
+            better |= on_pad & inside
+            on_pad &= ~better
         np.maximum(best, view, out=best)                  # keeps a NaN once seen, as torch
         # k exceeds every earlier offset, so max() sets exactly the winners (faster than a masked write)
         np.maximum(offset, better * k, out=offset)
@@ -574,7 +583,12 @@ _max_pool2d = register(OpSpec(
     lambda x, kernel_size, stride=None, padding=0: torch.nn.functional.max_pool2d(x, kernel_size, stride, padding),
     (_POOLED,), "nn", smooth=False,
     kink_rule="ties: the whole gradient goes to the first maximum of the window in row-major order, as torch",
-    sample=_max_pool2d_sample))
+    sample=_max_pool2d_sample,
+    examples=(
+        # a window of -inf beside the -inf padding: its gradient goes to its first element inside x
+        ((np.array([[[[-np.inf, 1.0], [-np.inf, 2.0], [0.5, -np.inf]]]]),), {"kernel_size": (3, 1), "stride": 1,
+                                                                           "padding": (1, 0)}),
+    )))
 
 
 @export

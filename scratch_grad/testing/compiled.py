@@ -1,6 +1,6 @@
 """Compiled vs eager: a program run through `sg.compile` must give what the eager engine gives, bit for bit.
 
-The compiler's claim (scratch_grad/compiler.py) is that its generated code calls the same forwards and
+The compiler's claim (scratch_grad/compiler/) is that its generated code calls the same forwards and
 VJPs in the same order as eager mode, so values and gradients are equal, not merely close. This checks
 it on any Program (one op, a random graph): the program becomes a function of its leaves returning
 L = sum_k <output_k, cotangent_k>, which is called eagerly and compiled,
@@ -29,10 +29,13 @@ and compared with no test to write.
 """
 import numpy as np
 
+from ..compiler import compile as compile_function
 from ..engine import Variable, apply, grad
 from ..errors import ScratchGradError
+from ..ops import REGISTRY
+from ..trace import CONST, LEAF, STEP, Ref, Step
 from .faults import checker_error, describe, fault_op, raised_by_checker
-from .program import Program, Ref, Step
+from .program import Program
 
 REPLAY_SHIFT = 0.125     # the replay's leaves: the traced ones plus this (same shapes, other values)
 
@@ -41,11 +44,7 @@ def program_function(program, aux_steps=None):
     """fn(*leaves) -> the scalar Variable L of `program` (None when no output depends on a leaf); with
     aux_steps, (L, [the values of those steps that are Variables])."""
     def fn(*leaves):
-        values = []
-        for step in program.steps:
-            args = [leaves[r.index] if r.kind == "leaf" else values[r.index] if r.kind == "step"
-                    else program.constants[r.index] for r in step.args]
-            values.append(apply(step.spec, args, step.params))
+        values = program.evaluate(_apply, leaves)
         total = None
         for k, cotangent in zip(program.outputs, program.cotangents):
             if isinstance(values[k], Variable):
@@ -56,6 +55,10 @@ def program_function(program, aux_steps=None):
         return total, [values[k] for k in aux_steps if isinstance(values[k], Variable)]
     fn.__name__ = program.name or "program"
     return fn
+
+
+def _apply(step, args, params):
+    return apply(step.spec, args, params)
 
 
 def _run(fn, leaves, flags):
@@ -185,7 +188,6 @@ def _compare_calls(fn, other, program, flags, label=""):
 def compare_compiled(program, second_order=None, seed=0):
     """The ways `sg.compile(program_function(program))` differs from the eager function: a list of
     sentences naming the call (trace or replay), the quantity and where (empty when they agree)."""
-    from ..compiler import compile as compile_function
     aux_steps = list(range(0, len(program.steps), 2)) if len(program.steps) % 2 else None
     fn = program_function(program, aux_steps)
     compiled = compile_function(fn, has_aux=aux_steps is not None)
@@ -243,7 +245,7 @@ def _uses(program):
     uses = {}
     for j, step in enumerate(program.steps):
         for ref in step.args:
-            if ref.kind != "const":
+            if ref.kind != CONST:
                 uses.setdefault((ref.kind, ref.index), []).append(j)
     return uses
 
@@ -252,7 +254,7 @@ def _live(program):
     """Per step: whether its value depends on a leaf."""
     live = []
     for step in program.steps:
-        live.append(any(r.kind == "leaf" or (r.kind == "step" and live[r.index]) for r in step.args))
+        live.append(any(r.kind == LEAF or (r.kind == STEP and live[r.index]) for r in step.args))
     return live
 
 
@@ -269,21 +271,21 @@ def candidate_segments(program):
     found = []
     for start in range(len(steps)):
         for stop in range(start + 1, len(steps) + 1):
-            exits = [j for j in range(start, stop) if j in outputs or any(u >= stop for u in uses.get(("step", j), ()))]
+            exits = [j for j in range(start, stop) if j in outputs or any(u >= stop for u in uses.get((STEP, j), ()))]
             if len(exits) != 1:
                 continue
             inputs = []
             for j in range(start, stop):
                 for ref in steps[j].args:
                     key = (ref.kind, ref.index)
-                    if ref.kind != "const" and not (ref.kind == "step" and ref.index >= start) and key not in inputs:
+                    if ref.kind != CONST and not (ref.kind == STEP and ref.index >= start) and key not in inputs:
                         inputs.append(key)
-            if not any(kind == "leaf" or live[index] for kind, index in inputs):
+            if not any(kind == LEAF or live[index] for kind, index in inputs):
                 continue
             reordered = False
             for key in inputs:
                 inside = [u for u in uses[key] if start <= u < stop]
-                after = any(u >= stop for u in uses[key]) or (key[0] == "step" and key[1] in outputs)
+                after = any(u >= stop for u in uses[key]) or (key[0] == STEP and key[1] in outputs)
                 reordered = reordered or (len(inside) > 1 and after)
             if not reordered:
                 found.append(Segment(start, stop, inputs, exits[0]))
@@ -321,7 +323,7 @@ def segment_function(program, segment):
         for j in range(segment.start, segment.stop):
             step = program.steps[j]
             call = [args[position[(r.kind, r.index)]] if (r.kind, r.index) in position else
-                    values[r.index] if r.kind == "step" else program.constants[r.index] for r in step.args]
+                    values[r.index] if r.kind == STEP else program.constants[r.index] for r in step.args]
             values[j] = apply(step.spec, call, step.params)
         return values[segment.exit]
     fn.__name__ = f"steps_{segment.start}_to_{segment.stop - 1}"
@@ -336,7 +338,7 @@ def mixed_function(program, segments, compiled):
         values = [None] * len(program.steps)
 
         def value(kind, index):
-            return leaves[index] if kind == "leaf" else values[index]
+            return leaves[index] if kind == LEAF else values[index]
         j = 0
         while j < len(program.steps):
             if j in at:
@@ -345,7 +347,7 @@ def mixed_function(program, segments, compiled):
                 j = segment.stop
                 continue
             step = program.steps[j]
-            args = [value(r.kind, r.index) if r.kind != "const" else program.constants[r.index] for r in step.args]
+            args = [value(r.kind, r.index) if r.kind != CONST else program.constants[r.index] for r in step.args]
             values[j] = apply(step.spec, args, step.params)
             j += 1
         total = None
@@ -370,7 +372,6 @@ class _Boundary:
     and inside each compiled call (see there)."""
 
     def __init__(self, program, segments, seed):
-        from ..ops import REGISTRY
         self.program, self.segments = program, segments
         self.rng = np.random.default_rng(seed)
         self.mul, self.add = REGISTRY["mul"], REGISTRY["add"]
@@ -383,14 +384,14 @@ class _Boundary:
 
     def differentiable(self, key):
         kind, index = key
-        return self.program.requires_grad[index] if kind == "leaf" else self.live[index]
+        return self.program.requires_grad[index] if kind == LEAF else self.live[index]
 
     def read_twice(self, key, segment):
         return sum(segment.start <= u < segment.stop for u in self.uses.get(key, ())) > 1
 
     def read_from(self, key, j):
         """Whether step j or a later one reads `key`, or L does (an output)."""
-        return any(u >= j for u in self.uses.get(key, ())) or (key[0] == "step" and key[1] in self.program.outputs)
+        return any(u >= j for u in self.uses.get(key, ())) or (key[0] == STEP and key[1] in self.program.outputs)
 
     def read_after(self, key, segment):
         return self.read_from(key, segment.stop)
@@ -402,15 +403,15 @@ class _Boundary:
     def visible(self, key):
         """Not a value computed inside a call (only a call's result leaves it)."""
         kind, index = key
-        return kind == "leaf" or not any(s.start <= index < s.stop and index != s.exit for s in self.segments)
+        return kind == LEAF or not any(s.start <= index < s.stop and index != s.exit for s in self.segments)
 
     def shape(self, key):
         kind, index = key
-        return np.shape(self.program.leaves[index] if kind == "leaf" else self.values[index])
+        return np.shape(self.program.leaves[index] if kind == LEAF else self.values[index])
 
     def ref(self, key):
         kind, index = key
-        return Ref("leaf", index) if kind == "leaf" else Ref("step", self.renumber[index])
+        return Ref(LEAF, index) if kind == LEAF else Ref(STEP, self.renumber[index])
 
     def emit(self, spec, args, shape, params=None, output=False):
         """Append a step (its value of `shape`); an output gets a cotangent."""
@@ -418,16 +419,16 @@ class _Boundary:
         if output:
             self.outputs.append(len(self.steps) - 1)
             self.cotangents.append(self.rng.uniform(0.5, 1.5, shape).astype(self.program.dtype))
-        return Ref("step", len(self.steps) - 1)
+        return Ref(STEP, len(self.steps) - 1)
 
     def constant(self, value):
         self.constants.append(value)
-        return Ref("const", len(self.constants) - 1)
+        return Ref(CONST, len(self.constants) - 1)
 
     def earlier(self, segment, shape, j):
         """Differentiable values made before the call and visible there, of `shape` (any: None), that can be
         read at j."""
-        keys = [("leaf", k) for k in range(len(self.program.leaves))] + [("step", i) for i in range(segment.start)]
+        keys = [(LEAF, k) for k in range(len(self.program.leaves))] + [(STEP, i) for i in range(segment.start)]
         return [key for key in keys if (shape is None or self.shape(key) == shape) and self.differentiable(key)
                 and self.visible(key) and self.readable_at(key, j)]
 
@@ -437,7 +438,7 @@ class _Boundary:
         call does not read yet, the join's gradient is the only one the call computes, and one buffer is
         what it must not hand back for both; for one it reads, the join's is the first gradient, and the
         call's own ones are summed onto it: not in place, since that buffer is the other value's too."""
-        exit_shape = self.shape(("step", segment.exit))
+        exit_shape = self.shape((STEP, segment.exit))
         shapes = {}
         for key in self.earlier(segment, None, segment.start):
             if key in segment.inputs and self.read_after(key, segment):
@@ -473,23 +474,23 @@ class _Boundary:
                         self.emit(self.mul, [self.ref(key), scale], self.shape(key), output=True)
                 first = len(self.steps)
             self.renumber[j] = len(self.steps)
-            self.emit(step.spec, [self.ref((r.kind, r.index)) if r.kind != "const" else r for r in step.args],
+            self.emit(step.spec, [self.ref((r.kind, r.index)) if r.kind != CONST else r for r in step.args],
                       np.shape(self.values[j]), step.params)
             segment = ends.get(j)
             if segment is None:
                 continue
-            exit_shape = self.shape(("step", segment.exit))
+            exit_shape = self.shape((STEP, segment.exit))
             pair = joins[segment.start]
             inputs = list(segment.inputs) + [key for key in pair or () if key not in segment.inputs]
             if pair is not None:               # inside the call: one gradient buffer for two of its inputs
                 both = self.emit(self.add, [self.ref(pair[0]), self.ref(pair[1])], self.shape(pair[0]))
                 nothing = self.emit(self.mul, [both, self.constant(0.0)], self.shape(pair[0]))
-                self.renumber[segment.exit] = self.emit(self.add, [self.ref(("step", segment.exit)), nothing],
+                self.renumber[segment.exit] = self.emit(self.add, [self.ref((STEP, segment.exit)), nothing],
                                                         exit_shape).index
                 for key in pair:
                     self.uses.setdefault(key, []).append(j)
             new_segments.append(Segment(first, len(self.steps),
-                                        [(kind, self.renumber[i] if kind == "step" else i) for kind, i in inputs],
+                                        [(kind, self.renumber[i] if kind == STEP else i) for kind, i in inputs],
                                         self.renumber[segment.exit]))
             earlier = [key for key in self.earlier(segment, exit_shape, len(self.program.steps)) if key not in (pair or ())]
             if earlier:                        # after the call: its result added to a value made before it
@@ -497,7 +498,7 @@ class _Boundary:
                 # the call's, and would not take the buffer the call hands out as its own
                 unread = [key for key in earlier if key not in inputs] or earlier
                 other = unread[int(self.rng.integers(len(unread)))]
-                self.emit(self.add, [self.ref(("step", segment.exit)), self.ref(other)], exit_shape, output=True)
+                self.emit(self.add, [self.ref((STEP, segment.exit)), self.ref(other)], exit_shape, output=True)
         outputs = [self.renumber[k] for k in self.program.outputs] + self.outputs
         program = Program(self.program.leaves, self.program.requires_grad, self.constants, self.steps, outputs,
                           list(self.program.cotangents) + self.cotangents, name=self.program.name,
@@ -524,7 +525,6 @@ def with_boundary_uses(program, segments, seed=0):
 
 
 def _mixed(program, seed):
-    from ..compiler import compile as compile_function
     segments = choose_segments(program, seed)
     program, segments = with_boundary_uses(program, segments, seed)
     compiled = [compile_function(segment_function(program, s)) for s in segments]
@@ -558,7 +558,6 @@ def compiled_behaviour(program, seed=0):
     """What the compiled runs of the comparisons compute (L, gradients and second order, or the
     exception, for the whole program compiled and for the mixed program): the mutation tester compares
     it with and without a planted compiler bug, bit for bit."""
-    from ..compiler import compile as compile_function
     flags = list(program.requires_grad)
     mixed_program, _, _, mixed = _mixed(program, seed)
     runs = [(program, compile_function(program_function(program))), (mixed_program, mixed)]

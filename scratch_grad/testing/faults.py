@@ -4,7 +4,8 @@ An exception from an op's forward, a VJP or the engine is a finding about the en
 mismatch (classified, attributed to its op, written as a reproducer). An exception from the checker's
 own code is a bug of the checker and must stay loud. The two are told apart by the innermost frame of
 the traceback that belongs to neither a library (NumPy, SciPy, torch, mpmath, hypothesis, the standard
-library) nor the checker: planted mutants (mutate.py, planted.py) stand for engine code.
+library) nor the checker: planted mutants (mutate.py, planted.py) stand for engine code. The trace
+module (scratch_grad/trace.py) replays programs for both sides, so its frames count as their caller's.
 
     try:
         run_the_engine()
@@ -18,9 +19,12 @@ import sysconfig
 import traceback
 from pathlib import Path
 
+from .. import trace
+
 _TESTING = Path(__file__).resolve().parent
 _ENGINE_SIDE_FILES = {"mutate.py", "planted.py"}     # mutants are planted engine code
 _LIBRARIES = ("numpy", "scipy", "torch", "mpmath", "hypothesis", "_pytest", "pluggy")
+_SHARED = Path(trace.__file__).resolve()             # replays for the checker and for sg.compile alike
 
 
 def _library_roots():
@@ -33,7 +37,7 @@ def _library_roots():
 
 
 def _is_library(path, roots):
-    return any(root == path or root in path.parents for root in roots)
+    return path == _SHARED or any(root == path or root in path.parents for root in roots)
 
 
 def origin(exc):

@@ -173,11 +173,15 @@ def differentiate(scalar_fn, points, index, rng, mode="auto"):
     base = _base(scalar_fn, points)
     if mode == "projection":
         direction = rng.standard_normal(x.shape)
-        direction /= max(float(np.abs(direction).max()), 1e-300)
         finite = np.isfinite(x)
         if base is None or not finite.all() or not all(np.all(np.isfinite(p)) for p in points
                                                         if isinstance(p, np.ndarray)):
+            direction /= max(float(np.abs(direction).max()), 1e-300)
             return _unavailable((), direction)
+        # each entry moves by STEP times its own scale, as in the full mode: one step for the whole leaf
+        # would move an entry of 1e-154 beside one of 1e8 by 1e5
+        direction = direction * np.maximum(np.abs(x), 1.0)
+        direction /= max(float(np.abs(direction).max()), 1e-300)
         step = STEP * max(float(np.abs(x).max()) if x.size else 1.0, 1.0)
         value, tolerance, kink, left, right, one_sided, available = _directional(
             scalar_fn, points, index, direction, step, *base)

@@ -19,7 +19,8 @@ import math
 import numpy as np
 
 from ..ops.registry import REAL
-from .program import Program, Ref, Step
+from ..trace import Ref, Step
+from .program import Program
 
 MAX_OPS = 12         # ops chosen per graph (domain adapters come on top)
 MAX_NODES = 20       # hard cap on steps, adapters included

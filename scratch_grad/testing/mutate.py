@@ -300,9 +300,9 @@ def plant(klass, op, input=-1, detail=""):
     keyword_ignored mutant), restored on exit."""
     from ..ops import REGISTRY
     if klass in _COMPILER_TEMPLATES:
-        from .. import compiler
+        from ..compiler import codegen     # where the generated code's templates live
         name, template = _COMPILER_TEMPLATES[klass]
-        with _patched(compiler, name, template):
+        with _patched(codegen, name, template):
             yield
         return
     if klass == "overwrite_fan_out":

@@ -14,31 +14,14 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..engine import Variable, apply
+from ..engine import Variable, apply, grad
 from ..errors import GraphError
-
-
-@dataclass(frozen=True)
-class Ref:
-    """An argument of a step: a leaf, an earlier step's result, or a constant (by index)."""
-    kind: str    # "leaf", "step" or "const"
-    index: int
+from ..trace import CONST, LEAF, STEP, Ref, Step, Trace, torch_constant
 
 
 @dataclass
-class Step:
-    spec: object          # an OpSpec
-    args: tuple           # Refs
-    params: dict
-
-
-@dataclass
-class Program:
-    leaves: list                  # ndarrays; the inputs that gradients are taken for
-    requires_grad: list           # per leaf
-    constants: list               # ndarrays or Python scalars: inputs with no gradient
-    steps: list                   # Steps in topological order
-    outputs: list                 # step indices whose results are the outputs
+class Program(Trace):
+    """A trace (scratch_grad/trace.py: leaves, constants, steps, outputs) with one cotangent per output."""
     cotangents: list              # one array per output, of its shape
     name: str = ""
     meta: dict = field(default_factory=dict)
@@ -73,12 +56,7 @@ class Program:
     # ---- raw NumPy (finite differences) --------------------------------------------------------
     def evaluate_raw(self, leaves):
         """Every step's value, computed with each spec's forward on raw arrays."""
-        values = []
-        for step in self.steps:
-            args = [self._resolve(ref, leaves, values) for ref in step.args]
-            out = step.spec.forward(*args, **step.params) if step.params else step.spec.forward(*args)
-            values.append(np.asarray(out))
-        return values
+        return self.evaluate(_forward_raw, leaves)
 
     def at_convention(self):
         """The ops of the program that meet a point of their declared convention (OpSpec.conventions) on
@@ -106,28 +84,16 @@ class Program:
             absolute += float(np.sum(np.abs(y) * np.abs(c)))
         return total, absolute
 
-    def _resolve(self, ref, leaves, values):
-        if ref.kind == "leaf":
-            return leaves[ref.index]
-        if ref.kind == "step":
-            return values[ref.index]
-        return self.constants[ref.index]
-
     # ---- scratch_grad ------------------------------------------------------------------------------
     def run_scratch(self, leaves=None):
         """(leaf Variables, output Variables): the program run on scratch_grad Variables."""
         leaves = self.leaves if leaves is None else leaves
         variables = [Variable(v, requires_grad=bool(flag)) for v, flag in zip(leaves, self.requires_grad)]
-        values = []
-        for step in self.steps:
-            args = [variables[ref.index] if ref.kind == "leaf" else values[ref.index] if ref.kind == "step"
-                    else self.constants[ref.index] for ref in step.args]
-            values.append(apply(step.spec, args, step.params))
+        values = self.evaluate(_apply, variables)
         return variables, [values[k] for k in self.outputs]
 
     def scratch_gradients(self, leaves=None, create_graph=False):
         """(outputs, gradients of L per leaf, leaf Variables); zeros for leaves L does not use."""
-        from ..engine import grad
         variables, outputs = self.run_scratch(leaves)
         wanted = [variables[k] for k in self.differentiable_leaves()]
         live = [(out, c) for out, c in zip(outputs, self.cotangents)
@@ -148,13 +114,9 @@ class Program:
         torch_dtype = getattr(torch, np.dtype(dtype).name)
         leaves = [torch.tensor(np.array(v, order="C"), dtype=torch_dtype, requires_grad=bool(flag))
                   for v, flag in zip(self.leaves, self.requires_grad)]
-        constants = [_torch_constant(c, torch_dtype) for c in self.constants]
-        values = []
+        constants = [torch_constant(c, torch_dtype) for c in self.constants]
         with torch.enable_grad():
-            for step in self.steps:
-                args = [leaves[ref.index] if ref.kind == "leaf" else values[ref.index] if ref.kind == "step"
-                        else constants[ref.index] for ref in step.args]
-                values.append(step.spec.torch(*args, **step.params))
+            values = self.evaluate(_torch_step, leaves, constants)
             outputs = [values[k] for k in self.outputs]
             wanted = [leaves[k] for k in self.differentiable_leaves()]
             live = [(o, c) for o, c in zip(outputs, self.cotangents) if o.requires_grad]
@@ -202,11 +164,7 @@ def program_function(program, wanted=None):
     def fn(*variables):
         leaves = {k: Variable(v) for k, v in enumerate(program.leaves) if k not in wanted}
         leaves.update(zip(wanted, variables))
-        values = []
-        for step in program.steps:
-            args = [leaves[ref.index] if ref.kind == "leaf" else values[ref.index] if ref.kind == "step"
-                    else program.constants[ref.index] for ref in step.args]
-            values.append(apply(step.spec, args, step.params))
+        values = program.evaluate(_apply, leaves)
         return [values[k] for k in program.outputs]
     fn.__name__ = program.name or "program"
     return fn
@@ -220,16 +178,12 @@ def torch_jvp(program, tangents):
     program = program.astype(np.float64)
     wanted = program.differentiable_leaves()
     fixed = {k: torch.tensor(np.array(v, order="C")) for k, v in enumerate(program.leaves) if k not in wanted}
-    constants = [_torch_constant(c, torch.float64) for c in program.constants]
+    constants = [torch_constant(c, torch.float64) for c in program.constants]
 
     def fn(*tensors):
         leaves = dict(fixed)
         leaves.update(zip(wanted, tensors))
-        values = []
-        for step in program.steps:
-            args = [leaves[ref.index] if ref.kind == "leaf" else values[ref.index] if ref.kind == "step"
-                    else constants[ref.index] for ref in step.args]
-            values.append(step.spec.torch(*args, **step.params))
+        values = program.evaluate(_torch_step, leaves, constants)
         return tuple(values[k] for k in program.outputs)
 
     primals = tuple(torch.tensor(np.array(program.leaves[k], order="C")) for k in wanted)
@@ -239,6 +193,18 @@ def torch_jvp(program, tangents):
     except Exception:  # noqa: BLE001 - a reference without a forward-mode rule: the double-backward JVP
         _, result = torch.autograd.functional.jvp(fn, primals, directions)
     return [r.detach().numpy().astype(np.float64) for r in result]
+
+
+def _forward_raw(step, args, params):
+    return np.asarray(step.spec.forward(*args, **params) if params else step.spec.forward(*args))
+
+
+def _apply(step, args, params):
+    return apply(step.spec, args, params)
+
+
+def _torch_step(step, args, params):
+    return step.spec.torch(*args, **params)
 
 
 def _to_numpy(gradient, leaf):
@@ -254,15 +220,6 @@ def _cast_float(value, dtype):
     return value
 
 
-def _torch_constant(value, torch_dtype):
-    """An array constant as a tensor, floats cast to torch_dtype (kept as they are when it is None)."""
-    import torch
-    if isinstance(value, np.ndarray):
-        tensor = torch.as_tensor(np.array(value, order="C"))
-        return tensor.to(torch_dtype) if value.dtype.kind == "f" and torch_dtype is not None else tensor
-    return value
-
-
 # ---- building programs -------------------------------------------------------------------------------
 
 def single_op_program(spec, inputs, params, cotangent_gen=None, rng=None):
@@ -272,11 +229,11 @@ def single_op_program(spec, inputs, params, cotangent_gen=None, rng=None):
     leaves, flags, constants, args = [], [], [], []
     for value, domain in zip(inputs, domains):
         if isinstance(value, np.ndarray) and value.dtype.kind == "f" and domain.differentiable:
-            args.append(Ref("leaf", len(leaves)))
+            args.append(Ref(LEAF, len(leaves)))
             leaves.append(value)
             flags.append(True)
         else:
-            args.append(Ref("const", len(constants)))
+            args.append(Ref(CONST, len(constants)))
             constants.append(value)
     program = Program(leaves, flags, constants, [Step(spec, tuple(args), dict(params))], [0], [], name=spec.name)
     try:
@@ -335,12 +292,12 @@ def trace(fn, inputs):
     def argument(value):
         if isinstance(value, Variable):
             if id(value) in leaf_index:
-                return Ref("leaf", leaf_index[id(value)])
+                return Ref(LEAF, leaf_index[id(value)])
             if id(value) in step_index:
-                return Ref("step", step_index[id(value)])
+                return Ref(STEP, step_index[id(value)])
             value = value.data
         constants.append(value)
-        return Ref("const", len(constants) - 1)
+        return Ref(CONST, len(constants) - 1)
 
     # iterative post-order walk from the outputs: a node is emitted after all its Variable inputs
     stack = [(out, False) for out in reversed(outputs)]

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..trace import LEAF, STEP
+
 DEFAULT_DIRECTORY = "reproducers"
 
 
@@ -173,9 +175,9 @@ def render(program, report=None, context=None, title="", directory=None):
     inputs_block = "\n".join(lines)
 
     def argument(ref, prefix):
-        if ref.kind == "leaf":
+        if ref.kind == LEAF:
             return f"{prefix}{ref.index}"
-        if ref.kind == "step":
+        if ref.kind == STEP:
             return f"s{ref.index}"
         return f"torch_constant(c{ref.index}, dtype)" if prefix == "t" else f"c{ref.index}"
 

@@ -279,6 +279,28 @@ def check_op_example(data, spec, dtype, context=None, on_report=None, directory=
     return report
 
 
+EDGE_SWEEP = 4      # scheduled edge samples per op and dtype in the pytest suite (check_edge_sweep)
+
+
+def check_edge_sweep(spec, dtype, count=EDGE_SWEEP, seed=0, directory=None, engine=None):
+    """The op's edge samples on a schedule, not at random: `count` draws of RandomGen in edge mode (every
+    other one also exactly at kinks for a non-smooth op), each checked like a hypothesis example. The
+    properties draw an edge sample one time in four and an empty input one time in twelve, so a bug that
+    shows on one rare input can go unseen in a short run; this sweep reaches 0-d, empty and non-finite
+    inputs every time. Raises CheckFailure (with a reproducer) at the first failing sample."""
+    from ..ops.sampling import sample_inputs
+    from . import reproducer
+    from .gen import RandomGen
+    from .oracle import CheckFailure, check_sample
+    for k in range(count):
+        gen = RandomGen(seed=(seed, 7, k), dtype=dtype, edges=True, kinks=not spec.smooth and k % 2 == 1)
+        inputs, params = sample_inputs(spec, gen)
+        report = check_sample(spec, inputs, params, cotangent_gen=gen, seed=k, engine=engine)
+        if not report.passed:
+            report.reproducer = reproducer.write(report.program, report, directory=directory)
+            raise CheckFailure(report)
+
+
 def check_graph_example(data, dtype, require_op=None, max_ops=None, context=None, on_report=None, directory=None,
                         engine=None, write=None):
     """One hypothesis example of graph fuzzing: a random DAG of registry ops, every leaf checked.
