@@ -221,3 +221,16 @@ def test_a_vjp_that_raises_is_a_classified_failure_with_a_reproducer_in_parity_a
                          timeout=300)
     assert run.returncode == 1 and "IndexError" in run.stdout + run.stderr
     assert problems and all("IndexError" in p and "logcosh_raising" in p for p in problems)
+
+
+def test_a_declared_convention_point_is_not_outvoted_by_finite_differences_but_a_wrong_gradient_elsewhere_is():
+    """clip at x == min == max: torch.clamp passes g (its [min, max] is inclusive) where the function is
+    flat; the entry declares that point (OpSpec.conventions), so FD and mpmath do not outvote torch there
+    (must PASS). A VJP that passes g everywhere is still wrong at x = 0.3 (must FAIL)."""
+    import dataclasses
+    spec = sg.REGISTRY["clip"]
+    x = np.array([0.0, 0.3, -0.4])
+    assert check_sample(spec, [x], {"min": 0.0, "max": 0.0}, seed=0).passed
+    leaky = dataclasses.replace(spec, vjps=(lambda g, out, x, min=None, max=None: g * 1.0,))
+    report = check_sample(leaky, [x], {"min": 0.0, "max": 0.0}, seed=0)
+    assert not report.passed and any(f.check == "vjp_torch" for f in report.failures())

@@ -63,13 +63,30 @@ class Program(Trace):
         its own leaves: there a clean finite difference does not outvote scratch_grad and torch agreeing."""
         if not any(step.spec.conventions for step in self.steps):
             return []
-        values, met = [], []
-        for step in self.steps:
-            args = [self._resolve(ref, self.leaves, values) for ref in step.args]
-            if step.spec.conventions is not None and step.spec.conventions(*args, **step.params):
+        met = []
+
+        def run_step(step, args, params):
+            if step.spec.conventions is not None and step.spec.conventions(*args, **params):
                 met.append(step.spec.name)
-            out = step.spec.forward(*args, **step.params) if step.params else step.spec.forward(*args)
-            values.append(np.asarray(out))
+            return _forward_raw(step, args, params)
+        self.evaluate(run_step)
+        return met
+
+    def at_kink(self):
+        """The non-smooth ops of the program that meet one of their declared kinks exactly (an input entry
+        on a point its Domain avoids: abs at 0): there the first gradient jumps, and finite differences of
+        it (the second order's third reference) straddle the jump."""
+        met = []
+
+        def run_step(step, args, params):
+            if not step.spec.smooth:
+                for arg, domain in zip(args, step.spec.domain):
+                    if domain.avoid and isinstance(arg, np.ndarray) and arg.dtype.kind == "f" and \
+                            np.isin(arg, np.asarray(domain.avoid, dtype=arg.dtype)).any():
+                        met.append(step.spec.name)
+                        break
+            return _forward_raw(step, args, params)
+        self.evaluate(run_step)
         return met
 
     def scalar_raw(self, leaves):
