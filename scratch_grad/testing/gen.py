@@ -21,6 +21,7 @@ Three modes beyond the protocol's basics, shared by both generators:
 """
 import functools
 import math
+from typing import Protocol, Sequence
 
 import numpy as np
 
@@ -160,6 +161,31 @@ def non_involution(permutation):
         if not _involution(rotated):
             return rotated
     return [(i + 1) % n for i in range(n)]
+
+
+class Gen(Protocol):
+    """What an op's sampler (OpSpec.sample) may ask of its generator: the one protocol of RandomGen (a
+    NumPy Generator: fast, by seed), HypothesisGen (testing/strategies.py: hypothesis draws, so failures
+    shrink) and graphs._WiringGen (a random graph's wiring: existing values where they fit). A sampler
+    written against it runs under all three; tests/test_generators.py holds them to it."""
+    dtype: np.dtype
+    kinks: bool          # snap values onto the domain's kinks and ties
+    edges: bool          # an edge sample: zeros, bounds, inf/NaN, ulp neighbours, 0-d and empty shapes
+
+    def plain(self) -> "Gen": ...                                   # no kinks, edges or layouts (cotangents)
+    def edge_mode(self, on: bool = True) -> "Gen": ...
+    def integer(self, lo: int, hi: int) -> int: ...                 # lo..hi inclusive
+    def real(self, lo: float, hi: float) -> float: ...
+    def choice(self, options: Sequence) -> object: ...
+    def boolean(self) -> bool: ...
+    def shape(self, min_dims: int = 0, max_dims: int = 3, min_side: int = 1, max_side=None) -> tuple: ...
+    def broadcastable_shapes(self, n: int, min_dims: int = 0, max_dims: int = 3, min_side: int = 1) -> tuple: ...
+    def permutation(self, n: int) -> list: ...
+    def axis(self, ndim: int): ...                                  # None, an int or a tuple, negatives too
+    def array(self, shape, domain=REAL) -> np.ndarray: ...
+    def scalar(self, domain=REAL): ...                              # a Python int or float
+    def integers(self, shape, lo: int, hi: int) -> np.ndarray: ...  # lo..hi-1
+    def mask(self, shape) -> np.ndarray: ...
 
 
 class RandomGen:
