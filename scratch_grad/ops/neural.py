@@ -109,28 +109,25 @@ def _along_axis_sample(gen):
     return (gen.array(shape, LOGITS),), {"axis": axis}
 
 
+# softmax and log_softmax: the same regression inputs (one normalisation along an axis)
+_ALONG_AXIS_EXAMPLES = (
+    ((np.array(1.5),), {"axis": 0}),          # a 0-d input takes axis 0 or -1, as in torch
+    ((np.array(1.5),), {"axis": -1}),
+    ((np.array([[np.inf, 1.0, -2.0], [-np.inf, -np.inf, -np.inf], [np.inf, np.inf, 0.0], [1e8, 0.0, -1e8]]),),
+     {"axis": -1}),                        # +inf in a row: NaN row, as torch; a row of -inf: NaN
+    ((np.array([[-np.inf, 0.0], [np.nan, 1.0]]),), {"axis": 0}),
+    ((np.ones((2, 0)),), {"axis": -1}),         # an empty axis: an empty result, as torch
+)
+
+
 softmax = register(OpSpec(
     "softmax", _softmax_forward, (_softmax_vjp,), lambda x, axis=-1: torch.softmax(x, dim=axis), (LOGITS,), "nn",
     sample=_along_axis_sample,
-    examples=(
-        ((np.array(1.5),), {"axis": 0}),          # a 0-d input takes axis 0 or -1, as in torch
-        ((np.array(1.5),), {"axis": -1}),
-        ((np.array([[np.inf, 1.0, -2.0], [-np.inf, -np.inf, -np.inf], [np.inf, np.inf, 0.0], [1e8, 0.0, -1e8]]),),
-         {"axis": -1}),                        # +inf in a row: NaN row, as torch; a row of -inf: NaN
-        ((np.array([[-np.inf, 0.0], [np.nan, 1.0]]),), {"axis": 0}),
-        ((np.ones((2, 0)),), {"axis": -1}),         # an empty axis: an empty result, as torch
-    )))
+    examples=_ALONG_AXIS_EXAMPLES))
 log_softmax = register(OpSpec(
     "log_softmax", _log_softmax_forward, (_log_softmax_vjp,), lambda x, axis=-1: torch.log_softmax(x, dim=axis),
     (LOGITS,), "nn", sample=_along_axis_sample,
-    examples=(
-        ((np.array(1.5),), {"axis": 0}),          # a 0-d input takes axis 0 or -1, as in torch
-        ((np.array(1.5),), {"axis": -1}),
-        ((np.array([[np.inf, 1.0, -2.0], [-np.inf, -np.inf, -np.inf], [np.inf, np.inf, 0.0], [1e8, 0.0, -1e8]]),),
-         {"axis": -1}),                        # +inf in a row: NaN row, as torch; a row of -inf: NaN
-        ((np.array([[-np.inf, 0.0], [np.nan, 1.0]]),), {"axis": 0}),
-        ((np.ones((2, 0)),), {"axis": -1}),         # an empty axis: an empty result, as torch
-    )))
+    examples=_ALONG_AXIS_EXAMPLES))
 
 
 # ---- cross_entropy -------------------------------------------------------------------------------------

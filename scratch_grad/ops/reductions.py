@@ -182,24 +182,28 @@ def _var_vjp(g, out, x, axis=None, keepdims=False, ddof=0):
     return _expand(g, x, axis) * _centered(x, axis) * _ratio(2.0, dof)
 
 
+# var and std: the same regression inputs (their forwards share _var_forward, their VJPs the centring)
+_SPREAD_EXAMPLES = (
+    *_ZERO_D,
+    ((np.array([[np.inf, 1.0, 2.0], [-np.inf, -np.inf, 1.0]]),), {"axis": 1}),   # infinite entries: NaN only there
+    ((np.full((2, 7), 0.1),), {"axis": 1}),                       # equal values: exactly 0, zero gradient
+    ((np.full((2, 3, 2), 1e8 + 0.3),), {"axis": (0, -1)}),
+    ((np.full(5, 1 / 3),), {}),
+    ((np.ones((2, 0)),), {"axis": 1}),                             # an empty axis: NaN, an empty gradient
+    ((np.ones((0, 3)),), {"axis": -2, "keepdims": True}),
+    ((np.ones((0,)),), {}),
+    ((np.array([[1.0, 2.0], [0.5, 0.5]]),), {"axis": 1, "ddof": 2}),    # ddof == n: inf/NaN, torch's 2/(n - ddof)
+    ((np.array([[1.0, 2.0, 4.0]]),), {"axis": -1, "ddof": 5}),          # ddof > n
+    ((np.array(1.5),), {"axis": 0, "ddof": 1}),
+)
+
+
 var = _reduction("var", _var_forward,
                  _var_vjp,
                  lambda x, axis=None, keepdims=False, ddof=0: torch.var(x, dim=_torch_dims(x, axis), keepdim=keepdims,
                                                                        correction=ddof),
                  mp=lambda values, ddof=0: _mp_var(values, ddof), sample=_ddof_sample,
-                 examples=(
-                     *_ZERO_D,
-                     ((np.array([[np.inf, 1.0, 2.0], [-np.inf, -np.inf, 1.0]]),), {"axis": 1}),   # infinite entries: NaN only there
-                     ((np.full((2, 7), 0.1),), {"axis": 1}),                       # equal values: exactly 0, zero gradient
-                     ((np.full((2, 3, 2), 1e8 + 0.3),), {"axis": (0, -1)}),
-                     ((np.full(5, 1 / 3),), {}),
-                     ((np.ones((2, 0)),), {"axis": 1}),                             # an empty axis: NaN, an empty gradient
-                     ((np.ones((0, 3)),), {"axis": -2, "keepdims": True}),
-                     ((np.ones((0,)),), {}),
-                     ((np.array([[1.0, 2.0], [0.5, 0.5]]),), {"axis": 1, "ddof": 2}),    # ddof == n: inf/NaN, torch's 2/(n - ddof)
-                     ((np.array([[1.0, 2.0, 4.0]]),), {"axis": -1, "ddof": 5}),          # ddof > n
-                     ((np.array(1.5),), {"axis": 0, "ddof": 1}),
-                 ))
+                 examples=_SPREAD_EXAMPLES)
 
 
 def _std_vjp(g, out, x, axis=None, keepdims=False, ddof=0):
@@ -230,19 +234,7 @@ std = _reduction("std", _std_forward,
                  mp=lambda values, ddof=0: mpmath.sqrt(_mp_var(values, ddof)),
                  smooth=False, kink_rule="gradient 0 where all reduced values are equal (std == 0), as torch",
                  sample=_ddof_sample,
-                 examples=(
-                     *_ZERO_D,
-                     ((np.array([[np.inf, 1.0, 2.0], [-np.inf, -np.inf, 1.0]]),), {"axis": 1}),   # infinite entries: NaN only there
-                     ((np.full((2, 7), 0.1),), {"axis": 1}),                       # equal values: exactly 0, zero gradient
-                     ((np.full((2, 3, 2), 1e8 + 0.3),), {"axis": (0, -1)}),
-                     ((np.full(5, 1 / 3),), {}),
-                     ((np.ones((2, 0)),), {"axis": 1}),                             # an empty axis: NaN, an empty gradient
-                     ((np.ones((0, 3)),), {"axis": -2, "keepdims": True}),
-                     ((np.ones((0,)),), {}),
-                     ((np.array([[1.0, 2.0], [0.5, 0.5]]),), {"axis": 1, "ddof": 2}),    # ddof == n: inf/NaN, torch's 2/(n - ddof)
-                     ((np.array([[1.0, 2.0, 4.0]]),), {"axis": -1, "ddof": 5}),          # ddof > n
-                     ((np.array(1.5),), {"axis": 0, "ddof": 1}),
-                 ))
+                 examples=_SPREAD_EXAMPLES)
 
 
 def _extremum_vjp(g, out, x, axis=None, keepdims=False):

@@ -76,6 +76,8 @@ class Program(Trace):
         """The non-smooth ops of the program that meet one of their declared kinks exactly (an input entry
         on a point its Domain avoids: abs at 0): there the first gradient jumps, and finite differences of
         it (the second order's third reference) straddle the jump."""
+        if all(step.spec.smooth for step in self.steps):
+            return []                    # no kink to meet: no forward pass spent on it
         met = []
 
         def run_step(step, args, params):
